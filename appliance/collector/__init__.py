@@ -1,0 +1,1 @@
+"""The collector: receivers, template cache, numba decoders producing FlowBatch, and what follows."""
