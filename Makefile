@@ -1,0 +1,37 @@
+# Entry points. Every target that runs something first runs scripts/setup, which only checks
+# (about a second) once the machine is set up.
+SHELL := /bin/bash
+VENV := .venv
+export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
+
+# Extra flags for scripts/setup (e.g. SETUP_FLAGS=--no-system) and arguments for the command a
+# target runs (e.g. make test ARGS="-m 'not netns' -x").
+SETUP_FLAGS ?=
+ARGS ?=
+
+.PHONY: setup test demo bench lint
+
+setup:
+	scripts/setup $(SETUP_FLAGS)
+
+test:
+	scripts/setup --quiet $(SETUP_FLAGS)
+	scripts/test $(ARGS)
+
+# The appliance as far as it exists: the collector on UDP 2055 (IPv4 and IPv6) printing flows.
+demo:
+	scripts/setup --quiet $(SETUP_FLAGS)
+	@mkdir -p "$(NUMBA_CACHE_DIR)"
+	$(VENV)/bin/mirrorflow collect --listen 0.0.0.0:2055 --listen '[::]:2055' --dump-flows stdout $(ARGS)
+
+bench:
+	scripts/setup --quiet $(SETUP_FLAGS)
+	@test -f bench/__main__.py || { echo "make bench: no benchmarks yet (bench/__main__.py is missing)" >&2; exit 1; }
+	@mkdir -p "$(NUMBA_CACHE_DIR)"
+	$(VENV)/bin/python -m bench $(ARGS)
+
+lint:
+	@ruff=$$(command -v $(VENV)/bin/ruff || command -v ruff) || { \
+	  echo "make lint: ruff is not installed; '$(VENV)/bin/pip install ruff' (it is not among the test extras yet)" >&2; \
+	  exit 1; }; \
+	set -x; $$ruff check appliance tests bench $(ARGS)
