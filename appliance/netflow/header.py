@@ -1,0 +1,151 @@
+"""Header and set layouts of NetFlow v5, v9 and IPFIX, as big-endian numpy dtypes.
+
+The dtypes are the single description of each fixed layout: the encoder fills them, and
+a decoder can ``np.frombuffer(buf, dtype=V9_HEADER)`` the same bytes. Sizes are asserted
+at import time so a typo in a table cannot go unnoticed.
+
+References: Cisco's NetFlow v5 export format, RFC 3954 (v9), RFC 7011 (IPFIX).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+__all__ = [
+    "V5",
+    "V9",
+    "IPFIX",
+    "V5_HEADER",
+    "V5_RECORD",
+    "V5_FIELDS",
+    "V5_MAX_RECORDS",
+    "V9_HEADER",
+    "IPFIX_HEADER",
+    "SET_HEADER",
+    "V5_HEADER_STRUCT",
+    "V9_HEADER_STRUCT",
+    "IPFIX_HEADER_STRUCT",
+    "SET_HEADER_STRUCT",
+    "V9_TEMPLATE_SET_ID",
+    "V9_OPTIONS_TEMPLATE_SET_ID",
+    "IPFIX_TEMPLATE_SET_ID",
+    "IPFIX_OPTIONS_TEMPLATE_SET_ID",
+    "MIN_DATA_SET_ID",
+    "VARIABLE_LENGTH",
+    "ENTERPRISE_BIT",
+    "V9Scope",
+]
+
+#: Version numbers as they appear in the first two bytes of every packet.
+V5, V9, IPFIX = 5, 9, 10
+
+#: v9 FlowSet ids (RFC 3954 section 5.2/6.1).
+V9_TEMPLATE_SET_ID = 0
+V9_OPTIONS_TEMPLATE_SET_ID = 1
+#: IPFIX Set ids (RFC 7011 section 3.3.2).
+IPFIX_TEMPLATE_SET_ID = 2
+IPFIX_OPTIONS_TEMPLATE_SET_ID = 3
+#: Data sets carry their template id, which is at least this (both v9 and IPFIX).
+MIN_DATA_SET_ID = 256
+
+#: IPFIX field length meaning "variable length, prefixed by 1 or 3 length octets".
+VARIABLE_LENGTH = 0xFFFF
+#: IPFIX: set in the element id when a 4-byte enterprise number follows.
+ENTERPRISE_BIT = 0x8000
+
+
+class V9Scope:
+    """v9 options-template scope field types (RFC 3954 section 6.2). Not element ids."""
+
+    SYSTEM = 1
+    INTERFACE = 2
+    LINE_CARD = 3
+    CACHE = 4
+    TEMPLATE = 5
+
+
+V5_HEADER = np.dtype(
+    [
+        ("version", ">u2"),
+        ("count", ">u2"),
+        ("sys_uptime", ">u4"),  # ms since the exporter booted
+        ("unix_secs", ">u4"),
+        ("unix_nsecs", ">u4"),
+        ("flow_sequence", ">u4"),  # flows exported before this packet
+        ("engine_type", "u1"),
+        ("engine_id", "u1"),
+        ("sampling", ">u2"),  # 2-bit mode << 14 | 14-bit interval
+    ]
+)
+
+V5_RECORD = np.dtype(
+    [
+        ("src_addr", ">u4"),
+        ("dst_addr", ">u4"),
+        ("next_hop", ">u4"),
+        ("in_if", ">u2"),
+        ("out_if", ">u2"),
+        ("packets", ">u4"),
+        ("bytes", ">u4"),
+        ("first_switched", ">u4"),
+        ("last_switched", ">u4"),
+        ("src_port", ">u2"),
+        ("dst_port", ">u2"),
+        ("pad1", "u1"),
+        ("tcp_flags", "u1"),
+        ("proto", "u1"),
+        ("tos", "u1"),
+        ("src_as", ">u2"),
+        ("dst_as", ">u2"),
+        ("src_mask", "u1"),
+        ("dst_mask", "u1"),
+        ("pad2", ">u2"),
+    ]
+)
+"""A v5 flow record. Field names are registry names, so columns map one to one."""
+
+#: Registry names carried by a v5 record, in wire order.
+V5_FIELDS: tuple[str, ...] = tuple(n for n in V5_RECORD.names if not n.startswith("pad"))
+#: Cisco's limit on records per v5 packet (collectors rely on it).
+V5_MAX_RECORDS = 30
+
+V9_HEADER = np.dtype(
+    [
+        ("version", ">u2"),
+        ("count", ">u2"),  # template + options + data records in the packet
+        ("sys_uptime", ">u4"),
+        ("unix_secs", ">u4"),
+        ("sequence", ">u4"),  # packets sent before this one, per source id
+        ("source_id", ">u4"),
+    ]
+)
+
+IPFIX_HEADER = np.dtype(
+    [
+        ("version", ">u2"),
+        ("length", ">u2"),  # whole message, header included
+        ("export_time", ">u4"),
+        ("sequence", ">u4"),  # data records sent before this message, mod 2**32
+        ("observation_domain", ">u4"),
+    ]
+)
+
+#: FlowSet (v9) / Set (IPFIX) header: id and length including this header.
+SET_HEADER = np.dtype([("set_id", ">u2"), ("length", ">u2")])
+
+assert V5_HEADER.itemsize == 24 and V5_RECORD.itemsize == 48
+assert V9_HEADER.itemsize == 20 and IPFIX_HEADER.itemsize == 16 and SET_HEADER.itemsize == 4
+
+
+def _struct_of(dtype: np.dtype) -> struct.Struct:
+    codes = {1: "B", 2: "H", 4: "I", 8: "Q"}
+    return struct.Struct(">" + "".join(codes[dtype[name].itemsize] for name in dtype.names))
+
+
+#: `struct` twins of the dtypes, for packing one header at a time.
+V5_HEADER_STRUCT = _struct_of(V5_HEADER)
+V9_HEADER_STRUCT = _struct_of(V9_HEADER)
+IPFIX_HEADER_STRUCT = _struct_of(IPFIX_HEADER)
+SET_HEADER_STRUCT = _struct_of(SET_HEADER)
