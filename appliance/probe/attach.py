@@ -1,0 +1,224 @@
+"""Attach the flow cache to an interface (TC clsact ingress via pyroute2) and set promisc.
+
+Every attachment writes a state file first (`<state_dir>/<ifname>.json`: our pid, whether we
+created the clsact qdisc, the promisc state we found). A probe killed with -9 leaves its TC
+filter attached, still counting into maps nobody reads; the next start finds the state file
+of a dead pid and undoes all of it before attaching again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .errors import AttachError
+
+__all__ = ["Attachment", "attach", "cleanup_leftovers", "DEFAULT_STATE_DIR", "FILTER_NAME"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = Path("/run/mirrorflow/probe")
+#: Our TC filter is recognised by this name and priority (tc filter show ... pref 49152).
+FILTER_NAME = "mirrorflow"
+FILTER_PRIO = 49152
+FILTER_HANDLE = 1
+CLSACT_HANDLE = 0xFFFF0000
+INGRESS_PARENT = 0xFFFFFFF2
+IFF_PROMISC = 0x100
+ETH_P_ALL = 0x0003
+
+
+@dataclass(slots=True)
+class AttachState:
+    pid: int
+    ifname: str
+    ifindex: int
+    created_clsact: bool
+    promisc_before: bool
+    set_promisc: bool
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _has_clsact(ipr: IPRoute, ifindex: int) -> bool:
+    for q in ipr.get_qdiscs(index=ifindex):
+        if q.get_attr("TCA_KIND") == "clsact":
+            return True
+    return False
+
+
+def _our_filters(ipr: IPRoute, ifindex: int) -> list[int]:
+    """Priorities of ingress filters named like ours on the interface."""
+    found = []
+    try:
+        filters = ipr.get_filters(index=ifindex, parent=INGRESS_PARENT)
+    except NetlinkError:
+        return found
+    for f in filters:
+        opts = f.get_attr("TCA_OPTIONS")
+        name = opts.get_attr("TCA_BPF_NAME") if opts is not None else None
+        if f.get_attr("TCA_KIND") == "bpf" and name and str(name).startswith(FILTER_NAME):
+            found.append((f["info"] >> 16) & 0xFFFF)
+    return sorted(set(found))
+
+
+def _del_filters(ipr: IPRoute, ifindex: int) -> int:
+    n = 0
+    for prio in _our_filters(ipr, ifindex):
+        try:
+            ipr.tc("del-filter", "bpf", ifindex, parent=INGRESS_PARENT, prio=prio,
+                   protocol=ETH_P_ALL)
+            n += 1
+        except NetlinkError as exc:
+            log.warning("could not remove a stale filter on ifindex %d: %s", ifindex, exc)
+    return n
+
+
+def _promisc(ipr: IPRoute, ifindex: int) -> bool:
+    link = ipr.link("get", index=ifindex)[0]
+    return bool(link["flags"] & IFF_PROMISC)
+
+
+def _set_promisc(ipr: IPRoute, ifindex: int, on: bool) -> None:
+    ipr.link("set", index=ifindex, flags=IFF_PROMISC if on else 0, change=IFF_PROMISC)
+
+
+def _state_path(state_dir: Path, ifname: str) -> Path:
+    return state_dir / f"{ifname}.json"
+
+
+def cleanup_leftovers(ifname: str, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
+    """Undo what a dead probe left on an interface.
+
+    Returns:
+        True if something was cleaned up.
+
+    Raises:
+        AttachError: a live probe still owns the interface.
+    """
+    path = _state_path(state_dir, ifname)
+    cleaned = False
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            if path.exists():
+                path.unlink()
+            return False
+        ifindex = idx[0]
+        state = None
+        if path.exists():
+            try:
+                state = AttachState(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                log.warning("ignoring an unreadable state file %s", path)
+        if state and state.pid != os.getpid() and _pid_alive(state.pid):
+            raise AttachError(
+                f"{ifname}: probe pid {state.pid} is attached to it; stop that probe first"
+            )
+        if _del_filters(ipr, ifindex):
+            cleaned = True
+            log.warning("%s: removed the TC filter a previous probe left attached", ifname)
+        if state is not None:
+            if state.set_promisc and not state.promisc_before:
+                _set_promisc(ipr, ifindex, False)
+            if state.created_clsact and _has_clsact(ipr, ifindex):
+                try:
+                    ipr.tc("del", "clsact", ifindex)
+                except NetlinkError:
+                    pass
+            cleaned = True
+            path.unlink()
+    return cleaned
+
+
+class Attachment:
+    """The flow cache attached to one interface; `detach()` restores what we changed."""
+
+    def __init__(self, state: AttachState, state_dir: Path) -> None:
+        self.state = state
+        self._state_dir = state_dir
+        self.attached = True
+
+    @property
+    def ifname(self) -> str:
+        return self.state.ifname
+
+    @property
+    def ifindex(self) -> int:
+        return self.state.ifindex
+
+    def detach(self) -> None:
+        if not self.attached:
+            return
+        s = self.state
+        with IPRoute() as ipr:
+            if ipr.link_lookup(ifname=s.ifname):
+                _del_filters(ipr, s.ifindex)
+                if s.set_promisc and not s.promisc_before:
+                    try:
+                        _set_promisc(ipr, s.ifindex, False)
+                    except NetlinkError as exc:
+                        log.warning("%s: could not restore promisc: %s", s.ifname, exc)
+                if s.created_clsact:
+                    try:
+                        ipr.tc("del", "clsact", s.ifindex)
+                    except NetlinkError:
+                        pass
+        path = _state_path(self._state_dir, s.ifname)
+        if path.exists():
+            path.unlink()
+        self.attached = False
+
+
+def attach(ifname: str, prog_fd: int, *, promisc: bool = True,
+           state_dir: Path = DEFAULT_STATE_DIR) -> Attachment:
+    """Clean leftovers, set promisc, add clsact if needed and attach the program to ingress.
+
+    Raises:
+        AttachError: the interface does not exist, or another live probe owns it.
+    """
+    cleanup_leftovers(ifname, state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            raise AttachError(f"interface {ifname!r} does not exist")
+        ifindex = idx[0]
+        state = AttachState(
+            pid=os.getpid(),
+            ifname=ifname,
+            ifindex=ifindex,
+            created_clsact=not _has_clsact(ipr, ifindex),
+            promisc_before=_promisc(ipr, ifindex),
+            set_promisc=promisc,
+        )
+        # Written before changing anything, so a crash at any later point is recoverable.
+        _state_path(state_dir, ifname).write_text(json.dumps(asdict(state)))
+        try:
+            if state.created_clsact:
+                ipr.tc("add", "clsact", ifindex)
+            if promisc and not state.promisc_before:
+                _set_promisc(ipr, ifindex, True)
+            ipr.tc("add-filter", "bpf", ifindex, FILTER_HANDLE, fd=prog_fd,
+                   name=f"{FILTER_NAME}:{os.getpid()}", parent=INGRESS_PARENT,
+                   prio=FILTER_PRIO, protocol=ETH_P_ALL, classid=1, direct_action=True)
+        except NetlinkError as exc:
+            Attachment(state, state_dir).detach()
+            raise AttachError(f"{ifname}: could not attach the TC program: {exc}") from exc
+    return Attachment(state, state_dir)

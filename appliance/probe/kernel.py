@@ -1,0 +1,247 @@
+"""The eBPF flow cache: compile and load flowcache.bpf.c with bcc, configure it, drain it.
+
+`KernelFlowCache` is the real one; `MemoryFlowCache` has the same surface over arrays a test
+fills by hand (like httpx's mock transport), so the rest of the probe is tested without root.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Protocol
+
+import numpy as np
+
+from .errors import KernelError
+from .records import KEY_DTYPE, N_COUNTERS, VAL_DTYPE, Counter, Feature, KeyField, SamplerMode
+
+__all__ = ["FlowCache", "KernelFlowCache", "MemoryFlowCache", "KernelSettings", "SelfExport"]
+
+BPF_SOURCE = "flowcache.bpf.c"
+PROGRAM_NAME = "mf_ingress"
+#: The most entries one batch syscall returns; a hash bucket never holds more.
+DRAIN_CHUNK = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class KernelSettings:
+    """Run-time settings written into the `config` map (no recompilation needed)."""
+
+    sampler_mode: SamplerMode = SamplerMode.OFF
+    sampler_n: int = 1
+    key_fields: KeyField = KeyField.full()
+    features: Feature = Feature.MPLS | Feature.MACS
+
+
+@dataclass(frozen=True, slots=True)
+class SelfExport:
+    """One destination whose UDP packets are our own export traffic."""
+
+    ipver: int
+    addr: bytes  # 4 or 16 bytes
+    dport: int
+    sport: int = 0
+
+
+class FlowCache(Protocol):
+    maxflows: int
+
+    def configure(self, settings: KernelSettings) -> None: ...
+
+    def set_self_export(self, entries: list[SelfExport]) -> None: ...
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def counters(self) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def _source_path() -> str:
+    return str(resources.files("appliance.probe").joinpath(BPF_SOURCE))
+
+
+class KernelFlowCache:
+    """The loaded eBPF program and its maps.
+
+    Args:
+        maxflows: entries of each flow map (the kernel refuses and counts inserts beyond it).
+        cflags: extra compiler flags (tests use them for nothing else than -D overrides).
+    """
+
+    def __init__(self, maxflows: int = 2_000_000, cflags: tuple[str, ...] = ()) -> None:
+        try:
+            import bcc  # noqa: PLC0415 - only the real cache needs bcc (and root)
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise KernelError(
+                "bcc is not importable: install python3-bpfcc and use a venv created with "
+                "--system-site-packages"
+            ) from exc
+        if maxflows < 1:
+            raise KernelError("maxflows must be at least 1")
+        self.maxflows = int(maxflows)
+        self._bcc = bcc
+        flags = [f"-DMF_MAXFLOWS={self.maxflows}", *cflags]
+        try:
+            self._bpf = bcc.BPF(src_file=_source_path().encode(), cflags=flags)
+            self.function = self._bpf.load_func(PROGRAM_NAME.encode(), bcc.BPF.SCHED_CLS)
+        except Exception as exc:
+            raise KernelError(
+                f"could not compile/load {BPF_SOURCE}: {exc}. Kernel headers must be at "
+                f"/lib/modules/{os.uname().release}/build (see scripts/setup)"
+            ) from exc
+        self.prog_fd: int = self.function.fd
+        self._maps = (self._bpf[b"flows_a"], self._bpf[b"flows_b"])
+        self._active_map = self._bpf[b"active"]
+        self._counters = self._bpf[b"counters"]
+        self._config = self._bpf[b"config"]
+        self._self_export = self._bpf[b"self_export"]
+        self._ncpu = len(self._counters.getvalue(0))
+        self._active = 0
+        self._point_at(0)
+        self._lock = threading.Lock()
+        chunk = min(self.maxflows, DRAIN_CHUNK)
+        self._keybuf = np.zeros(chunk, KEY_DTYPE)
+        self._valbuf = np.zeros(chunk, VAL_DTYPE)
+        self.configure(KernelSettings())
+
+    @property
+    def ncpu(self) -> int:
+        return self._ncpu
+
+    def _point_at(self, index: int) -> None:
+        # The update of an array-of-maps waits for an RCU grace period in the kernel
+        # (maybe_wait_bpf_programs): after it returns no program writes the other map.
+        self._active_map[ct.c_int(0)] = ct.c_int(self._maps[index].map_fd)
+        self._active = index
+
+    def configure(self, settings: KernelSettings) -> None:
+        if settings.sampler_mode != SamplerMode.OFF and settings.sampler_n < 1:
+            raise KernelError("sampler rate must be at least 1")
+        leaf = self._config.Leaf()
+        leaf.sampler_mode = int(settings.sampler_mode)
+        leaf.sampler_n = int(settings.sampler_n)
+        leaf.key_fields = int(settings.key_fields)
+        leaf.features = int(settings.features)
+        self._config[ct.c_int(0)] = leaf
+
+    def set_self_export(self, entries: list[SelfExport]) -> None:
+        self._self_export.clear()
+        for e in entries:
+            key = self._self_export.Key()
+            addr = e.addr.ljust(16, b"\0")
+            for i in range(16):
+                key.addr[i] = addr[i]
+            key.dport = e.dport
+            key.sport = e.sport
+            key.ipver = e.ipver
+            self._self_export[key] = ct.c_uint8(1)
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        """Swap the maps and return everything counted into the old one (then empty it).
+
+        Returns:
+            (keys, values) arrays of KEY_DTYPE / VAL_DTYPE.
+        """
+        with self._lock:
+            old = self._active
+            self._point_at(1 - old)
+            return self._read_and_clear(self._maps[old].map_fd)
+
+    def _read_and_clear(self, fd: int) -> tuple[np.ndarray, np.ndarray]:
+        lib = self._bcc.libbcc.lib
+        keys_out: list[np.ndarray] = []
+        vals_out: list[np.ndarray] = []
+        chunk = len(self._keybuf)
+        in_batch = ct.c_uint32(0)
+        out_batch = ct.c_uint32(0)
+        first = True
+        while True:
+            cnt = ct.c_uint32(chunk)
+            ret = lib.bpf_lookup_and_delete_batch(
+                fd,
+                None if first else ct.byref(in_batch),
+                ct.byref(out_batch),
+                self._keybuf.ctypes.data,
+                self._valbuf.ctypes.data,
+                ct.byref(cnt),
+            )
+            err = -ret if ret < 0 else 0  # libbpf returns -errno
+            n = cnt.value
+            if n:
+                keys_out.append(self._keybuf[:n].copy())
+                vals_out.append(self._valbuf[:n].copy())
+            if ret != 0:
+                if err == errno.ENOENT:
+                    break
+                raise KernelError(f"draining the flow map failed: {os.strerror(err)}")
+            in_batch.value = out_batch.value
+            first = False
+        if not keys_out:
+            return np.zeros(0, KEY_DTYPE), np.zeros(0, VAL_DTYPE)
+        return np.concatenate(keys_out), np.concatenate(vals_out)
+
+    def counters(self) -> np.ndarray:
+        """Per-CPU counters, uint64[ncpu, N_COUNTERS]."""
+        out = np.zeros((self._ncpu, N_COUNTERS), np.uint64)
+        for i in range(N_COUNTERS):
+            vals = self._counters.getvalue(self._counters.Key(i))
+            for c, v in enumerate(vals):
+                out[c, i] = v.value if hasattr(v, "value") else v
+        return out
+
+    def reset(self) -> None:
+        """Empty both flow maps and the counters (tests reuse one compiled program)."""
+        with self._lock:
+            for m in self._maps:
+                self._read_and_clear(m.map_fd)
+            self._counters.clear()
+            self._bpf[b"sampler_state"].clear()
+
+    def close(self) -> None:
+        self._bpf.cleanup()
+
+
+class MemoryFlowCache:
+    """A FlowCache whose 'kernel' is a list of (keys, values) batches a test pushes."""
+
+    def __init__(self, maxflows: int = 65536, ncpu: int = 2) -> None:
+        self.maxflows = maxflows
+        self.ncpu = ncpu
+        self.settings = KernelSettings()
+        self.self_export: list[SelfExport] = []
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._counters = np.zeros((ncpu, N_COUNTERS), np.uint64)
+
+    def configure(self, settings: KernelSettings) -> None:
+        self.settings = settings
+
+    def set_self_export(self, entries: list[SelfExport]) -> None:
+        self.self_export = list(entries)
+
+    def push(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self.pending.append((keys, values))
+        self._counters[0, Counter.ACCOUNTED_PACKETS] += np.uint64(values["packets"].sum())
+        self._counters[0, Counter.ACCOUNTED_BYTES] += np.uint64(values["bytes"].sum())
+        self._counters[0, Counter.NEW_FLOWS] += np.uint64(len(keys))
+
+    def add_counter(self, counter: Counter, n: int, cpu: int = 0) -> None:
+        self._counters[cpu, counter] += np.uint64(n)
+
+    def drain(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.pending:
+            return np.zeros(0, KEY_DTYPE), np.zeros(0, VAL_DTYPE)
+        keys = np.concatenate([k for k, _ in self.pending])
+        vals = np.concatenate([v for _, v in self.pending])
+        self.pending.clear()
+        return keys, vals
+
+    def counters(self) -> np.ndarray:
+        return self._counters.copy()
+
+    def close(self) -> None:
+        pass
