@@ -5,6 +5,37 @@ No I/O here.
 
 from __future__ import annotations
 
+from appliance.netflow.encoder import (
+    EncodeError,
+    IPFIXEncoder,
+    Template,
+    TemplateField,
+    V5Encoder,
+    V9Encoder,
+    ValueOverflowError,
+    interface_template,
+    options_template_for,
+    sampler_template,
+    statistics_template,
+    template_for,
+)
 from appliance.netflow.registry import REGISTRY, Field, FieldType, Registry
 
-__all__ = ["REGISTRY", "Field", "FieldType", "Registry"]
+__all__ = [
+    "REGISTRY",
+    "Field",
+    "FieldType",
+    "Registry",
+    "EncodeError",
+    "ValueOverflowError",
+    "Template",
+    "TemplateField",
+    "template_for",
+    "options_template_for",
+    "sampler_template",
+    "statistics_template",
+    "interface_template",
+    "V5Encoder",
+    "V9Encoder",
+    "IPFIXEncoder",
+]

@@ -504,7 +504,7 @@ class _TemplateEncoder(_Source):
                 packets.append(self._packet(now_ns, prefix, self.template_records, b"", 0))
                 continue
             body = view[offsets[start] : offsets[end]]
-            data_set = self._data_set(template.template_id, body)
+            data_set = self._data_set(template, body)
             count = (self.template_records if due else 0) + end - start
             packets.append(self._packet(now_ns, prefix, count, data_set, end - start))
             if not template.is_options:
@@ -512,10 +512,11 @@ class _TemplateEncoder(_Source):
             start = end
         return packets
 
-    def _data_set(self, set_id: int, body: memoryview) -> bytes:
+    def _data_set(self, template: Template, body: memoryview) -> bytes:
         length = 4 + len(body)
-        pad = (-length) % 4 if self.pad_sets else 0
-        return SET_HEADER_STRUCT.pack(set_id, length + pad) + bytes(body) + bytes(pad)
+        # Padding shorter than a record is unambiguous; records of 1-3 bytes go unpadded.
+        pad = (-length) % 4 if self.pad_sets and (template.record_length or 4) > 3 else 0
+        return SET_HEADER_STRUCT.pack(template.template_id, length + pad) + bytes(body) + bytes(pad)
 
     def _packet(self, now_ns: int, prefix: bytes, count: int, data_set: bytes, records: int) -> bytes:
         length = self.header_size + len(prefix) + len(data_set)
