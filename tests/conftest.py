@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
 
@@ -78,7 +79,9 @@ class NetnsError(RuntimeError):
     """An ``ip`` command failed while building or removing test namespaces."""
 
 
-def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _ip(
+    *args: str, netns: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     cmd = ["ip", *args] if netns is None else ["ip", "-n", netns, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     if check and proc.returncode != 0:
@@ -205,7 +208,9 @@ class NetnsFactory:
         """The argv that runs ``argv`` inside ``netns`` (for subprocess.Popen and friends)."""
         return list(argv) if netns is None else ["ip", "netns", "exec", netns, *argv]
 
-    def run(self, netns: str | None, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, netns: str | None, *argv: str, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         """Runs a command inside ``netns`` and returns it finished, output captured as text."""
         return subprocess.run(
             self.command(netns, *argv), capture_output=True, text=True, timeout=timeout, check=False
@@ -241,11 +246,14 @@ class NetnsFactory:
         if errors:
             raise NetnsError("could not remove: " + "; ".join(errors))
 
-    def __enter__(self) -> NetnsFactory:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.cleanup()
 
@@ -386,7 +394,9 @@ class PostgresServer:
         """Starts the server and waits until it accepts connections; no-op if it runs."""
         if self.running:
             return
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-w", "-t", "60", "start"
+        )
 
     def stop(self) -> None:
         """Stops the server cleanly (fast shutdown: open sessions are disconnected)."""
@@ -404,7 +414,9 @@ class PostgresServer:
         deadline = time.monotonic() + 10
         while _group_alive(pid):
             if time.monotonic() > deadline:
-                raise PostgresError(f"PostgreSQL processes of group {pid} survived SIGKILL for 10 s")
+                raise PostgresError(
+                    f"PostgreSQL processes of group {pid} survived SIGKILL for 10 s"
+                )
             time.sleep(0.02)
         # Where nothing reaps orphans the dead postmaster stays a zombie, and PostgreSQL would take
         # the lock files naming it for a live server; the crash is real, so they are stale.
@@ -426,7 +438,16 @@ class PostgresServer:
         try:
             if self.running:
                 try:
-                    self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop", timeout=30)
+                    self._run(
+                        "pg_ctl",
+                        "-D",
+                        str(self.data_dir),
+                        "-m",
+                        "immediate",
+                        "-w",
+                        "stop",
+                        timeout=30,
+                    )
                 except (PostgresError, subprocess.TimeoutExpired):
                     self.kill()
         finally:

@@ -28,7 +28,9 @@ def test_postgres_answers_a_query(postgres_server: PostgresServer) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_keeps_committed_rows_across_kill_and_start(postgres_server: PostgresServer) -> None:
+def test_postgres_keeps_committed_rows_across_kill_and_start(
+    postgres_server: PostgresServer,
+) -> None:
     dsn = postgres_server.create_database()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("create table t (x int)")
@@ -58,7 +60,9 @@ def test_postgres_stop_then_start(postgres_server: PostgresServer) -> None:
 
 @pytest.mark.postgres
 def test_postgres_db_is_a_fresh_database(postgres_db: str) -> None:
-    assert _query(postgres_db, "select count(*) from pg_tables where schemaname = 'public'") == [(0,)]
+    assert _query(postgres_db, "select count(*) from pg_tables where schemaname = 'public'") == [
+        (0,)
+    ]
 
 
 def _namespaces() -> set[str]:
@@ -67,7 +71,11 @@ def _namespaces() -> set[str]:
 
 
 def _link_exists(name: str, netns: str | None = None) -> bool:
-    cmd = ["ip", "link", "show", "dev", name] if netns is None else ["ip", "-n", netns, "link", "show", "dev", name]
+    cmd = (
+        ["ip", "link", "show", "dev", name]
+        if netns is None
+        else ["ip", "-n", netns, "link", "show", "dev", name]
+    )
     return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
 
 
@@ -106,7 +114,9 @@ def test_veth_end_can_stay_in_the_root_namespace(netns: NetnsFactory) -> None:
 
 @pytest.mark.root
 @pytest.mark.netns
-def test_leftovers_of_a_dead_run_are_removed_and_a_live_runs_kept(netns_factory: NetnsFactory) -> None:
+def test_leftovers_of_a_dead_run_are_removed_and_a_live_runs_kept(
+    netns_factory: NetnsFactory,
+) -> None:
     dead = subprocess.Popen(["true"])  # its pid stands for a test run that crashed
     dead.wait()
     stale_ns = f"mft{dead.pid:06x}n9999"
@@ -116,7 +126,18 @@ def test_leftovers_of_a_dead_run_are_removed_and_a_live_runs_kept(netns_factory:
         subprocess.run(["ip", "netns", "add", stale_ns], check=True)
         subprocess.run(["ip", "netns", "add", live_ns], check=True)
         subprocess.run(
-            ["ip", "link", "add", stale_link, "type", "veth", "peer", "name", stale_link[:-1] + "b"], check=True
+            [
+                "ip",
+                "link",
+                "add",
+                stale_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                stale_link[:-1] + "b",
+            ],
+            check=True,
         )
         _remove_leftovers()
         assert stale_ns not in _namespaces()
