@@ -1,0 +1,420 @@
+"""Export ended flows as NetFlow v9 / v5 / IPFIX datagrams to any number of UDP destinations.
+
+One encoder makes one stream (one sequence space, one source id); every destination gets
+every datagram of it, like ipt_netflow. Each destination has its own connected UDP socket, so
+ICMP port-unreachable comes back as ECONNREFUSED on a later send; send errors are counted per
+destination and per cause, and the probe keeps going.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from appliance.netflow.encoder import (
+    IPFIXEncoder,
+    Template,
+    V5Encoder,
+    V9Encoder,
+    sampler_template,
+    statistics_template,
+    template_for,
+)
+
+from .errors import ProbeConfigError
+from .flowtable import FLOW_DTYPE
+from .records import SamplerMode
+
+__all__ = [
+    "Destination",
+    "Exporter",
+    "DestinationStats",
+    "Transport",
+    "UdpTransport",
+    "MemoryTransport",
+    "flow_columns",
+    "parse_destination",
+    "TEMPLATE_IPV4",
+    "TEMPLATE_IPV6",
+    "TEMPLATE_SAMPLER",
+    "TEMPLATE_STATISTICS",
+]
+
+TEMPLATE_IPV4 = 256
+TEMPLATE_IPV6 = 257
+TEMPLATE_SAMPLER = 258
+TEMPLATE_STATISTICS = 259
+SAMPLER_ID = 1
+
+_V9_FIELDS = (
+    "src_addr", "dst_addr", "src_port", "dst_port", "proto", "tos", "tcp_flags", "in_if",
+    "packets", "bytes", "first_switched", "last_switched", "min_ttl", "max_ttl",
+    "icmp_type", "ip_version", "direction", "src_vlan", "dot1q_customer_vlan", "src_mac",
+    "dst_mac", "flow_end_reason",
+)  # fmt: skip
+_IPFIX_FIELDS = (
+    "src_addr", "dst_addr", "src_port", "dst_port", "proto", "tos", "tcp_flags", "in_if",
+    "packets", "bytes", "flow_start_ms", "flow_end_ms", "min_ttl", "max_ttl",
+    "icmp_type", "ip_version", "direction", "dot1q_vlan", "dot1q_customer_vlan", "src_mac",
+    "dst_mac", "flow_end_reason",
+)  # fmt: skip
+# Where the IPv6 template differs from the IPv4 one beyond the address twins.
+_V6_EXTRA = ("flow_label6",)
+# IPFIX selector algorithms (RFC 5477): systematic count-based, random n-out-of-N, hash.
+_IPFIX_SELECTOR = {SamplerMode.DETERMINISTIC: 1, SamplerMode.RANDOM: 3, SamplerMode.HASH: 6}
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    host: str
+    port: int
+    family: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.family == socket.AF_INET6 else (
+            f"{self.host}:{self.port}"
+        )
+
+
+def parse_destination(text: str) -> Destination:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``HOST`` (port 2055). Host names are resolved once."""
+    host, port = text, "2055"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        portn = int(port)
+        if not 0 < portn < 65536:
+            raise ValueError
+    except ValueError:
+        raise ProbeConfigError(f"destination {text!r}: port must be 1..65535") from None
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            info = socket.getaddrinfo(host, portn, type=socket.SOCK_DGRAM)[0]
+        except OSError as exc:
+            raise ProbeConfigError(f"destination {text!r}: cannot resolve {host!r}: {exc}") from None
+        addr = ipaddress.ip_address(info[4][0])
+    family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+    return Destination(str(addr), portn, family)
+
+
+class Transport(Protocol):
+    def send(self, payload: bytes) -> None: ...
+
+    def local_port(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class UdpTransport:
+    """A connected, non-blocking UDP socket towards one destination."""
+
+    def __init__(self, dest: Destination, sndbuf: int = 0, bind: str | None = None) -> None:
+        self.sock = socket.socket(dest.family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        if sndbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        if bind:
+            self.sock.bind((bind, 0))
+        self.sock.connect((dest.host, dest.port))
+
+    def send(self, payload: bytes) -> None:
+        self.sock.send(payload)
+
+    def local_port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class MemoryTransport:
+    """Keeps what is sent; `fail_with` makes the next sends raise that errno."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.fail_with: int | None = None
+
+    def send(self, payload: bytes) -> None:
+        if self.fail_with is not None:
+            raise OSError(self.fail_with, errno.errorcode.get(self.fail_with, "error"))
+        self.sent.append(payload)
+
+    def local_port(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class DestinationStats:
+    packets: int = 0
+    bytes: int = 0
+    flows: int = 0
+    errors: int = 0
+    #: errno name → count (ENOBUFS/EAGAIN: buffer full; ECONNREFUSED: ICMP unreachable)
+    errors_by_cause: dict[str, int] = field(default_factory=dict)
+    flows_lost: int = 0
+    last_error: str = ""
+
+
+def _ipv4_int(addr16: np.ndarray) -> np.ndarray:
+    a = addr16[:, :4].astype(np.uint64)
+    return (a[:, 0] << np.uint64(24)) | (a[:, 1] << np.uint64(16)) | (a[:, 2] << np.uint64(8)) | a[:, 3]
+
+
+def _mac_int(mac: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(mac), np.uint64)
+    for i in range(6):
+        out = (out << np.uint64(8)) | mac[:, i].astype(np.uint64)
+    return out
+
+
+def flow_columns(flows: np.ndarray, epoch_offset_ns: int, ipv6: bool) -> dict[str, np.ndarray]:
+    """Registry columns for the encoders from FLOW_DTYPE records of one address family.
+
+    Args:
+        flows: ended flows (all IPv4 or all IPv6).
+        epoch_offset_ns: added to the kernel's CLOCK_MONOTONIC times to get epoch times.
+        ipv6: the family of `flows`.
+    """
+    k, v = flows["key"], flows["val"]
+    proto = k["proto"].astype(np.uint64)
+    icmp = (proto == 1) | (proto == 58)
+    cols: dict[str, np.ndarray] = {
+        "src_port": k["sport"].astype(np.uint64),
+        "dst_port": k["dport"].astype(np.uint64),
+        "proto": proto,
+        "tos": k["tos"].astype(np.uint64),
+        "tcp_flags": (v["tcp_flags"] & np.uint64(0xFF)).astype(np.uint64),
+        "in_if": k["ifindex"].astype(np.uint64),
+        "packets": v["packets"].astype(np.uint64),
+        "bytes": v["bytes"].astype(np.uint64),
+        "flow_start_ms": ((v["first_ns"].astype(np.int64) + epoch_offset_ns) // 1_000_000),
+        "flow_end_ms": ((v["last_ns"].astype(np.int64) + epoch_offset_ns) // 1_000_000),
+        "min_ttl": v["min_ttl"].astype(np.uint64),
+        "max_ttl": v["max_ttl"].astype(np.uint64),
+        "ip_version": k["ipver"].astype(np.uint64),
+        "direction": np.zeros(len(flows), np.uint64),
+        "src_vlan": k["vlan"].astype(np.uint64),
+        "dot1q_vlan": k["vlan"].astype(np.uint64),
+        "dot1q_customer_vlan": v["inner_vlan"].astype(np.uint64),
+        "src_mac": _mac_int(v["src_mac"]),
+        "dst_mac": _mac_int(v["dst_mac"]),
+        "flow_end_reason": flows["end_reason"].astype(np.uint64),
+        "sampler_id": np.full(len(flows), SAMPLER_ID, np.uint64),
+        "selector_id": np.full(len(flows), SAMPLER_ID, np.uint64),
+    }
+    icmp_code = np.where(icmp, k["dport"], 0).astype(np.uint64)
+    if ipv6:
+        cols["src_addr6"] = np.ascontiguousarray(k["src"])
+        cols["dst_addr6"] = np.ascontiguousarray(k["dst"])
+        cols["icmp_type6"] = icmp_code
+        cols["flow_label6"] = v["flow_label"].astype(np.uint64)
+    else:
+        cols["src_addr"] = _ipv4_int(k["src"])
+        cols["dst_addr"] = _ipv4_int(k["dst"])
+        cols["icmp_type"] = icmp_code
+    return cols
+
+
+class Exporter:
+    """Encodes ended flows and sends each datagram to every destination.
+
+    Args:
+        destinations: where to send; each gets every datagram.
+        protocol: 9 (default), 5 or 10.
+        transports: one per destination (tests pass `MemoryTransport`s); default UDP sockets.
+        sampler: (mode, N) announced in v5 headers and in v9/IPFIX options data.
+        mtu: the largest UDP payload.
+        source_id: v9 source id / IPFIX observation domain / v5 engine id.
+        clock: ns since the epoch (injectable).
+        options_interval_s: how often options data (sampler, statistics) are re-sent.
+    """
+
+    def __init__(
+        self,
+        destinations: Sequence[Destination],
+        protocol: int = 9,
+        *,
+        transports: Sequence[Transport] | None = None,
+        sampler: tuple[SamplerMode, int] = (SamplerMode.OFF, 1),
+        mtu: int = 1400,
+        source_id: int = 0,
+        template_refresh_packets: int = 20,
+        template_refresh_seconds: float = 1800.0,
+        options_interval_s: float = 60.0,
+        sndbuf: int = 0,
+        clock: Callable[[], int] = time.time_ns,
+        boot_ns: int | None = None,
+    ) -> None:
+        if protocol not in (5, 9, 10):
+            raise ProbeConfigError(f"protocol must be 5, 9 or 10 (IPFIX), not {protocol}")
+        if not destinations:
+            raise ProbeConfigError("at least one destination (-d HOST:PORT) is needed")
+        self.protocol = protocol
+        self.destinations = list(destinations)
+        self.transports: list[Transport] = (
+            list(transports) if transports is not None
+            else [UdpTransport(d, sndbuf) for d in self.destinations]
+        )  # fmt: skip
+        self.stats = [DestinationStats() for _ in self.destinations]
+        self.sampler_mode, self.sampler_n = sampler
+        self.clock = clock
+        self.options_interval_ns = int(options_interval_s * 1e9)
+        self._last_options_ns: int | None = None
+        self.flows_exported = 0
+        self.flows_unexportable = 0  # IPv6 flows in v5
+        sampling = self.sampler_mode != SamplerMode.OFF and self.sampler_n > 1
+        if protocol == 5:
+            mode = {SamplerMode.DETERMINISTIC: 1, SamplerMode.RANDOM: 2, SamplerMode.HASH: 2}
+            self.encoder: V5Encoder | V9Encoder | IPFIXEncoder = V5Encoder(
+                engine_id=source_id & 0xFF, engine_type=0,
+                sampling_mode=mode.get(self.sampler_mode, 0) if sampling else 0,
+                sampling_interval=min(self.sampler_n, 16383) if sampling else 0,
+                mtu=mtu, clock=clock, boot_ns=boot_ns, overflow="clamp",
+            )  # fmt: skip
+            return
+        names = list(_V9_FIELDS if protocol == 9 else _IPFIX_FIELDS)
+        if sampling:
+            names.append("sampler_id" if protocol == 9 else "selector_id")
+        if protocol == 9:
+            names = [("sampler_id", 1) if n == "sampler_id" else n for n in names]
+        else:
+            names = [("selector_id", 4) if n == "selector_id" else n for n in names]
+        templates: list[Template] = [
+            template_for(names, TEMPLATE_IPV4),
+            template_for([*names, *_V6_EXTRA], TEMPLATE_IPV6, ipv6=True),
+            statistics_template(TEMPLATE_STATISTICS, protocol),
+        ]
+        if sampling:
+            templates.append(sampler_template(TEMPLATE_SAMPLER, protocol))
+        self.sampling = sampling
+        cls = V9Encoder if protocol == 9 else IPFIXEncoder
+        domain = {"source_id": source_id} if protocol == 9 else {"observation_domain": source_id}
+        self.encoder = cls(
+            templates, mtu=mtu, clock=clock, boot_ns=boot_ns,
+            template_refresh_packets=template_refresh_packets,
+            template_refresh_seconds=template_refresh_seconds, overflow="clamp", **domain,
+        )  # fmt: skip
+
+    def local_ports(self) -> list[int]:
+        return [t.local_port() for t in self.transports]
+
+    def _send(self, payloads: list[bytes], flows_per_payload: list[int]) -> None:
+        for payload, nflows in zip(payloads, flows_per_payload, strict=True):
+            for t, st in zip(self.transports, self.stats, strict=True):
+                try:
+                    t.send(payload)
+                except OSError as exc:
+                    st.errors += 1
+                    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                    st.errors_by_cause[name] = st.errors_by_cause.get(name, 0) + 1
+                    st.flows_lost += nflows
+                    st.last_error = f"{name}: {exc.strerror}"
+                    continue
+                st.packets += 1
+                st.bytes += len(payload)
+                st.flows += nflows
+
+    def _flows_in(self, payloads: list[bytes], template_id: int) -> list[int]:
+        """Flow records in each payload (walks the sets; records have a fixed length)."""
+        if self.protocol == 5:
+            return [int.from_bytes(p[2:4], "big") for p in payloads]
+        enc = self.encoder
+        assert isinstance(enc, V9Encoder | IPFIXEncoder)
+        reclen = enc.templates[template_id].record_length or 1
+        counts = []
+        for p in payloads:
+            off, n = enc.header_size, 0
+            while off + 4 <= len(p):
+                set_id = int.from_bytes(p[off : off + 2], "big")
+                length = int.from_bytes(p[off + 2 : off + 4], "big")
+                if length < 4:
+                    break
+                if set_id == template_id:
+                    n += (length - 4) // reclen
+                off += length
+            counts.append(n)
+        return counts
+
+    def export(self, flows: np.ndarray, epoch_offset_ns: int) -> int:
+        """Encode and send ended flows (FLOW_DTYPE). Returns the number of flows encoded."""
+        if len(flows) == 0:
+            return 0
+        flows = np.asarray(flows, FLOW_DTYPE)
+        sent = 0
+        is6 = flows["key"]["ipver"] == 6
+        for ipv6 in (False, True):
+            part = flows[is6] if ipv6 else flows[~is6]
+            if len(part) == 0:
+                continue
+            if ipv6 and self.protocol == 5:
+                self.flows_unexportable += len(part)
+                continue
+            cols = flow_columns(part, epoch_offset_ns, ipv6)
+            tid = TEMPLATE_IPV6 if ipv6 else TEMPLATE_IPV4
+            if self.protocol == 5:
+                payloads = self.encoder.encode(cols)
+            else:
+                payloads = self.encoder.encode(cols, tid)
+            self._send(payloads, self._flows_in(payloads, tid))
+            sent += len(part)
+        self.flows_exported += sent
+        return sent
+
+    def options_due(self, now_ns: int | None = None) -> bool:
+        if self.protocol == 5:
+            return False
+        now_ns = self.clock() if now_ns is None else now_ns
+        return self._last_options_ns is None or now_ns - self._last_options_ns >= self.options_interval_ns
+
+    def send_options(self, ignored_packets: int, ignored_bytes: int) -> None:
+        """Options data: sampler configuration (if sampling) and exporter statistics."""
+        if self.protocol == 5:
+            return
+        self._last_options_ns = self.clock()
+        enc = self.encoder
+        assert isinstance(enc, V9Encoder | IPFIXEncoder)
+        payloads: list[bytes] = []
+        if self.sampling:
+            if self.protocol == 9:
+                cols = {
+                    "scope_system": np.array([enc.source_id], np.uint64),  # type: ignore[union-attr]
+                    "sampler_id": SAMPLER_ID,
+                    "sampler_mode": int(self.sampler_mode.ipfix_algorithm),
+                    "sampler_random_interval": self.sampler_n,
+                    "sampling_interval": self.sampler_n,
+                    "sampling_algorithm": int(self.sampler_mode.ipfix_algorithm),
+                }
+            else:
+                cols = {
+                    "selector_id": np.array([SAMPLER_ID], np.uint64),
+                    "selector_algorithm": _IPFIX_SELECTOR[self.sampler_mode],
+                    "sampling_packet_interval": 1,
+                    "sampling_packet_space": self.sampler_n - 1,
+                }
+            payloads += enc.encode(cols, TEMPLATE_SAMPLER)
+        lost = max((s.flows_lost for s in self.stats), default=0)
+        payloads += enc.encode_statistics(
+            TEMPLATE_STATISTICS, ignored_packets=ignored_packets, ignored_bytes=ignored_bytes,
+            not_sent_flows=lost,
+        )  # fmt: skip
+        self._send(payloads, [0] * len(payloads))
+
+    def close(self) -> None:
+        for t in self.transports:
+            t.close()

@@ -1,0 +1,119 @@
+"""The probe's exporter: v5/v9/IPFIX payloads decoded by tshark, destinations, send errors."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+
+import numpy as np
+import pytest
+
+from appliance.probe.exporter import Exporter, MemoryTransport, parse_destination
+from appliance.probe.flowtable import FLOW_DTYPE
+from appliance.probe.records import SamplerMode
+from tests.integration.test_probe_support import tshark_flows
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+
+
+def make_flows(n4: int, n6: int) -> np.ndarray:
+    f = np.zeros(n4 + n6, FLOW_DTYPE)
+    for i in range(n4 + n6):
+        k, v = f[i]["key"], f[i]["val"]
+        if i < n4:
+            k["src"][:4] = [10, 0, i // 256, i % 256]
+            k["dst"][:4] = [192, 0, 2, 1]
+            k["ipver"] = 4
+        else:
+            k["src"][:] = [0x20, 0x01, 0x0D, 0xB8] + [0] * 11 + [i % 256]
+            k["dst"][:] = [0x20, 0x01, 0x0D, 0xB8] + [0] * 11 + [1]
+            k["ipver"] = 6
+        k["sport"] = 1000 + i
+        k["dport"] = 443
+        k["proto"] = 6
+        k["vlan"] = 100
+        v["packets"] = i + 1
+        v["bytes"] = 100 * (i + 1)
+        v["first_ns"] = 10**9
+        v["last_ns"] = 2 * 10**9
+        v["tcp_flags"] = 0x1B
+        f[i]["end_reason"] = 1
+    return f
+
+
+def test_parse_destination():
+    assert str(parse_destination("127.0.0.1:9995")) == "127.0.0.1:9995"
+    assert str(parse_destination("[::1]:2055")) == "[::1]:2055"
+    assert parse_destination("192.0.2.1").port == 2055
+
+
+@needs_tshark
+@pytest.mark.parametrize("protocol", [5, 9, 10])
+def test_every_flow_reaches_every_destination_and_tshark_reads_it(protocol, tmp_path):
+    transports = [MemoryTransport(), MemoryTransport()]
+    dests = [parse_destination("127.0.0.1:1"), parse_destination("[::1]:2")]
+    ex = Exporter(dests, protocol, transports=transports)
+    flows = make_flows(70, 0 if protocol == 5 else 30)
+    ex.export(flows, epoch_offset_ns=1_700_000_000 * 10**9)
+    assert transports[0].sent == transports[1].sent
+    assert all(len(p) <= 1400 for p in transports[0].sent)
+    decoded = tshark_flows(transports[0].sent, tmp_path)
+    assert len(decoded) == len(flows)
+    got = sorted((d["sport"], d["packets"], d["bytes"]) for d in decoded)
+    want = sorted((int(f["key"]["sport"]), int(f["val"]["packets"]), int(f["val"]["bytes"]))
+                  for f in flows)
+    assert got == want
+    assert ex.stats[0].flows == len(flows) and ex.stats[1].flows == len(flows)
+    if protocol != 5:
+        assert {d["vlan"] for d in decoded} == {100}
+        assert {d["reason"] for d in decoded} == {1}
+        ex.send_options(ignored_packets=7, ignored_bytes=700)
+
+
+def test_v5_leaves_ipv6_out_and_counts_it():
+    t = MemoryTransport()
+    ex = Exporter([parse_destination("127.0.0.1:1")], 5, transports=[t])
+    ex.export(make_flows(3, 2), 0)
+    assert ex.flows_unexportable == 2
+    assert sum(int.from_bytes(p[2:4], "big") for p in t.sent) == 3
+
+
+def test_v5_header_announces_sampling():
+    t = MemoryTransport()
+    ex = Exporter([parse_destination("127.0.0.1:1")], 5, transports=[t],
+                  sampler=(SamplerMode.RANDOM, 100))
+    ex.export(make_flows(1, 0), 0)
+    assert int.from_bytes(t.sent[0][22:24], "big") == (2 << 14) | 100
+
+
+def test_send_errors_are_counted_per_destination_and_the_rest_goes_on():
+    ok, full, refused = MemoryTransport(), MemoryTransport(), MemoryTransport()
+    full.fail_with = errno.ENOBUFS
+    refused.fail_with = errno.ECONNREFUSED
+    dests = [parse_destination(f"127.0.0.1:{p}") for p in (1, 2, 3)]
+    ex = Exporter(dests, 9, transports=[ok, full, refused])
+    ex.export(make_flows(100, 0), 0)
+    assert ex.stats[0].errors == 0 and ex.stats[0].flows == 100
+    assert ex.stats[1].errors_by_cause == {"ENOBUFS": len(ok.sent)}
+    assert ex.stats[2].errors_by_cause == {"ECONNREFUSED": len(ok.sent)}
+    assert ex.stats[1].flows_lost == 100
+
+
+@needs_tshark
+def test_sampler_and_statistics_options_decode(tmp_path):
+    import subprocess
+
+    from tests.integration.test_probe_support import write_udp_pcap
+
+    for protocol in (9, 10):
+        t = MemoryTransport()
+        ex = Exporter([parse_destination("127.0.0.1:1")], protocol, transports=[t],
+                      sampler=(SamplerMode.DETERMINISTIC, 10))
+        ex.send_options(ignored_packets=5, ignored_bytes=500)
+        pcap = tmp_path / f"o{protocol}.pcap"
+        write_udp_pcap(pcap, t.sent)
+        out = subprocess.run(["tshark", "-r", str(pcap), "-d", "udp.port==2055,cflow", "-V"],
+                             capture_output=True, text=True, check=True).stdout
+        assert "Options" in out
+        assert ("Sampling" in out) or ("Selector" in out)
+        assert "Ignored" in out or "ignored" in out
