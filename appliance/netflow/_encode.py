@@ -35,6 +35,7 @@ class ValueOverflowError(EncodeError):
 
 
 _STRING_TYPES = (FieldType.STRING, FieldType.BYTES)
+_BLOCK_ROWS = 8192
 
 
 @njit(cache=True, nogil=True)
@@ -135,6 +136,7 @@ def _pack_fixed(
     fields: Sequence[TemplateField], columns: Mapping[str, Any], n: int, overflow: str
 ) -> np.ndarray:
     out = np.zeros((n, sum(f.length for f in fields)), dtype=np.uint8)
+    integers: list[tuple[np.ndarray, int, int]] = []  # (values, offset, length)
     offset = 0
     for f in fields:
         value = _column(columns, f.name, n)
@@ -147,8 +149,13 @@ def _pack_fixed(
             strings = _fixed_strings(f.name, _as_bytes(f.name, value, n), f.length, overflow)
             out[:, offset : offset + f.length] = strings
         else:
-            _put_uint(out, as_uint64(f.name, value, f, n, overflow), offset, f.length)
+            integers.append((as_uint64(f.name, value, f, n, overflow), offset, f.length))
         offset += f.length
+    # Row blocks that stay in cache while every field is written into them.
+    for lo in range(0, n, _BLOCK_ROWS):
+        hi = min(n, lo + _BLOCK_ROWS)
+        for values, offset, length in integers:
+            _put_uint(out[lo:hi], values[lo:hi], offset, length)
     return out
 
 
@@ -176,7 +183,7 @@ def _pack_variable(
 
 def pack_records(
     template: Template, columns: Mapping[str, Any], overflow: str = "raise"
-) -> tuple[bytes, np.ndarray]:
+) -> tuple[bytes | memoryview, np.ndarray]:
     """Pack the records of `columns` for `template`.
 
     Args:
@@ -191,7 +198,7 @@ def pack_records(
     if template.record_length is None:
         return _pack_variable(template, columns, n, overflow)
     matrix = _pack_fixed(template.fields, columns, n, overflow)
-    return matrix.tobytes(), np.arange(n + 1, dtype=np.int64) * template.record_length
+    return memoryview(matrix.reshape(-1)), np.arange(n + 1, dtype=np.int64) * template.record_length
 
 
 def chunk_end(offsets: np.ndarray, start: int, budget: int) -> int:

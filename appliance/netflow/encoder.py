@@ -107,6 +107,7 @@ _V6_TWINS = {
 }
 _VIRTUAL_NAMES = frozenset(v[1] for v in VIRTUAL)
 _NS_PER_MS = 1_000_000
+_ZEROS = bytes(3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,8 +453,7 @@ class _TemplateEncoder(_Source):
     def encode_templates(self) -> list[bytes]:
         """One datagram with all templates (e.g. at start-up); resets the refresh timers."""
         now_ns = self.clock()
-        payload = self._packet(now_ns, self.template_sets, self.template_records, b"", 0)
-        return [payload]
+        return [self._packet(now_ns, (self.template_sets,), self.template_records, 0)]
 
     def encode_statistics(
         self,
@@ -483,45 +483,51 @@ class _TemplateEncoder(_Source):
         return {}
 
     def _packets(
-        self, template: Template, data: bytes, offsets: np.ndarray, now_ns: int
+        self, template: Template, data: bytes | memoryview, offsets: np.ndarray, now_ns: int
     ) -> list[bytes]:
         n = len(offsets) - 1
         view = memoryview(data)
+        starts = offsets.tolist()
+        record_length = template.record_length
+        # Padding shorter than a record is unambiguous; records of 1-3 bytes go unpadded.
+        pad_data = self.pad_sets and (record_length or 4) > 3
         packets: list[bytes] = []
         start = 0
         while start < n:
             due = self.templates_due(now_ns)
             prefix = self.template_sets if due else b""
             room = self.mtu - self.header_size - len(prefix)
-            if self.pad_sets:
-                room -= room % 4
-            end = chunk_end(offsets, start, room - 4) if room >= 4 else start
+            room -= room % 4 if self.pad_sets else 0
+            budget = max(room - 4, 0)  # minus the data set header
+            if record_length:
+                end = min(n, start + budget // record_length)
+            else:
+                end = chunk_end(offsets, start, budget)
             if end == start:
                 if not due:
                     raise EncodeError(
                         f"a record of template {template.template_id} does not fit MTU {self.mtu}"
                     )
-                packets.append(self._packet(now_ns, prefix, self.template_records, b"", 0))
+                packets.append(self._packet(now_ns, (prefix,), self.template_records, 0))
                 continue
-            body = view[offsets[start] : offsets[end]]
-            data_set = self._data_set(template, body)
+            body = view[starts[start] : starts[end]]
+            length = 4 + len(body)
+            pad = (-length) % 4 if pad_data else 0
+            set_header = SET_HEADER_STRUCT.pack(template.template_id, length + pad)
             count = (self.template_records if due else 0) + end - start
-            packets.append(self._packet(now_ns, prefix, count, data_set, end - start))
+            parts = (prefix, set_header, body, _ZEROS[:pad])
+            packets.append(self._packet(now_ns, parts, count, end - start))
             if not template.is_options:
                 self.flows_sent += end - start
             start = end
         return packets
 
-    def _data_set(self, template: Template, body: memoryview) -> bytes:
-        length = 4 + len(body)
-        # Padding shorter than a record is unambiguous; records of 1-3 bytes go unpadded.
-        pad = (-length) % 4 if self.pad_sets and (template.record_length or 4) > 3 else 0
-        return SET_HEADER_STRUCT.pack(template.template_id, length + pad) + bytes(body) + bytes(pad)
-
-    def _packet(self, now_ns: int, prefix: bytes, count: int, data_set: bytes, records: int) -> bytes:
-        length = self.header_size + len(prefix) + len(data_set)
-        payload = self._header(now_ns, count, length) + prefix + data_set
-        if prefix:
+    def _packet(self, now_ns: int, parts: tuple[bytes | memoryview, ...], count: int,
+                records: int) -> bytes:  # fmt: skip
+        """One datagram: header + parts (template sets first); updates the counters."""
+        length = self.header_size + sum(len(p) for p in parts)
+        payload = b"".join((self._header(now_ns, count, length), *parts))
+        if parts[0] is self.template_sets:
             self._last_template_ns = now_ns
             self._packets_since_template = 0
         self._packets_since_template += 1
