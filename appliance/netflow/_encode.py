@@ -23,7 +23,14 @@ from appliance.netflow.registry import FieldType
 if TYPE_CHECKING:
     from appliance.netflow.encoder import Template, TemplateField
 
-__all__ = ["EncodeError", "ValueOverflowError", "as_uint64", "record_count", "pack_records", "chunk_end"]
+__all__ = [
+    "EncodeError",
+    "ValueOverflowError",
+    "as_uint64",
+    "chunk_end",
+    "pack_records",
+    "record_count",
+]
 
 
 class EncodeError(ValueError):
@@ -204,4 +211,3 @@ def pack_records(
 def chunk_end(offsets: np.ndarray, start: int, budget: int) -> int:
     """The largest j such that records start..j-1 take at most `budget` bytes."""
     return int(np.searchsorted(offsets, offsets[start] + budget, side="right")) - 1
-

@@ -45,7 +45,6 @@ from appliance.netflow._encode import (
 )
 from appliance.netflow.header import (
     ENTERPRISE_BIT,
-    IPFIX,
     IPFIX_HEADER_STRUCT,
     IPFIX_OPTIONS_TEMPLATE_SET_ID,
     IPFIX_TEMPLATE_SET_ID,
@@ -69,17 +68,17 @@ __all__ = [
     "Clock",
     "Columns",
     "EncodeError",
-    "ValueOverflowError",
-    "TemplateField",
+    "IPFIXEncoder",
     "Template",
-    "template_for",
+    "TemplateField",
+    "V5Encoder",
+    "V9Encoder",
+    "ValueOverflowError",
+    "interface_template",
     "options_template_for",
     "sampler_template",
     "statistics_template",
-    "interface_template",
-    "V5Encoder",
-    "V9Encoder",
-    "IPFIXEncoder",
+    "template_for",
 ]
 
 #: Returns the current time in nanoseconds since the epoch.
@@ -221,10 +220,15 @@ def sampler_template(template_id: int, version: int) -> Template:
     if version == V9:
         return options_template_for(
             ["scope_system"],
-            ["sampler_id", "sampler_mode", "sampler_random_interval",
-             "sampling_interval", "sampling_algorithm"],
+            [
+                "sampler_id",
+                "sampler_mode",
+                "sampler_random_interval",
+                "sampling_interval",
+                "sampling_algorithm",
+            ],
             template_id,
-        )  # fmt: skip
+        )
     return options_template_for(
         ["selector_id"],
         ["selector_algorithm", "sampling_packet_interval", "sampling_packet_space"],
@@ -369,9 +373,16 @@ class V5Encoder(_Source):
         for start in range(0, n, self.records_per_packet):
             chunk = records[start : start + self.records_per_packet]
             header = V5_HEADER_STRUCT.pack(
-                5, len(chunk), self.uptime_ms(now_ns), secs & 0xFFFFFFFF, nsecs,
-                self.flows_sent & 0xFFFFFFFF, self.engine_type, self.engine_id, self.sampling,
-            )  # fmt: skip
+                5,
+                len(chunk),
+                self.uptime_ms(now_ns),
+                secs & 0xFFFFFFFF,
+                nsecs,
+                self.flows_sent & 0xFFFFFFFF,
+                self.engine_type,
+                self.engine_id,
+                self.sampling,
+            )
             packets.append(header + chunk.tobytes())
             self.flows_sent += len(chunk)
             self._sent(packets[-1])
@@ -522,8 +533,9 @@ class _TemplateEncoder(_Source):
             start = end
         return packets
 
-    def _packet(self, now_ns: int, parts: tuple[bytes | memoryview, ...], count: int,
-                records: int) -> bytes:  # fmt: skip
+    def _packet(
+        self, now_ns: int, parts: tuple[bytes | memoryview, ...], count: int, records: int
+    ) -> bytes:
         """One datagram: header + parts (template sets first); updates the counters."""
         length = self.header_size + sum(len(p) for p in parts)
         payload = b"".join((self._header(now_ns, count, length), *parts))
@@ -570,9 +582,14 @@ class V9Encoder(_TemplateEncoder):
         """
         self.source_id = source_id
         super().__init__(
-            templates, mtu, clock, boot_ns, template_refresh_packets, template_refresh_seconds,
+            templates,
+            mtu,
+            clock,
+            boot_ns,
+            template_refresh_packets,
+            template_refresh_seconds,
             overflow,
-        )  # fmt: skip
+        )
 
     def _check(self, template: Template) -> None:
         for i, f in enumerate(template.fields):
@@ -602,9 +619,13 @@ class V9Encoder(_TemplateEncoder):
 
     def _header(self, now_ns: int, count: int, length: int) -> bytes:
         return V9_HEADER_STRUCT.pack(
-            9, count, self.uptime_ms(now_ns), (now_ns // 1_000_000_000) & 0xFFFFFFFF,
-            self.messages_sent & 0xFFFFFFFF, self.source_id,
-        )  # fmt: skip
+            9,
+            count,
+            self.uptime_ms(now_ns),
+            (now_ns // 1_000_000_000) & 0xFFFFFFFF,
+            self.messages_sent & 0xFFFFFFFF,
+            self.source_id,
+        )
 
     def _scope_values(self) -> dict[str, int]:
         return {"scope_system": self.source_id}
@@ -636,9 +657,14 @@ class IPFIXEncoder(_TemplateEncoder):
         """Args: as `V9Encoder`, with `observation_domain` for the header's domain id."""
         self.observation_domain = observation_domain
         super().__init__(
-            templates, mtu, clock, boot_ns, template_refresh_packets, template_refresh_seconds,
+            templates,
+            mtu,
+            clock,
+            boot_ns,
+            template_refresh_packets,
+            template_refresh_seconds,
             overflow,
-        )  # fmt: skip
+        )
 
     def _check(self, template: Template) -> None:
         for f in template.fields:
@@ -665,9 +691,12 @@ class IPFIXEncoder(_TemplateEncoder):
 
     def _header(self, now_ns: int, count: int, length: int) -> bytes:
         return IPFIX_HEADER_STRUCT.pack(
-            10, length, (now_ns // 1_000_000_000) & 0xFFFFFFFF,
-            self.records_sent & 0xFFFFFFFF, self.observation_domain,
-        )  # fmt: skip
+            10,
+            length,
+            (now_ns // 1_000_000_000) & 0xFFFFFFFF,
+            self.records_sent & 0xFFFFFFFF,
+            self.observation_domain,
+        )
 
     def _scope_values(self) -> dict[str, int]:
         return {"observation_domain_id": self.observation_domain}

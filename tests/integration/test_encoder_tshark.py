@@ -12,7 +12,7 @@ import shutil
 import struct
 import subprocess
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,19 @@ def write_pcap(path: Path, payloads: list[bytes]) -> None:
         fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for i, payload in enumerate(payloads):
             udp = struct.pack(">HHHH", 40000, PORT, 8 + len(payload), 0) + payload
-            ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
-                             bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]))  # fmt: skip
+            ip = struct.pack(
+                ">BBHHHBBH4s4s",
+                0x45,
+                0,
+                20 + len(udp),
+                i & 0xFFFF,
+                0,
+                64,
+                17,
+                0,
+                bytes([192, 0, 2, 1]),
+                bytes([192, 0, 2, 2]),
+            )
             checksum = sum(struct.unpack(">10H", ip))
             checksum = ~((checksum & 0xFFFF) + (checksum >> 16)) & 0xFFFF
             ip = ip[:10] + struct.pack(">H", checksum) + ip[12:]
@@ -86,10 +97,22 @@ def tshark(tmp_path: Path, payloads: list[bytes]) -> list[dict[str, Any]]:
     pcap = tmp_path / "encoded.pcap"
     write_pcap(pcap, payloads)
     out = subprocess.run(
-        ["tshark", "-r", str(pcap), "-T", "json", "--no-duplicate-keys",
-         "-d", f"udp.port=={PORT},cflow", "-J", "cflow"],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        [
+            "tshark",
+            "-r",
+            str(pcap),
+            "-T",
+            "json",
+            "--no-duplicate-keys",
+            "-d",
+            f"udp.port=={PORT},cflow",
+            "-J",
+            "cflow",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     packets = []
     for frame in json.loads(out):
         layer = frame["_source"]["layers"]["cflow"]
@@ -141,7 +164,7 @@ def _epoch_ms(name: str) -> Callable[[dict[str, Any]], int]:
     def convert(r: dict[str, Any]) -> int:
         text = r[name].removesuffix(" UTC")
         whole, frac = text.split(".")
-        dt = datetime.strptime(whole, "%b %d, %Y %H:%M:%S").replace(tzinfo=timezone.utc)
+        dt = datetime.strptime(whole, "%b %d, %Y %H:%M:%S").replace(tzinfo=UTC)
         return int(dt.timestamp()) * 1000 + int(frac[:3])
 
     return convert
@@ -214,25 +237,56 @@ AS_TSHARK: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 FLOW_FIELDS = [
-    "src_addr", "dst_addr", "src_port", "dst_port", "proto", "tos", "tcp_flags", "bytes",
-    "packets", "in_if", "out_if", "src_mac", "dst_mac", "dot1q_vlan", "src_vlan",
-    "flow_end_reason", "min_ttl", "max_ttl", "icmp_type", "mpls_label_1", "sampler_id",
-    "next_hop", "src_as", "dst_as", "src_mask", "dst_mask", "direction",
-]  # fmt: skip
+    "src_addr",
+    "dst_addr",
+    "src_port",
+    "dst_port",
+    "proto",
+    "tos",
+    "tcp_flags",
+    "bytes",
+    "packets",
+    "in_if",
+    "out_if",
+    "src_mac",
+    "dst_mac",
+    "dot1q_vlan",
+    "src_vlan",
+    "flow_end_reason",
+    "min_ttl",
+    "max_ttl",
+    "icmp_type",
+    "mpls_label_1",
+    "sampler_id",
+    "next_hop",
+    "src_as",
+    "dst_as",
+    "src_mask",
+    "dst_mask",
+    "direction",
+]
 
 
 def flow_columns(n: int, seed: int, v5: bool = False) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     cols: dict[str, Any] = {}
-    for name in FLOW_FIELDS + ["src_addr6", "dst_addr6", "next_hop6", "icmp_type6",
-                               "src_mask6", "dst_mask6"]:  # fmt: skip
+    for name in FLOW_FIELDS + [
+        "src_addr6",
+        "dst_addr6",
+        "next_hop6",
+        "icmp_type6",
+        "src_mask6",
+        "dst_mask6",
+    ]:
         f = REGISTRY[name]
         if f.ftype == FieldType.IPV6:
             cols[name] = rng.integers(0, 256, (n, 16), dtype=np.uint8)
             continue
         size = f.size
         if v5 and name in V5_FIELDS:
-            size = {"tcp_flags": 1, "in_if": 2, "out_if": 2, "src_as": 2, "dst_as": 2}.get(name, min(size, 4))
+            size = {"tcp_flags": 1, "in_if": 2, "out_if": 2, "src_as": 2, "dst_as": 2}.get(
+                name, min(size, 4)
+            )
         cols[name] = rng.integers(0, 1 << (8 * size), n, dtype=np.uint64)
     end = T0_NS // 1_000_000 - rng.integers(0, 60_000, n)
     cols["flow_start_ms"] = end - rng.integers(0, 300_000, n)
@@ -270,8 +324,14 @@ def records(packets: list[dict[str, Any]], set_id: int) -> list[dict[str, Any]]:
 
 def test_v5(tmp_path: Path) -> None:
     clock = FakeClock()
-    enc = V5Encoder(engine_type=1, engine_id=9, sampling_mode=2, sampling_interval=512,
-                    clock=clock, boot_ns=BOOT_NS)  # fmt: skip
+    enc = V5Encoder(
+        engine_type=1,
+        engine_id=9,
+        sampling_mode=2,
+        sampling_interval=512,
+        clock=clock,
+        boot_ns=BOOT_NS,
+    )
     calls = [flow_columns(n, seed=n, v5=True) for n in (5, 100, 29)]
     payloads = []
     for cols in calls:
@@ -300,27 +360,50 @@ def test_v5(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("version", [9, 10])
 def test_v9_and_ipfix(tmp_path: Path, version: int) -> None:
-    times = ["first_switched", "last_switched"] if version == 9 else ["flow_start_ms", "flow_end_ms"]
+    times = (
+        ["first_switched", "last_switched"] if version == 9 else ["flow_start_ms", "flow_end_ms"]
+    )
     names4 = FLOW_FIELDS + times
     t4 = template_for(names4, 256)
     t6 = template_for(names4, 257, ipv6=True)
     names6 = [f.name for f in t6.fields]
-    templates = [t4, t6, sampler_template(258, version), statistics_template(259, version),
-                 interface_template(260, version)]  # fmt: skip
+    templates = [
+        t4,
+        t6,
+        sampler_template(258, version),
+        statistics_template(259, version),
+        interface_template(260, version),
+    ]
     clock = FakeClock()
-    kw: dict[str, Any] = dict(mtu=1200, clock=clock, boot_ns=BOOT_NS,
-                              template_refresh_packets=4, template_refresh_seconds=10)  # fmt: skip
-    enc = V9Encoder(templates, source_id=77, **kw) if version == 9 else IPFIXEncoder(
-        templates, observation_domain=77, **kw
+    kw: dict[str, Any] = {
+        "mtu": 1200,
+        "clock": clock,
+        "boot_ns": BOOT_NS,
+        "template_refresh_packets": 4,
+        "template_refresh_seconds": 10,
+    }
+    enc = (
+        V9Encoder(templates, source_id=77, **kw)
+        if version == 9
+        else IPFIXEncoder(templates, observation_domain=77, **kw)
     )
     if version == 9:
-        sampler: dict[str, Any] = {"scope_system": 0xC0000201, "sampler_id": 3, "sampler_mode": 2,
-                                   "sampler_random_interval": 100, "sampling_interval": 100,
-                                   "sampling_algorithm": 2}  # fmt: skip
+        sampler: dict[str, Any] = {
+            "scope_system": 0xC0000201,
+            "sampler_id": 3,
+            "sampler_mode": 2,
+            "sampler_random_interval": 100,
+            "sampling_interval": 100,
+            "sampling_algorithm": 2,
+        }
         interfaces: dict[str, Any] = {"scope_interface": np.array([1, 2])}
     else:
-        sampler = {"selector_id": 3, "selector_algorithm": 3, "sampling_packet_interval": 1,
-                   "sampling_packet_space": 99}  # fmt: skip
+        sampler = {
+            "selector_id": 3,
+            "selector_algorithm": 3,
+            "sampling_packet_interval": 1,
+            "sampling_packet_space": 99,
+        }
         interfaces = {"in_if": np.array([1, 2])}
     interfaces |= {"if_name": ["eth0", "mirror0"], "if_desc": ["uplink to core", "x" * 30]}
     if version == 10:
@@ -339,8 +422,11 @@ def test_v9_and_ipfix(tmp_path: Path, version: int) -> None:
     send("sampler", sampler, enc.encode(sampler, 258))
     send("interfaces", interfaces, enc.encode(interfaces, 260))
     stats_before = (enc.flows_sent, enc.messages_sent, enc.octets_sent)
-    send("stats", stats_before, enc.encode_statistics(259, ignored_packets=11, ignored_bytes=12,
-                                                      not_sent_flows=13))  # fmt: skip
+    send(
+        "stats",
+        stats_before,
+        enc.encode_statistics(259, ignored_packets=11, ignored_bytes=12, not_sent_flows=13),
+    )
     clock.ns += 10_000_000_000  # template refresh by time
     c4b = flow_columns(3, seed=3)
     send("v4", c4b, enc.encode(c4b, 256))
@@ -364,9 +450,15 @@ def test_v9_and_ipfix(tmp_path: Path, version: int) -> None:
         else:
             flows, messages, octets = cols
             scope = {"scope_system": 77} if version == 9 else {"observation_domain_id": 77}
-            stats = {**scope, "exported_flows": flows, "exported_packets": messages,
-                     "exported_bytes": octets, "ignored_packets_total": 11,
-                     "ignored_bytes_total": 12, "not_sent_flows_total": 13}  # fmt: skip
+            stats = {
+                **scope,
+                "exported_flows": flows,
+                "exported_packets": messages,
+                "exported_bytes": octets,
+                "ignored_packets_total": 11,
+                "ignored_bytes_total": 12,
+                "not_sent_flows_total": 13,
+            }
             assert_records(records(mine, 259), stats, list(stats))
 
     # templates: at the start, every 4th packet, and again after 10 s
@@ -381,7 +473,9 @@ def test_v9_and_ipfix(tmp_path: Path, version: int) -> None:
         assert seq == list(range(len(packets)))
         assert all(p["header"]["cflow.source_id"] == "77" for p in packets)
         counts = [int(p["header"]["cflow.count"]) for p in packets]
-        assert counts == [n + 5 * bool(p["templates"]) for n, p in zip(n_records, packets)]
+        assert counts == [
+            n + 5 * bool(p["templates"]) for n, p in zip(n_records, packets, strict=True)
+        ]
         assert Decimal(packets[0]["header"]["cflow.sysuptime"]) == Decimal(T0_NS - BOOT_NS) / 10**9
         assert packets[0]["header"]["cflow.unix_secs"] == str(T0_NS // 10**9)
     else:

@@ -33,7 +33,6 @@ from appliance.netflow import (
 )
 from appliance.netflow.header import (
     IPFIX_HEADER,
-    SET_HEADER,
     V5_FIELDS,
     V5_HEADER,
     V5_RECORD,
@@ -78,7 +77,7 @@ class Reader:
             return self._v5(data)
         hdr_dtype = V9_HEADER if version == 9 else IPFIX_HEADER
         fmt = ">HHIIII" if version == 9 else ">HHIII"
-        header = dict(zip(hdr_dtype.names, struct.unpack_from(fmt, data)))
+        header = dict(zip(hdr_dtype.names, struct.unpack_from(fmt, data), strict=True))
         pkt = Packet(header)
         pos = hdr_dtype.itemsize
         if version == 10:
@@ -98,12 +97,12 @@ class Reader:
         return pkt
 
     def _v5(self, data: bytes) -> Packet:
-        header = dict(zip(V5_HEADER.names, struct.unpack_from(">HHIIIIBBH", data)))
+        header = dict(zip(V5_HEADER.names, struct.unpack_from(">HHIIIIBBH", data), strict=True))
         assert len(data) == 24 + 48 * header["count"]
         pkt = Packet(header)
         for i in range(header["count"]):
             values = struct.unpack_from(">IIIHHIIIIHHBBBBHHBBH", data, 24 + 48 * i)
-            rec = dict(zip(V5_RECORD.names, values))
+            rec = dict(zip(V5_RECORD.names, values, strict=True))
             assert rec.pop("pad1") == 0 and rec.pop("pad2") == 0
             pkt.records.append((0, rec))
         return pkt
@@ -180,19 +179,48 @@ def records_of(packets: list[Packet], template_id: int) -> list[dict[str, Any]]:
 # --- columns ----------------------------------------------------------------------------
 
 V4_FIELDS = [
-    "src_addr", "dst_addr", "src_port", "dst_port", "proto", "tos", "tcp_flags", "bytes",
-    "packets", "in_if", "out_if", "first_switched", "last_switched", "src_mac", "dst_mac",
-    "dot1q_vlan", "flow_end_reason", "min_ttl", "max_ttl", "icmp_type", "mpls_label_1",
-    "sampler_id", "next_hop", "src_as", "dst_as", "src_mask", "dst_mask",
-]  # fmt: skip
+    "src_addr",
+    "dst_addr",
+    "src_port",
+    "dst_port",
+    "proto",
+    "tos",
+    "tcp_flags",
+    "bytes",
+    "packets",
+    "in_if",
+    "out_if",
+    "first_switched",
+    "last_switched",
+    "src_mac",
+    "dst_mac",
+    "dot1q_vlan",
+    "flow_end_reason",
+    "min_ttl",
+    "max_ttl",
+    "icmp_type",
+    "mpls_label_1",
+    "sampler_id",
+    "next_hop",
+    "src_as",
+    "dst_as",
+    "src_mask",
+    "dst_mask",
+]
 
 
 def flow_columns(n: int, seed: int = 1) -> dict[str, np.ndarray]:
     """Random but valid columns for every field of V4_FIELDS and their IPv6 twins."""
     rng = np.random.default_rng(seed)
     cols: dict[str, np.ndarray] = {}
-    for name in V4_FIELDS + ["src_addr6", "dst_addr6", "next_hop6", "src_mask6", "dst_mask6",
-                             "icmp_type6"]:  # fmt: skip
+    for name in V4_FIELDS + [
+        "src_addr6",
+        "dst_addr6",
+        "next_hop6",
+        "src_mask6",
+        "dst_mask6",
+        "icmp_type6",
+    ]:
         f = REGISTRY[name]
         if f.ftype == FieldType.IPV6:
             cols[name] = rng.integers(0, 256, (n, 16), dtype=np.uint8)
@@ -225,8 +253,14 @@ def test_v5_every_field_and_header() -> None:
         cols[name] = cols[name] & np.uint64(0xFFFF)
     cols["tcp_flags"] &= np.uint64(0xFF)
     clock = FakeClock()
-    enc = V5Encoder(engine_type=3, engine_id=7, sampling_mode=1, sampling_interval=100,
-                    clock=clock, boot_ns=BOOT_NS)  # fmt: skip
+    enc = V5Encoder(
+        engine_type=3,
+        engine_id=7,
+        sampling_mode=1,
+        sampling_interval=100,
+        clock=clock,
+        boot_ns=BOOT_NS,
+    )
     packets = read_all(enc.encode(cols))
     assert [p.header["count"] for p in packets] == [28, 28, 14]
     assert [p.header["flow_sequence"] for p in packets] == [0, 28, 56]
@@ -281,7 +315,9 @@ def _encoder(version: int, templates: list[Template], **kw: Any) -> V9Encoder | 
     return IPFIXEncoder(templates, observation_domain=42, boot_ns=BOOT_NS, **kw)
 
 
-def _check_records(recs: list[dict[str, Any]], cols: dict[str, np.ndarray], names: list[str]) -> None:
+def _check_records(
+    recs: list[dict[str, Any]], cols: dict[str, np.ndarray], names: list[str]
+) -> None:
     assert len(recs) == len(cols["bytes"])
     for i, rec in enumerate(recs):
         assert list(rec) == names
@@ -322,8 +358,9 @@ def test_data_records_round_trip(version: int, ipv6: bool) -> None:
 @pytest.mark.parametrize("mtu", [100, 576, 1400, 8960])
 def test_mtu_is_never_exceeded(version: int, mtu: int) -> None:
     tpl = template_for(["src_addr", "dst_addr", "bytes", "packets"], 256)
-    enc = _encoder(version, [tpl, sampler_template(257, version)], mtu=mtu,
-                   template_refresh_packets=2)  # fmt: skip
+    enc = _encoder(
+        version, [tpl, sampler_template(257, version)], mtu=mtu, template_refresh_packets=2
+    )
     payloads = enc.encode(flow_columns(1000))
     assert max(map(len, payloads)) <= mtu
     assert len(records_of(read_all(payloads), 256)) == 1000
@@ -354,8 +391,13 @@ def test_sequence_numbers_continue_across_calls(version: int) -> None:
 def test_template_refresh_by_packets_and_time(version: int) -> None:
     clock = FakeClock()
     tpl = template_for(["src_addr", "bytes"], 256)
-    enc = _encoder(version, [tpl, sampler_template(257, version)], clock=clock,
-                   template_refresh_packets=3, template_refresh_seconds=30)  # fmt: skip
+    enc = _encoder(
+        version,
+        [tpl, sampler_template(257, version)],
+        clock=clock,
+        template_refresh_packets=3,
+        template_refresh_seconds=30,
+    )
     reader = Reader()
     per_call = 10
     carried = []
@@ -372,34 +414,60 @@ def test_template_refresh_by_packets_and_time(version: int) -> None:
 @pytest.mark.parametrize("version", [9, 10])
 def test_options_sampler_statistics_interfaces(version: int) -> None:
     tpl = template_for(["src_addr", "bytes"], 256)
-    templates = [tpl, sampler_template(257, version), statistics_template(258, version),
-                 interface_template(259, version)]  # fmt: skip
+    templates = [
+        tpl,
+        sampler_template(257, version),
+        statistics_template(258, version),
+        interface_template(259, version),
+    ]
     enc = _encoder(version, templates)
     reader = Reader()
     first = read_all(enc.encode(flow_columns(300)), reader)
     assert first[0].template_ids == [256, 257, 258, 259]
     if version == 9:
-        sampler = {"scope_system": 1, "sampler_id": 3, "sampler_mode": 2,
-                   "sampler_random_interval": 1000, "sampling_interval": 1000,
-                   "sampling_algorithm": 2}  # fmt: skip
+        sampler = {
+            "scope_system": 1,
+            "sampler_id": 3,
+            "sampler_mode": 2,
+            "sampler_random_interval": 1000,
+            "sampling_interval": 1000,
+            "sampling_algorithm": 2,
+        }
         scope = {"scope_interface": np.array([1, 2, 3])}
     else:
-        sampler = {"selector_id": 3, "selector_algorithm": 3, "sampling_packet_interval": 1,
-                   "sampling_packet_space": 999}  # fmt: skip
+        sampler = {
+            "selector_id": 3,
+            "selector_algorithm": 3,
+            "sampling_packet_interval": 1,
+            "sampling_packet_space": 999,
+        }
         scope = {"in_if": np.array([1, 2, 3])}
     assert records_of(read_all(enc.encode(sampler, 257), reader), 257) == [sampler]
     sent = (enc.flows_sent, enc.messages_sent, enc.octets_sent)
-    stats = records_of(read_all(enc.encode_statistics(258, ignored_packets=5, ignored_bytes=6,
-                                                      not_sent_flows=7), reader), 258)  # fmt: skip
+    stats = records_of(
+        read_all(
+            enc.encode_statistics(258, ignored_packets=5, ignored_bytes=6, not_sent_flows=7), reader
+        ),
+        258,
+    )
     domain = {"scope_system": 42} if version == 9 else {"observation_domain_id": 42}
-    assert stats == [{**domain, "exported_flows": sent[0], "exported_packets": sent[1],
-                      "exported_bytes": sent[2], "ignored_packets_total": 5,
-                      "ignored_bytes_total": 6, "not_sent_flows_total": 7}]  # fmt: skip
+    assert stats == [
+        {
+            **domain,
+            "exported_flows": sent[0],
+            "exported_packets": sent[1],
+            "exported_bytes": sent[2],
+            "ignored_packets_total": 5,
+            "ignored_bytes_total": 6,
+            "not_sent_flows_total": 7,
+        }
+    ]
     names = ["eth0", "ens1f0np0-a-rather-long-name", "x" * (300 if version == 10 else 32)]
     descs = ["uplink", "", "mirror port"]
-    recs = records_of(read_all(enc.encode({**scope, "if_name": names, "if_desc": descs}, 259),
-                               reader), 259)  # fmt: skip
-    assert [(r["if_name"], r["if_desc"]) for r in recs] == list(zip(names, descs))
+    recs = records_of(
+        read_all(enc.encode({**scope, "if_name": names, "if_desc": descs}, 259), reader), 259
+    )
+    assert [(r["if_name"], r["if_desc"]) for r in recs] == list(zip(names, descs, strict=True))
 
 
 def test_statistics_count_what_was_sent() -> None:
@@ -423,7 +491,9 @@ def test_ipfix_enterprise_field() -> None:
 def test_times_are_derived_both_ways() -> None:
     boot_ms = BOOT_NS // 1_000_000
     v9 = _encoder(9, [template_for(["first_switched", "last_switched"], 256)])
-    recs = records_of(read_all(v9.encode({"flow_start_ms": [boot_ms + 5], "flow_end_ms": boot_ms + 9})), 256)
+    recs = records_of(
+        read_all(v9.encode({"flow_start_ms": [boot_ms + 5], "flow_end_ms": boot_ms + 9})), 256
+    )
     assert recs == [{"first_switched": 5, "last_switched": 9}]
     ipfix = _encoder(10, [template_for(["flow_start_ms", "flow_end_sec"], 256)])
     recs = records_of(read_all(ipfix.encode({"first_switched": [5], "last_switched": [2009]})), 256)
@@ -441,11 +511,21 @@ def test_scalars_broadcast_and_lengths_override() -> None:
 
 
 def test_signed_float_and_bool_fields() -> None:
-    tpl = Template(256, (TemplateField("mib_object_value_integer", 434, 4, 0, FieldType.SIGNED),
-                         TemplateField("sampling_probability", 311, 8, 0, FieldType.FLOAT),
-                         TemplateField("dot1q_dei", 388, 1, 0, FieldType.BOOL)))  # fmt: skip
-    payload = _encoder(10, [tpl]).encode({"mib_object_value_integer": [-2], "sampling_probability": [0.25],
-                                         "dot1q_dei": np.array([False])})[0]  # fmt: skip
+    tpl = Template(
+        256,
+        (
+            TemplateField("mib_object_value_integer", 434, 4, 0, FieldType.SIGNED),
+            TemplateField("sampling_probability", 311, 8, 0, FieldType.FLOAT),
+            TemplateField("dot1q_dei", 388, 1, 0, FieldType.BOOL),
+        ),
+    )
+    payload = _encoder(10, [tpl]).encode(
+        {
+            "mib_object_value_integer": [-2],
+            "sampling_probability": [0.25],
+            "dot1q_dei": np.array([False]),
+        }
+    )[0]
     assert payload[-13:] == struct.pack(">id", -2, 0.25) + b"\x02"
 
 
@@ -459,10 +539,20 @@ def test_signed_float_and_bool_fields() -> None:
         (lambda: V9Encoder([options_template_for(["selector_id"], ["sampler_id"], 256)]), "scope"),
         (lambda: IPFIXEncoder([sampler_template(256, 9)]), "v9 only"),
         (lambda: IPFIXEncoder([template_for(["src_addr"] * 200, 256)], mtu=512), "MTU"),
-        (lambda: IPFIXEncoder([template_for(["src_addr"], 256)]).encode({"dst_addr": 1}), "src_addr"),
-        (lambda: IPFIXEncoder([template_for(["src_addr"], 256)]).encode({"src_addr": 1}, 999), "999"),
-        (lambda: IPFIXEncoder([template_for(["src_addr", "proto"], 256)]).encode(
-            {"src_addr": [1, 2], "proto": [1, 2, 3]}), "different lengths"),
+        (
+            lambda: IPFIXEncoder([template_for(["src_addr"], 256)]).encode({"dst_addr": 1}),
+            "src_addr",
+        ),
+        (
+            lambda: IPFIXEncoder([template_for(["src_addr"], 256)]).encode({"src_addr": 1}, 999),
+            "999",
+        ),
+        (
+            lambda: IPFIXEncoder([template_for(["src_addr", "proto"], 256)]).encode(
+                {"src_addr": [1, 2], "proto": [1, 2, 3]}
+            ),
+            "different lengths",
+        ),
     ],
 )
 def test_errors_say_what_to_do(build: Any, message: str) -> None:
@@ -479,8 +569,13 @@ def test_zero_records_give_no_packets() -> None:
 # --- property: random columns → encode → read → equal -----------------------------------
 
 _CANDIDATES = [n for n in V4_FIELDS if n not in ("first_switched", "last_switched")] + [
-    "src_addr6", "dst_addr6", "flow_start_ms", "flow_end_ms", "flow_label6", "src_vlan",
-]  # fmt: skip
+    "src_addr6",
+    "dst_addr6",
+    "flow_start_ms",
+    "flow_end_ms",
+    "flow_label6",
+    "src_vlan",
+]
 
 
 @st.composite
@@ -534,7 +629,11 @@ def test_collector_decoder_round_trip(version: int) -> None:
         cols["tcp_flags"] &= np.uint64(0xFF)
         payloads = V5Encoder(clock=FakeClock(), boot_ns=BOOT_NS).encode(cols)
     else:
-        times = ["first_switched", "last_switched"] if version == 9 else ["flow_start_ms", "flow_end_ms"]
+        times = (
+            ["first_switched", "last_switched"]
+            if version == 9
+            else ["flow_start_ms", "flow_end_ms"]
+        )
         names = [f.name for f in template_for(V4_FIELDS[:11] + times + ["src_addr6"], 256).fields]
         payloads = _encoder(version, [template_for(names, 256)]).encode(cols)
     decoder = decoder_mod.Decoder(apply_sampling=False)
