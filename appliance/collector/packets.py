@@ -42,6 +42,26 @@ class PacketBatch:
     def __len__(self) -> int:
         return len(self.offset)
 
+    def copy(self) -> PacketBatch:
+        """A batch that owns its memory, payloads back to back.
+
+        Receivers reuse their buffer on the next receive; copy a batch to keep it longer.
+        """
+        n = len(self)
+        offset = np.zeros(n, dtype=np.int64)
+        if n > 1:
+            np.cumsum(self.length[:-1], out=offset[1:])
+        index = np.repeat(self.offset - offset, self.length) + np.arange(int(self.length.sum()))
+        return PacketBatch(
+            buf=self.buf[index],
+            offset=offset,
+            length=self.length.copy(),
+            addr_hi=self.addr_hi.copy(),
+            addr_lo=self.addr_lo.copy(),
+            port=self.port.copy(),
+            recv_ns=self.recv_ns.copy(),
+        )
+
     @classmethod
     def from_payloads(
         cls,
