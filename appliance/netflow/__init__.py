@@ -13,6 +13,9 @@ from appliance.netflow.encoder import (
     V5Encoder,
     V9Encoder,
     ValueOverflowError,
+    encode_ipfix,
+    encode_v5,
+    encode_v9,
     interface_template,
     options_template_for,
     sampler_template,
@@ -38,4 +41,7 @@ __all__ = [
     "V5Encoder",
     "V9Encoder",
     "IPFIXEncoder",
+    "encode_v5",
+    "encode_v9",
+    "encode_ipfix",
 ]

@@ -702,6 +702,37 @@ class IPFIXEncoder(_TemplateEncoder):
         return {"observation_domain_id": self.observation_domain}
 
 
+def _fields_of(columns: Columns) -> list[str]:
+    return [name for name in columns if name in REGISTRY and name not in _VIRTUAL_NAMES]
+
+
+def encode_v5(columns: Columns, **options: Any) -> list[bytes]:
+    """One-shot v5: ``V5Encoder(**options).encode(columns)``."""
+    return V5Encoder(**options).encode(columns)
+
+
+def encode_v9(
+    columns: Columns, fields: Sequence[str | tuple[str, int]] | None = None, **options: Any
+) -> list[bytes]:
+    """One-shot v9 with template 256 (sent in the first datagram).
+
+    Args:
+        columns: the flows.
+        fields: template fields; default every registry-named column, in dict order.
+        **options: `V9Encoder` keyword arguments (source_id, mtu, clock, ...).
+    """
+    template = template_for(fields or _fields_of(columns), MIN_DATA_SET_ID)
+    return V9Encoder([template], **options).encode(columns)
+
+
+def encode_ipfix(
+    columns: Columns, fields: Sequence[str | tuple[str, int]] | None = None, **options: Any
+) -> list[bytes]:
+    """One-shot IPFIX with template 256; as `encode_v9` with `IPFIXEncoder` options."""
+    template = template_for(fields or _fields_of(columns), MIN_DATA_SET_ID)
+    return IPFIXEncoder([template], **options).encode(columns)
+
+
 def _u16s(*values: int) -> bytes:
     return b"".join(v.to_bytes(2, "big") for v in values)
 

@@ -25,6 +25,9 @@ from appliance.netflow import (
     V5Encoder,
     V9Encoder,
     ValueOverflowError,
+    encode_ipfix,
+    encode_v5,
+    encode_v9,
     interface_template,
     options_template_for,
     sampler_template,
@@ -558,6 +561,19 @@ def test_signed_float_and_bool_fields() -> None:
 def test_errors_say_what_to_do(build: Any, message: str) -> None:
     with pytest.raises(EncodeError, match=message):
         build()
+
+
+def test_one_shot_functions() -> None:
+    cols = {"src_addr": np.arange(3, dtype=np.uint32), "bytes": np.array([1, 2, 3]), "proto": 6}
+    for encode in (encode_v9, encode_ipfix):
+        recs = records_of(read_all(encode(cols, mtu=600)), 256)
+        assert recs == [{"src_addr": i, "bytes": i + 1, "proto": 6} for i in range(3)]
+    assert records_of(read_all(encode_ipfix(cols, ["bytes"])), 256) == [
+        {"bytes": 1},
+        {"bytes": 2},
+        {"bytes": 3},
+    ]
+    assert [r["bytes"] for r in records_of(read_all(encode_v5(cols, engine_id=1)), 0)] == [1, 2, 3]
 
 
 def test_zero_records_give_no_packets() -> None:
