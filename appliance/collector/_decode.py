@@ -128,7 +128,6 @@ class Stat(enum.IntEnum):
     ERR_COUNT_MISMATCH = 24  # v5 header count disagrees with the datagram length
     ERR_TEMPLATE_TABLE_FULL = 25
     PADDING_BYTES = 26  # trailing bytes in sets that do not make a record
-    SOCKET_DROPS = 27  # filled by the receiver, not the decoder
 
 
 N_STATS = len(Stat)

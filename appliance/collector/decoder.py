@@ -341,11 +341,6 @@ class Decoder:
                 out.setdefault((self.exporter_address(exp), int(self._st[stream, K.S_SID]), None), rate)
         return out
 
-    def add_socket_drops(self, exporter_hint: int, drops: int) -> None:
-        """Socket drops cannot be attributed to an exporter; they are kept on index 0."""
-        if self._meta[K.M_NEXP] and drops:
-            self._stats[exporter_hint, Stat.SOCKET_DROPS] += drops
-
     # ---- persistence --------------------------------------------------------------------
 
     def templates_changed(self) -> bool:

@@ -1,0 +1,65 @@
+"""The ``mirrorflow`` command: one entry point, one subcommand per part of the appliance."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _numba_cache() -> None:
+    """numba compiles on first use in every process: keep the result in a writable cache."""
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return
+    state = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    candidates = [Path(state) / "mirrorflow" / "numba", Path("/tmp") / f"mirrorflow-numba-{os.getuid()}"]
+    for path in candidates:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            os.environ["NUMBA_CACHE_DIR"] = str(path)
+            return
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from appliance import __version__
+    from appliance.collector.cli import add_collect_parser, add_decode_parser
+
+    parser = argparse.ArgumentParser(
+        prog="mirrorflow",
+        description="NetFlow appliance for a switch mirror port: eBPF probe, collector, TUI.",
+    )
+    parser.add_argument("--version", action="version", version=f"mirrorflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_collect_parser(sub)
+    add_decode_parser(sub)
+    try:
+        from appliance.probe.cli import add_parser as add_probe_parser
+    except ImportError:  # the probe needs bcc only when it runs, but be safe
+        add_probe_parser = None
+    if add_probe_parser is not None:
+        probe = add_probe_parser(sub)
+        if probe.get_default("func") is None:
+            from appliance.probe.cli import run as run_probe
+
+            probe.set_defaults(func=run_probe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _numba_cache()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""``mirrorflow collect`` and ``mirrorflow decode``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from appliance import MirrorflowError
+from appliance.collector.config import CollectorConfig, load_config
+
+__all__ = ["add_collect_parser", "add_decode_parser"]
+
+log = logging.getLogger("mirrorflow.collector")
+
+COLLECT_EPILOG = """\
+examples:
+  mirrorflow collect --listen 0.0.0.0:2055 --listen [::]:2055 --dump-flows stdout
+  mirrorflow collect -c /etc/mirrorflow/collector.conf          # xenoeye.conf keys work
+  mirrorflow collect --pcap export.pcap --dump-flows /tmp/flows.txt
+
+Statistics per exporter (packets, records, templates, sequence gaps, decode errors by kind,
+data waiting for its template) are logged every --stats-interval seconds; socket drops are
+read from /proc/net/udp. Templates persist in --templates (default in the state directory)
+so a restart decodes data at once.
+"""
+
+DECODE_EPILOG = """\
+examples:
+  mirrorflow decode capture.pcap                       # one text line per record
+  mirrorflow decode --format jsonl a.pcap b.pcapng | jq .bytes
+  mirrorflow decode --apply-sampling --devices devices.conf capture.pcap
+
+jsonl records carry exporter, source_id, template_id, record_kind (data/options/v5), then
+every field under its registry name: addresses as text, the rest as raw integers (raw wire
+values unless --apply-sampling), unknown fields as hex under e<PEN>.<id> / id<id>.
+"""
+
+
+def add_collect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="receive NetFlow v5/v9/IPFIX over UDP (or replay captures) and decode it",
+        epilog=COLLECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-c", "--config", type=Path, help="collector config (xenoeye.conf format)")
+    p.add_argument("-l", "--listen", action="append", default=[], metavar="ADDR:PORT",
+                   help="UDP listen address, repeatable: 0.0.0.0:2055, [::]:2055, 2055 (default 0.0.0.0:2055)")
+    p.add_argument("--pcap", action="append", default=[], type=Path, metavar="FILE",
+                   help="replay a pcap/pcapng capture instead of listening (repeatable)")
+    p.add_argument("--pcap-port", action="append", type=int, metavar="PORT",
+                   help="with --pcap: only UDP packets to these destination ports (default: all UDP)")
+    p.add_argument("--devices", type=Path, help="devices.conf with per-exporter sampling rates")
+    p.add_argument("--templates", type=Path, help="file where templates persist across restarts")
+    p.add_argument("--dump-flows", metavar="TARGET", help="none | syslog | stdout | FILE")
+    p.add_argument("--dump-format", choices=("text", "jsonl"), help="dump format (default text)")
+    p.add_argument("--rcvbuf-mb", type=int, help="SO_RCVBUF per socket in MiB (default 64)")
+    p.add_argument("--stats-interval", type=float, help="seconds between statistics lines (default 60, 0 = off)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=run_collect)
+
+
+def _config(args: argparse.Namespace) -> CollectorConfig:
+    cfg = load_config(args.config) if args.config else CollectorConfig()
+    if args.listen:
+        cfg.listen = list(args.listen)
+    if not cfg.listen:
+        cfg.listen = ["0.0.0.0:2055"]
+    for attr, value in (("devices_file", args.devices), ("templates_file", args.templates),
+                        ("dump_flows", args.dump_flows), ("dump_format", args.dump_format),
+                        ("rcvbuf_mb", args.rcvbuf_mb), ("stats_interval_s", args.stats_interval)):  # fmt: skip
+        if value is not None:
+            setattr(cfg, attr, value)
+    return cfg
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from appliance.collector.service import Collector
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        cfg = _config(args)
+        collector = Collector(cfg)
+    except (MirrorflowError, OSError) as exc:
+        print(f"mirrorflow collect: {exc}", file=sys.stderr)
+        return 2
+    if args.pcap:
+        try:
+            collector.run_pcap(args.pcap, args.pcap_port)
+        except (MirrorflowError, OSError) as exc:
+            print(f"mirrorflow collect: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            collector.close()
+        collector.log_stats(0)
+        return 0
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        collector.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        collector.run_live()
+    except (MirrorflowError, OSError) as exc:
+        print(f"mirrorflow collect: {exc}", file=sys.stderr)
+        return 2
+    collector.log_stats(0)
+    return 0
+
+
+def add_decode_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "decode",
+        help="decode NetFlow/IPFIX captures offline and print every record (like nfdump -r)",
+        epilog=DECODE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="pcap or pcapng files")
+    p.add_argument("--format", choices=("text", "jsonl"), default="text")
+    p.add_argument("--apply-sampling", action="store_true", help="scale counters by the sampling rate")
+    p.add_argument("--devices", type=Path, help="devices.conf (sampling-rate overrides)")
+    p.add_argument("--port", action="append", type=int, help="only UDP packets to these ports")
+    p.add_argument("--no-options", action="store_true", help="leave out options records")
+    p.add_argument("--stats", action="store_true", help="print per-exporter statistics to stderr at the end")
+    p.set_defaults(func=run_decode)
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    import json
+
+    from appliance.collector.decoder import Decoder
+    from appliance.collector.devices import load_devices
+    from appliance.collector.dump import format_jsonl, format_text, records
+    from appliance.collector.pcapfile import PcapReader
+
+    fmt = format_jsonl if args.format == "jsonl" else format_text
+    try:
+        devices = load_devices(args.devices) if args.devices else []
+        dec = Decoder(apply_sampling=args.apply_sampling, emit_options=not args.no_options, devices=devices)
+        out = sys.stdout
+        for path in args.files:
+            with PcapReader(path, ports=args.port) as reader:
+                for packets in reader.batches():
+                    for batch in dec.decode(packets):
+                        out.write("".join(fmt(r) + "\n" for r in records(batch, dec)))
+    except (MirrorflowError, OSError) as exc:
+        print(f"mirrorflow decode: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    if args.stats:
+        for e in dec.exporter_stats():
+            print(json.dumps({"exporter": e.address, **{k: v for k, v in e.counters.items() if v}}), file=sys.stderr)
+    return 0

@@ -1,0 +1,99 @@
+"""The collector's configuration file: xenoeye.conf keys, plus Mirrorflow's own.
+
+A xenoeye.conf works unchanged (JSON with comments). Keys the collector reads today:
+
+```
+{
+  "capture": [                                   // one entry per listen address
+    {"socket": {"listen-on": "0.0.0.0", "port": "2055"}},
+    {"socket": {"listen-on": "::", "port": "netflow"}}   // IPv6, service names work
+  ],
+  "templates.db": "/var/lib/mirrorflow/templates.json",  // persisted templates
+  "devices": "/etc/mirrorflow/devices.conf",              // sampling-rate overrides
+  "debug.dump-flows": "none",                             // none | syslog | stdout | /path
+  "rcvbufsize_m": 64,                                     // SO_RCVBUF per socket, MiB
+  "stats-interval": 60,                                   // seconds between stats lines
+  "pending-max-age": 30                                   // seconds data waits for a template
+}
+```
+
+Unlike xenoeye, ``listen-on`` is honoured and IPv6 works. Keys of later parts (mo-dir,
+export-dir, ...) are accepted and ignored here.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.collector.jsonc import ConfigError, load
+
+__all__ = ["CollectorConfig", "load_config"]
+
+
+@dataclass(slots=True)
+class CollectorConfig:
+    """What the collector needs to run (from the file, then overridden by the command line)."""
+
+    listen: list[str] = field(default_factory=list)
+    templates_file: Path | None = None
+    devices_file: Path | None = None
+    dump_flows: str = "none"
+    dump_format: str = "text"
+    rcvbuf_mb: int = 64
+    stats_interval_s: float = 60.0
+    pending_max_age_s: float = 30.0
+    raw: dict = field(default_factory=dict)
+
+
+def _port(value: object, path: str) -> int:
+    if isinstance(value, int):
+        port = value
+    elif isinstance(value, str):
+        try:
+            port = int(value, 0)
+        except ValueError:
+            try:
+                port = socket.getservbyname(value, "udp")
+            except OSError:
+                raise ConfigError(path, 0, 0, f"capture: port {value!r} is neither a number nor a known UDP service") from None
+    else:
+        raise ConfigError(path, 0, 0, "capture: \"port\" must be a number or a service name")
+    if not 0 < port < 65536:
+        raise ConfigError(path, 0, 0, f"capture: port {port} is out of range 1..65535")
+    return port
+
+
+def load_config(path: Path | str) -> CollectorConfig:
+    """Read a collector config file (xenoeye.conf compatible)."""
+    p = str(path)
+    doc = load(path)
+    if not isinstance(doc, dict):
+        raise ConfigError(p, 1, 1, "the configuration must be a JSON object")
+    cfg = CollectorConfig(raw=doc)
+    for i, entry in enumerate(doc.get("capture", [])):
+        sock = entry.get("socket") if isinstance(entry, dict) else None
+        if sock is None:
+            if isinstance(entry, dict) and "pcap" in entry:
+                raise ConfigError(p, 0, 0, f"capture[{i}]: live pcap capture is the probe's job: run `mirrorflow probe -i IFACE`")
+            raise ConfigError(p, 0, 0, f"capture[{i}]: expected {{\"socket\": {{\"listen-on\": ..., \"port\": ...}}}}")
+        host = sock.get("listen-on", "0.0.0.0") or "0.0.0.0"
+        port = _port(sock.get("port", 2055), p)
+        cfg.listen.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    if "templates.db" in doc:
+        cfg.templates_file = Path(doc["templates.db"])
+    if "devices" in doc:
+        cfg.devices_file = Path(doc["devices"])
+    dump = doc.get("debug.dump-flows", "none")
+    if not isinstance(dump, str):
+        raise ConfigError(p, 0, 0, "debug.dump-flows must be \"none\", \"syslog\", \"stdout\" or a file path")
+    cfg.dump_flows = dump
+    for key, attr in (("rcvbufsize_m", "rcvbuf_mb"), ("stats-interval", "stats_interval_s"),
+                      ("pending-max-age", "pending_max_age_s")):  # fmt: skip
+        if key in doc:
+            value = doc[key]
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(p, 0, 0, f"{key} must be a non-negative number")
+            setattr(cfg, attr, value)
+    return cfg
