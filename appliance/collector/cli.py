@@ -59,6 +59,8 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dump-format", choices=("text", "jsonl"), help="dump format (default text)")
     p.add_argument("--rcvbuf-mb", type=int, help="SO_RCVBUF per socket in MiB (default 64)")
     p.add_argument("--stats-interval", type=float, help="seconds between statistics lines (default 60, 0 = off)")
+    p.add_argument("--stats-file", type=Path, metavar="FILE",
+                   help="also write the statistics as JSON to FILE (every interval and at exit)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_collect)
 
@@ -71,7 +73,8 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
         cfg.listen = ["0.0.0.0:2055"]
     for attr, value in (("devices_file", args.devices), ("templates_file", args.templates),
                         ("dump_flows", args.dump_flows), ("dump_format", args.dump_format),
-                        ("rcvbuf_mb", args.rcvbuf_mb), ("stats_interval_s", args.stats_interval)):  # fmt: skip
+                        ("rcvbuf_mb", args.rcvbuf_mb), ("stats_interval_s", args.stats_interval),
+                        ("stats_file", args.stats_file)):  # fmt: skip
         if value is not None:
             setattr(cfg, attr, value)
     return cfg

@@ -13,6 +13,7 @@ A xenoeye.conf works unchanged (JSON with comments). Keys the collector reads to
   "debug.dump-flows": "none",                             // none | syslog | stdout | /path
   "rcvbufsize_m": 64,                                     // SO_RCVBUF per socket, MiB
   "stats-interval": 60,                                   // seconds between stats lines
+  "stats-file": "/run/mirrorflow/collector-stats.json",   // the same statistics as JSON
   "pending-max-age": 30                                   // seconds data waits for a template
 }
 ```
@@ -44,6 +45,7 @@ class CollectorConfig:
     rcvbuf_mb: int = 64
     stats_interval_s: float = 60.0
     pending_max_age_s: float = 30.0
+    stats_file: Path | None = None
     raw: dict = field(default_factory=dict)
 
 
@@ -83,6 +85,8 @@ def load_config(path: Path | str) -> CollectorConfig:
         cfg.listen.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if "templates.db" in doc:
         cfg.templates_file = Path(doc["templates.db"])
+    if "stats-file" in doc:
+        cfg.stats_file = Path(doc["stats-file"])
     if "devices" in doc:
         cfg.devices_file = Path(doc["devices"])
     dump = doc.get("debug.dump-flows", "none")

@@ -6,7 +6,9 @@ PacketBatches and of the clock differ.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -119,6 +121,16 @@ class Collector:
         if self.receiver is not None:
             self.receiver.stop()
 
+    def _write_stats(self, stats: dict[str, Any]) -> None:
+        path = self.config.stats_file
+        assert path is not None
+        try:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(stats, indent=1))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot write statistics to %s: %s", path, exc)
+
     def close(self) -> None:
         self._save_templates()
         if self.receiver is not None:
@@ -149,9 +161,12 @@ class Collector:
         return out
 
     def log_stats(self, interval_s: float) -> None:
+        """Log one line for the collector and one per exporter; write the stats file."""
         rate = (self.records - self._last_records) / interval_s if interval_s > 0 else 0.0
         self._last_records = self.records
         s = self.stats()
+        if self.config.stats_file is not None:
+            self._write_stats(s)
         log.info(
             "%.0f records/s, %d records total, %d pending sets, socket drops %s",
             rate, self.records, s["pending_sets"], s.get("socket_drops", "n/a"),
