@@ -206,6 +206,19 @@ int mf_ingress(struct __sk_buff *skb)
     if (ntags)
         count(C_VLAN, 1);
 
+    if (proto == ETH_P_PPP_SES) {
+        // PPPoE session (RFC 2516): 6-byte header, then the 2-byte PPP protocol.
+        __u8 pppoe[8];
+        if (bpf_skb_load_bytes(skb, off, pppoe, sizeof(pppoe)) < 0) {
+            count(C_TRUNCATED, 1);
+            return TC_ACT_OK;
+        }
+        __u16 ppp = ((__u16)pppoe[6] << 8) | pppoe[7];
+        off += 8;
+        proto = ppp == 0x0021 ? ETH_P_IP : ppp == 0x0057 ? ETH_P_IPV6 :
+                ppp == 0x0281 ? ETH_P_MPLS_UC : 0;
+    }
+
     __u8 ipver = 0;
     if (proto == ETH_P_IP) {
         ipver = 4;
@@ -343,11 +356,13 @@ int mf_ingress(struct __sk_buff *skb)
     __u8 tcp_flags = 0;
     if (ports) {
         if (l4proto == 6) {
-            __u8 th[14];
+            // Ports and flags are read apart: a tiny first fragment may carry only the ports.
+            __u8 th[4];
             if (bpf_skb_load_bytes(skb, l4off, th, sizeof(th)) == 0) {
                 key.sport = ((__u16)th[0] << 8) | th[1];
                 key.dport = ((__u16)th[2] << 8) | th[3];
-                tcp_flags = th[13];
+                if (bpf_skb_load_bytes(skb, l4off + 13, &tcp_flags, 1) < 0)
+                    tcp_flags = 0;
             } else {
                 count(C_TRUNCATED, 1);
             }

@@ -147,6 +147,8 @@ def ethernet_pcap(src: Path, dst: Path) -> Path:
         off += 16 + incl
         if magic == 0xA1B23C4D or magic == 0x4D3CB2A1:
             us //= 1000
+        if len(data) < 14:  # cut to less than an Ethernet header: nothing can send it
+            continue
         if linktype != _ETH:
             conv = _strip(linktype, data)
             if conv is None:

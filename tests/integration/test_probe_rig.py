@@ -1,0 +1,128 @@
+"""The probe's test rig: one compiled eBPF program per session, a veth mirror, a collector
+socket. Fixtures here are imported by the probe's integration tests. (No tests of its own.)"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.probe.attach import Attachment, attach
+from appliance.probe.config import ProbeSettings
+from appliance.probe.kernel import KernelFlowCache
+from appliance.probe.records import Counter
+from appliance.probe.runner import Probe, SystemClock, build_exporter
+
+MTU = 65000
+
+
+class Collector:
+    """A UDP socket on 127.0.0.1 that keeps every datagram."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+
+    def receive(self, quiet_s: float = 0.1, limit_s: float = 5.0) -> list[bytes]:
+        """Everything that arrives until nothing came for `quiet_s` (at most `limit_s`)."""
+        out: list[bytes] = []
+        end = time.monotonic() + limit_s
+        last = time.monotonic()
+        while time.monotonic() < end and time.monotonic() - last < quiet_s:
+            try:
+                out.append(self.sock.recv(65535))
+                last = time.monotonic()
+            except TimeoutError:
+                pass
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class Rig:
+    cache: KernelFlowCache
+    mirror: str  # probe side, root namespace
+    inject_ns: str
+    inject_if: str
+    state_dir: Path
+
+    def replay(self, pcap: Path, *extra: str, timeout: float = 120) -> None:
+        subprocess.run(
+            ["ip", "netns", "exec", self.inject_ns, "tcpreplay", "-q", "-t", "-i",
+             self.inject_if, *extra, str(pcap)],
+            check=True, capture_output=True, timeout=timeout,
+        )  # fmt: skip
+
+    def wait_frames(self, n: int, limit_s: float = 5.0) -> int:
+        """Waits (bounded) until the kernel has seen `n` frames; returns what it saw."""
+        end = time.monotonic() + limit_s
+        seen = 0
+        while time.monotonic() < end:
+            seen = int(self.cache.counters().sum(axis=0)[Counter.FRAMES])
+            if seen >= n:
+                break
+            time.sleep(0.01)
+        time.sleep(0.02)
+        return int(self.cache.counters().sum(axis=0)[Counter.FRAMES])
+
+    def probe(self, collector_addrs: list[str], **settings) -> tuple[Probe, Attachment]:
+        """A fresh probe (maps and counters emptied) attached to the mirror."""
+        self.cache.reset()
+        s = ProbeSettings(interfaces=[self.mirror], destinations=collector_addrs,
+                          state_dir=self.state_dir, **settings)
+        s.validate()
+        clock = SystemClock()
+        probe = Probe(s, self.cache, build_exporter(s, clock), clock)
+        att = attach(self.mirror, self.cache.prog_fd, state_dir=self.state_dir)
+        return probe, att
+
+
+def pcap_frames(path: Path) -> int:
+    data = path.read_bytes()
+    off, n = 24, 0
+    while off + 16 <= len(data):
+        incl = int.from_bytes(data[off + 8 : off + 12], "little")
+        off += 16 + incl
+        n += 1
+    return n
+
+
+def make_rig(netns_factory, tmp_path_factory, maxflows: int = 65536) -> Iterator[Rig]:
+    cache = KernelFlowCache(maxflows)
+    ns = netns_factory.namespace()
+    pair = netns_factory.veth_pair(None, ns)
+    for end in (pair.a, pair.b):
+        cmd = ["ip", "link", "set", end.name, "mtu", str(MTU)]
+        subprocess.run(netns_factory.command(end.netns, *cmd), check=True)
+    # The injecting end must stay silent (no MLD/RS) so that counts are exact.
+    subprocess.run(netns_factory.command(ns, "sysctl", "-qw",
+                                         f"net.ipv6.conf.{pair.b.name}.disable_ipv6=1"), check=True)
+    rig = Rig(cache, pair.a.name, ns, pair.b.name, tmp_path_factory.mktemp("probe-state"))
+    try:
+        yield rig
+    finally:
+        cache.close()
+
+
+@pytest.fixture(scope="session")
+def rig(netns_factory, tmp_path_factory) -> Iterator[Rig]:
+    yield from make_rig(netns_factory, tmp_path_factory)
+
+
+def exported_totals(flows: list[dict]) -> tuple[int, int]:
+    return sum(f["packets"] for f in flows), sum(f["bytes"] for f in flows)
+
+
+__all__ = ["Collector", "Rig", "rig", "make_rig", "pcap_frames", "exported_totals", "np"]
