@@ -184,6 +184,17 @@ def dget(d, key):
 @njit(cache=True, nogil=True, inline="always")
 def be(buf, pos, n):
     """Big-endian unsigned integer of n (0..8) bytes at pos."""
+    if n == 4:
+        return (
+            (np.uint64(buf[pos]) << np.uint64(24))
+            | (np.uint64(buf[pos + 1]) << np.uint64(16))
+            | (np.uint64(buf[pos + 2]) << np.uint64(8))
+            | np.uint64(buf[pos + 3])
+        )
+    if n == 2:
+        return (np.uint64(buf[pos]) << np.uint64(8)) | np.uint64(buf[pos + 1])
+    if n == 1:
+        return np.uint64(buf[pos])
     v = np.uint64(0)
     for i in range(n):
         v = (v << np.uint64(8)) | np.uint64(buf[pos + i])
@@ -670,6 +681,10 @@ def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id,
             if c >= 0:
                 present[c] = 1
     pos = rec_start
+    # the rate only changes with the record's sampler id / interval: look it up on change
+    last_sampler = np.int64(-2)
+    last_interval = np.int64(-2)
+    last_rate = np.int64(1)
     while pos + minlen <= end:
         if emit and nrec >= cap:
             return nrec - nrec_in, pos, True
@@ -745,7 +760,11 @@ def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id,
         k = tm[slot, T_SAMPINT_F]
         if k >= 0 and flen[k] <= 8:
             rec_interval = np.int64(be(buf, fpos[k], flen[k]) & np.uint64(0xFFFFFFFF))
-        rate = record_rate(exp, stream, dev_id, sampler, rec_interval, st, samp_dict, override)
+        if sampler == last_sampler and rec_interval == last_interval:
+            rate = last_rate
+        else:
+            rate = record_rate(exp, stream, dev_id, sampler, rec_interval, st, samp_dict, override)
+            last_sampler, last_interval, last_rate = sampler, rec_interval, rate
         if apply_sampling and rate != 1 and kind == 1:
             for k in range(nf):
                 if tf[fs + k, F_COUNTER] == 1 and tf[fs + k, F_ACT] == A_UINT:
