@@ -113,7 +113,7 @@ def _ticks_to_ns(ts: int, binary: bool, exp: int) -> int:
         return np.int64(np.float64(ts) / 2.0**exp * 1e9)
     if exp <= 9:
         return ts * 10 ** (9 - exp)
-    return ts // 10 ** (exp - 9)
+    return ts // 10 ** min(exp - 9, 18)  # finer than 10^-27 s is not a real clock
 
 
 @njit(cache=True, nogil=True)

@@ -350,6 +350,7 @@ needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark
 
 
 @pytest.mark.peers
+@pytest.mark.slow
 @needs_tshark
 @pytest.mark.parametrize("path", NETFLOW_PCAPS, ids=_ids(NETFLOW_PCAPS))
 def test_corpus_matches_tshark(path: Path) -> None:
