@@ -60,8 +60,8 @@ class Rig:
 
     def replay(self, pcap: Path, *extra: str, timeout: float = 120) -> None:
         subprocess.run(
-            ["ip", "netns", "exec", self.inject_ns, "tcpreplay", "-q", "-t", "-i",
-             self.inject_if, *extra, str(pcap)],
+            ["ip", "netns", "exec", self.inject_ns, "tcpreplay", "-q", "-i",
+             self.inject_if, *(extra or ("--topspeed",)), str(pcap)],
             check=True, capture_output=True, timeout=timeout,
         )  # fmt: skip
 
