@@ -4,6 +4,10 @@ The kernel structures (`struct mmsghdr`, `struct iovec`, `struct sockaddr_in/_in
 numpy structured dtypes over arrays we own, so one call fills up to `slots` datagrams and
 the sender addresses are decoded with a handful of array operations, never per packet.
 Layouts are those of 64-bit Linux (x86_64, aarch64).
+
+Why ctypes and not libc called from numba: measured on the 2-core VM, the syscall costs about
+0.85 µs per 1352-byte datagram while building a 256-packet batch with numpy costs 15 µs
+(60 ns a packet) and the ctypes call 2 µs; numba could win back at most ~7%.
 """
 
 from __future__ import annotations
