@@ -151,12 +151,13 @@ def _serve(s: ProbeSettings) -> int:
             a.detach()
         # After detaching nothing writes the maps: flush exports every counted packet.
         sent = probe.flush()
-        write_snapshot(stats_path.with_name("stats-final.json"), probe.snapshot())
+        final = probe.snapshot()
+        write_snapshot(stats_path.with_name("stats-final.json"), final)
         if stats_path.exists():
             stats_path.unlink()
         exporter.close()
         cache.close()
-        k = probe.snapshot()["kernel"]["total"]
+        k = final["kernel"]["total"]
         print(f"mirrorflow probe: stopped; flushed {sent} flows; accounted "
               f"{k['accounted_packets']} packets, exported {exporter.flows_exported} flows",
               flush=True)
