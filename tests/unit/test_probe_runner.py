@@ -1,0 +1,101 @@
+"""The probe's loop over a fake kernel and fake clock: export, fill warning, stats, config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from appliance.probe.config import ProbeSettings, load_config_file, parse_key_fields, parse_sampler
+from appliance.probe.errors import ProbeConfigError
+from appliance.probe.exporter import MemoryTransport
+from appliance.probe.kernel import MemoryFlowCache
+from appliance.probe.records import Counter, KeyField, SamplerMode
+from appliance.probe.runner import Probe, build_exporter
+from appliance.probe.stats import render
+from tests.unit.test_probe_flowtable import batch
+
+S = 10**9
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.mono = 1000 * S
+
+    def monotonic_ns(self) -> int:
+        return self.mono
+
+    def time_ns(self) -> int:
+        return 1_700_000_000 * S + self.mono
+
+
+def make_probe(maxflows=10, **kw):
+    s = ProbeSettings(interfaces=["mirror0"], destinations=["127.0.0.1:2055"], maxflows=maxflows,
+                      inactive_timeout=15, **kw)
+    s.validate()
+    clock = FakeClock()
+    t = MemoryTransport()
+    warnings: list[str] = []
+    cache = MemoryFlowCache(maxflows)
+    probe = Probe(s, cache, build_exporter(s, clock, transports=[t]), clock, warn=warnings.append)
+    return probe, cache, clock, t, warnings
+
+
+def test_scan_exports_idle_flows_with_the_fake_clock():
+    probe, cache, clock, t, _ = make_probe()
+    cache.push(*batch([{"sport": 1, "first": clock.mono}, {"sport": 2, "first": clock.mono}]))
+    assert probe.scan() == 0
+    clock.mono += 15 * S
+    assert probe.scan() == 2
+    assert probe.table.active == 0
+    assert t.sent and probe.exporter.stats[0].flows == 2
+
+
+def test_fill_warning_at_80_percent():
+    probe, cache, clock, _, warnings = make_probe(maxflows=10)
+    cache.push(*batch([{"sport": i, "first": clock.mono} for i in range(7)]))
+    probe.scan()
+    assert not warnings
+    cache.push(*batch([{"sport": i, "first": clock.mono} for i in range(8)]))
+    probe.scan()
+    assert len(warnings) == 1 and "80 %" in warnings[0]
+
+
+def test_snapshot_is_json_and_renders():
+    probe, cache, clock, _, _ = make_probe()
+    cache.add_counter(Counter.FRAMES, 10)
+    cache.push(*batch([{"first": clock.mono, "packets": 10}]))
+    probe.scan()
+    clock.mono += 2 * S
+    probe.scan()
+    snap = json.loads(json.dumps(probe.snapshot()))
+    assert snap["kernel"]["total"]["accounted_packets"] == 10
+    text = render(snap)
+    assert "accounted 10" in text and "127.0.0.1:2055" in text
+
+
+def test_own_destinations_go_into_the_kernel_exclusion_map():
+    probe, cache, *_ = make_probe()
+    assert [(e.ipver, e.addr, e.dport) for e in cache.self_export] == [(4, bytes([127, 0, 0, 1]), 2055)]
+
+
+def test_sampler_and_key_parsing():
+    assert parse_sampler("random:100") == (SamplerMode.RANDOM, 100)
+    assert parse_sampler("") == (SamplerMode.OFF, 1)
+    with pytest.raises(ProbeConfigError):
+        parse_sampler("often:3")
+    assert parse_key_fields("src,dst,proto") == KeyField.SRC | KeyField.DST | KeyField.PROTO
+    with pytest.raises(ProbeConfigError):
+        parse_key_fields("src,colour")
+
+
+def test_config_file_with_comments(tmp_path):
+    p = tmp_path / "probe.conf"
+    p.write_text('{\n // mirror port\n "interfaces": "ens4", /* two */ "destinations": '
+                 '["192.0.2.1:2055", "[2001:db8::1]:4739"], "active-timeout": 300}')
+    s = ProbeSettings()
+    load_config_file(p, s)
+    assert s.interfaces == ["ens4"] and s.active_timeout == 300 and len(s.destinations) == 2
+    p.write_text('{"colour": 1}')
+    with pytest.raises(ProbeConfigError, match="colour"):
+        load_config_file(p, ProbeSettings())
