@@ -96,9 +96,6 @@ def summarise(flows: list[dict], key=lambda f: (f["src"], f["dst"], f["proto"]))
 # --- pcaps for replay ----------------------------------------------------------------------
 
 _ETH = 1
-_DLT_TO_ETHERTYPE_SKIP = {
-    # linktype: function(frame) -> (ethertype, network-layer bytes) or None
-}
 
 
 def _strip(linktype: int, data: bytes) -> tuple[int, bytes] | None:
