@@ -582,7 +582,7 @@ def parse_template_set(buf, pos, end, set_id, ipfix, version, stream, exp, tmpl_
 
 
 @njit(cache=True, nogil=True)
-def learn_options(buf, fpos, flen, tm, tf, slot, st, stream, samp_dict, meta):
+def learn_options(buf, rec_pos, frel, flen, tm, tf, slot, st, stream, samp_dict, meta):
     """Read sampling parameters and the exporter's init time out of an options record."""
     fs = tm[slot, T_FS]
     nf = tm[slot, T_NF]
@@ -600,7 +600,7 @@ def learn_options(buf, fpos, flen, tm, tf, slot, st, stream, samp_dict, meta):
         if ln < 1 or ln > 8:
             continue
         ie = tf[fs + k, F_IE]
-        v = np.int64(be(buf, fpos[k], ln) & np.uint64(0x7FFFFFFFFFFFFFFF))
+        v = np.int64(be(buf, rec_pos + frel[k], ln) & np.uint64(0x7FFFFFFFFFFFFFFF))
         if ie == 48 or ie == 302:
             sampler = v
         elif ie == 34:
@@ -658,9 +658,27 @@ def record_rate(exp, stream, sid_dev, sampler, rec_interval, st, samp_dict, over
 
 
 @njit(cache=True, nogil=True)
+def fill_constants(out, out6, r0, r1, dev_ip4, dev_hi, dev_lo, dev_id, recv_ns, exp, tid, kind,
+                   slot, version):
+    """Virtual columns that are the same for every record of a set, filled as slices."""
+    if r1 <= r0:
+        return
+    out[C_DEV_IP, r0:r1] = np.uint64(dev_ip4)
+    out6[C_DEV_IP6, 0, r0:r1] = dev_hi
+    out6[C_DEV_IP6, 1, r0:r1] = dev_lo
+    out[C_DEV_ID, r0:r1] = np.uint64(dev_id)
+    out[C_RECV, r0:r1] = np.uint64(recv_ns)
+    out[C_EXP, r0:r1] = np.uint64(exp)
+    out[C_TID, r0:r1] = np.uint64(tid)
+    out[C_KIND, r0:r1] = np.uint64(0 if version < 9 else kind)
+    out[C_SLOT, r0:r1] = np.uint64(slot)
+    out[C_VER, r0:r1] = np.uint64(version)
+
+
+@njit(cache=True, nogil=True)
 def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id, version,
                hdr_unix_ms, sysuptime, recv_ns, tm, tf, st, samp_dict, override, out, out6,
-               present, nrec_in, emit_options, apply_sampling, stats, meta, fpos, flen,
+               present, nrec_in, emit_options, apply_sampling, stats, meta, frel, flen,
                dev_ip4, dev_hi, dev_lo):
     """Decode the records of one data set with the template in slot.
 
@@ -674,54 +692,67 @@ def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id,
     minlen = tm[slot, T_MINLEN]
     kind = tm[slot, T_KIND]
     tid = tm[slot, T_TID]
+    fixed = tm[slot, T_HAS_VAR] == 0
     emit = kind == 1 or emit_options
     if emit:
         for k in range(nf):
             c = tf[fs + k, F_COL]
             if c >= 0:
                 present[c] = 1
+    if fixed:  # field offsets are the same in every record: compute them once
+        at = 0
+        for k in range(nf):
+            frel[k] = at
+            flen[k] = tf[fs + k, F_LEN]
+            at += flen[k]
     pos = rec_start
     # the rate only changes with the record's sampler id / interval: look it up on change
     last_sampler = np.int64(-2)
     last_interval = np.int64(-2)
     last_rate = np.int64(1)
+    records = 0
+    full = False
     while pos + minlen <= end:
         if emit and nrec >= cap:
-            return nrec - nrec_in, pos, True
+            full = True
+            break
         rec_pos = pos
-        ok = True
-        # pass 1: field positions (variable-length prefixes resolved)
-        for k in range(nf):
-            ln = tf[fs + k, F_LEN]
-            if ln == 65535:
-                if pos >= end:
-                    ok = False
-                    break
-                ln = np.int64(buf[pos])
-                pos += 1
-                if ln == 255:
-                    if pos + 2 > end:
+        if fixed:
+            pos += minlen
+        else:
+            ok = True
+            # pass 1: field positions (variable-length prefixes resolved)
+            for k in range(nf):
+                ln = tf[fs + k, F_LEN]
+                if ln == 65535:
+                    if pos >= end:
                         ok = False
                         break
-                    ln = be16(buf, pos)
-                    pos += 2
-            fpos[k] = pos
-            flen[k] = ln
-            pos += ln
-            if pos > end:
-                ok = False
+                    ln = np.int64(buf[pos])
+                    pos += 1
+                    if ln == 255:
+                        if pos + 2 > end:
+                            ok = False
+                            break
+                        ln = be16(buf, pos)
+                        pos += 2
+                frel[k] = pos - rec_pos
+                flen[k] = ln
+                pos += ln
+                if pos > end:
+                    ok = False
+                    break
+            if not ok:
+                stats[exp, Stat.ERR_TRUNCATED_RECORD] += 1
+                pos = end
                 break
-        if not ok:
-            stats[exp, Stat.ERR_TRUNCATED_RECORD] += 1
-            return nrec - nrec_in, end, False
         if kind == 2:
             stats[exp, Stat.OPTIONS_RECORDS] += 1
-            learn_options(buf, fpos, flen, tm, tf, slot, st, stream, samp_dict, meta)
+            learn_options(buf, rec_pos, frel, flen, tm, tf, slot, st, stream, samp_dict, meta)
             if not emit:
                 continue
         else:
-            stats[exp, Stat.RECORDS] += 1
-        tm[slot, T_RECORDS] += 1
+            records += 1
         row = nrec
         nrec += 1
         # pass 2: values into columns
@@ -730,7 +761,7 @@ def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id,
             if act == A_SKIP:
                 continue
             c = tf[fs + k, F_COL]
-            p = fpos[k]
+            p = rec_pos + frel[k]
             ln = flen[k]
             if act == A_UINT:
                 out[c, row] = be(buf, p, ln)
@@ -755,11 +786,11 @@ def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id,
         sampler = np.int64(-1)
         k = tm[slot, T_SAMPID_F]
         if k >= 0 and flen[k] <= 8:
-            sampler = np.int64(be(buf, fpos[k], flen[k]) & np.uint64(0xFFFFFFFF))
+            sampler = np.int64(be(buf, rec_pos + frel[k], flen[k]) & np.uint64(0xFFFFFFFF))
         rec_interval = np.int64(0)
         k = tm[slot, T_SAMPINT_F]
         if k >= 0 and flen[k] <= 8:
-            rec_interval = np.int64(be(buf, fpos[k], flen[k]) & np.uint64(0xFFFFFFFF))
+            rec_interval = np.int64(be(buf, rec_pos + frel[k], flen[k]) & np.uint64(0xFFFFFFFF))
         if sampler == last_sampler and rec_interval == last_interval:
             rate = last_rate
         else:
@@ -771,74 +802,76 @@ def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id,
                     c = tf[fs + k, F_COL]
                     out[c, row] = out[c, row] * np.uint64(rate)
         # times
-        t_start = np.int64(-1)
-        t_end = np.int64(-1)
-        k = tm[slot, T_START_F]
-        if k >= 0 and flen[k] <= 8:
-            t_start = abs_ms(be(buf, fpos[k], flen[k]), tm[slot, T_START_U], hdr_unix_ms)
-        k = tm[slot, T_END_F]
-        if k >= 0 and flen[k] <= 8:
-            t_end = abs_ms(be(buf, fpos[k], flen[k]), tm[slot, T_END_U], hdr_unix_ms)
-        kf = tm[slot, T_FUPT_F]
-        kl = tm[slot, T_LUPT_F]
-        if (t_start < 0 and kf >= 0) or (t_end < 0 and kl >= 0):
-            boot = np.int64(-1)
-            if sysuptime >= 0:
-                boot = hdr_unix_ms - sysuptime
-            elif st[stream, S_INIT_MS] > 0:
-                boot = st[stream, S_INIT_MS]
-            elif kl >= 0 and flen[kl] <= 8:
-                # IPFIX with uptime times and no init time known: take the flow end as the
-                # export time (the exporter just expired it)
-                boot = hdr_unix_ms - np.int64(be(buf, fpos[kl], flen[kl]))
-            if boot >= 0:
-                if t_start < 0 and kf >= 0 and flen[kf] <= 8:
-                    up = np.int64(be(buf, fpos[kf], flen[kf]))
-                    if sysuptime >= 0:
-                        d = (sysuptime - up) & 0xFFFFFFFF
-                        if d >= 0x80000000:
-                            d -= 0x100000000
-                        t_start = hdr_unix_ms - d
-                    else:
-                        t_start = boot + up
-                if t_end < 0 and kl >= 0 and flen[kl] <= 8:
-                    up = np.int64(be(buf, fpos[kl], flen[kl]))
-                    if sysuptime >= 0:
-                        d = (sysuptime - up) & 0xFFFFFFFF
-                        if d >= 0x80000000:
-                            d -= 0x100000000
-                        t_end = hdr_unix_ms - d
-                    else:
-                        t_end = boot + up
-        k = tm[slot, T_DUR_F]
-        if k >= 0 and flen[k] <= 8:
-            dur = np.int64(be(buf, fpos[k], flen[k]))
-            if t_start < 0 and t_end >= 0:
-                t_start = t_end - dur
-            elif t_end < 0 and t_start >= 0:
-                t_end = t_start + dur
-        if t_end < 0:
-            t_end = t_start if t_start >= 0 else hdr_unix_ms
-        if t_start < 0:
-            t_start = t_end
-        # virtual fields
-        out[C_DEV_IP, row] = np.uint64(dev_ip4)
-        out6[C_DEV_IP6, 0, row] = dev_hi
-        out6[C_DEV_IP6, 1, row] = dev_lo
-        out[C_DEV_ID, row] = np.uint64(dev_id)
+        t_start, t_end = record_times(buf, rec_pos, frel, flen, tm, slot, st, stream, hdr_unix_ms, sysuptime)
         out[C_RATE, row] = np.uint64(rate)
-        out[C_RECV, row] = np.uint64(recv_ns)
         out[C_TSTART, row] = np.uint64(t_start)
         out[C_TEND, row] = np.uint64(t_end)
-        out[C_EXP, row] = np.uint64(exp)
-        out[C_TID, row] = np.uint64(tid)
-        out[C_KIND, row] = np.uint64(0 if version < 9 else kind)
-        out[C_SLOT, row] = np.uint64(slot)
         out[C_OFF, row] = np.uint64(pkt_off + rec_pos)
-        out[C_VER, row] = np.uint64(version)
+    if emit:
+        fill_constants(out, out6, nrec_in, nrec, dev_ip4, dev_hi, dev_lo, dev_id, recv_ns, exp, tid,
+                       kind, slot, version)
+    stats[exp, Stat.RECORDS] += records
+    tm[slot, T_RECORDS] += nrec - nrec_in
+    if full:
+        return nrec - nrec_in, pos, True
     if pos < end:
         stats[exp, Stat.PADDING_BYTES] += end - pos
     return nrec - nrec_in, end, False
+
+
+@njit(cache=True, nogil=True)
+def uptime_ms(up, sysuptime, hdr_unix_ms, boot):
+    """An uptime-relative time as ms since the epoch (32-bit uptime wrap handled)."""
+    if sysuptime >= 0:
+        d = (sysuptime - up) & 0xFFFFFFFF
+        if d >= 0x80000000:
+            d -= 0x100000000
+        return hdr_unix_ms - d
+    return boot + up
+
+
+@njit(cache=True, nogil=True)
+def record_times(buf, rec_pos, frel, flen, tm, slot, st, stream, hdr_unix_ms, sysuptime):
+    """Flow start and end of one record in ms since the epoch, from any time field it has."""
+    t_start = np.int64(-1)
+    t_end = np.int64(-1)
+    k = tm[slot, T_START_F]
+    if k >= 0 and flen[k] <= 8:
+        t_start = abs_ms(be(buf, rec_pos + frel[k], flen[k]), tm[slot, T_START_U], hdr_unix_ms)
+    k = tm[slot, T_END_F]
+    if k >= 0 and flen[k] <= 8:
+        t_end = abs_ms(be(buf, rec_pos + frel[k], flen[k]), tm[slot, T_END_U], hdr_unix_ms)
+    kf = tm[slot, T_FUPT_F]
+    kl = tm[slot, T_LUPT_F]
+    if (t_start < 0 and kf >= 0) or (t_end < 0 and kl >= 0):
+        boot = np.int64(-1)
+        if sysuptime >= 0:
+            boot = hdr_unix_ms - sysuptime
+        elif st[stream, S_INIT_MS] > 0:
+            boot = st[stream, S_INIT_MS]
+        elif kl >= 0 and flen[kl] <= 8:
+            # IPFIX with uptime times and no init time known: take the flow end as the
+            # export time (the exporter just expired it)
+            boot = hdr_unix_ms - np.int64(be(buf, rec_pos + frel[kl], flen[kl]))
+        if boot >= 0:
+            if t_start < 0 and kf >= 0 and flen[kf] <= 8:
+                up = np.int64(be(buf, rec_pos + frel[kf], flen[kf]))
+                t_start = uptime_ms(up, sysuptime, hdr_unix_ms, boot)
+            if t_end < 0 and kl >= 0 and flen[kl] <= 8:
+                up = np.int64(be(buf, rec_pos + frel[kl], flen[kl]))
+                t_end = uptime_ms(up, sysuptime, hdr_unix_ms, boot)
+    k = tm[slot, T_DUR_F]
+    if k >= 0 and flen[k] <= 8:
+        dur = np.int64(be(buf, rec_pos + frel[k], flen[k]))
+        if t_start < 0 and t_end >= 0:
+            t_start = t_end - dur
+        elif t_end < 0 and t_start >= 0:
+            t_end = t_start + dur
+    if t_end < 0:
+        t_end = t_start if t_start >= 0 else hdr_unix_ms
+    if t_start < 0:
+        t_start = t_end
+    return t_start, t_end
 
 
 @njit(cache=True, nogil=True)
