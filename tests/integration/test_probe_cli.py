@@ -15,30 +15,19 @@ from pathlib import Path
 import pytest
 
 from appliance.probe.attach import FILTER_NAME, cleanup_leftovers
-from tests.integration.test_probe_rig import Collector, pcap_frames, rig  # noqa: F401
+from tests.integration.test_probe_rig import (  # noqa: F401
+    Collector,
+    pcap_frames,
+    rig,
+    start_probe,
+    wait_probe_frames,
+)
 from tests.integration.test_probe_support import ethernet_pcap, reference_flows, tshark_flows
 
 pytestmark = [pytest.mark.netns, pytest.mark.root]
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.test_probe_rig import REPO
 TRACE = os.environ.get("MF_SOFTFLOWD_TRACE", "nDPI/netflix.pcap")
-
-
-def start_probe(mirror: str, dests: list[str], state_dir: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "appliance.probe", "-i", mirror, "--state-dir", str(state_dir),
-           "--scan-interval", "0.2", *[x for d in dests for x in ("-d", d)], *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if "capturing" in line:
-            return proc
-        if proc.poll() is not None:
-            raise AssertionError(f"probe exited: {proc.stderr.read()}")
-    proc.kill()
-    raise AssertionError("probe did not say it was capturing within 60 s")
 
 
 def tc_filters(dev: str) -> str:
@@ -111,7 +100,7 @@ def test_after_kill_9_the_next_start_cleans_up(rig, test_pcap, tmp_path):  # noq
     try:
         assert tc_filters(rig.mirror).count(FILTER_NAME) == 1
         rig.replay(test_pcap)
-        time.sleep(0.3)
+        wait_probe_frames(state, 176)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     finally:

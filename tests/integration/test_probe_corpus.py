@@ -1,5 +1,6 @@
-"""Replay every trace of the corpus into a veth mirror; the export (decoded by tshark) must
-match the reference flow tables exactly, flow by flow, in packets and bytes."""
+"""Replay every trace of the corpus into a veth mirror; the export, decoded by our collector's
+`Decoder` and by tshark (which must agree record by record), must match the reference flow
+tables exactly, flow by flow, in packets and bytes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import pytest
 
 from appliance.probe.records import Counter
 from tests.integration.test_probe_rig import Collector, pcap_frames, rig  # noqa: F401
-from tests.integration.test_probe_support import ethernet_pcap, reference_flows, tshark_flows
+from tests.integration.test_probe_support import (
+    decoder_flows,
+    ethernet_pcap,
+    reference_flows,
+    tshark_flows,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.root, pytest.mark.peers]
 
@@ -56,9 +62,11 @@ def traces(corpus: Path) -> list[Path]:
 
 @pytest.mark.parametrize("protocol", [9])
 def test_corpus_replay_matches_reference_exactly(rig, corpus_dir, tmp_path, protocol):  # noqa: F811
+    """Every trace: the export decoded by our `Decoder` equals the reference table flow by
+    flow (packets and bytes), and tshark decodes the very same records (record by record)."""
     collector = Collector()
     mismatches: dict[str, object] = {}
-    totals = [0, 0]
+    runs: list[tuple[str, dict, list[bytes]]] = []
     try:
         for trace in traces(corpus_dir):
             ref = reference_table(reference_flows(corpus_dir, trace))
@@ -72,25 +80,38 @@ def test_corpus_replay_matches_reference_exactly(rig, corpus_dir, tmp_path, prot
                 att.detach()
             probe.flush()
             probe.close()
-            payloads = collector.receive()
-            got = exported_table(tshark_flows(payloads, tmp_path))
-            k = rig.cache.counters().sum(axis=0)
             rel = str(trace.relative_to(corpus_dir / "traffic"))
             if seen != frames:
                 mismatches[rel] = f"kernel saw {seen} of {frames} frames"
-            elif rel in REFERENCE_QUIRKS:
-                if sum(v[0] for v in got.values()) != sum(v[0] for v in ref.values()):
-                    mismatches[rel] = "packet totals differ"
-            elif got != ref:
-                diff = {key: (got.get(key), ref.get(key)) for key in set(got) | set(ref)
-                        if got.get(key) != ref.get(key)}
-                mismatches[rel] = dict(list(diff.items())[:5])
-            assert int(k[Counter.REFUSED_PACKETS]) == 0
-            totals[0] += sum(v[0] for v in got.values())
-            totals[1] += sum(v[1] for v in got.values())
+            assert int(rig.cache.counters().sum(axis=0)[Counter.REFUSED_PACKETS]) == 0
+            runs.append((rel, ref, collector.receive()))
     finally:
         collector.close()
-    print(f"corpus: {totals[0]} packets, {totals[1]} bytes exported and matched")
-    if mismatches:
-        Path("/tmp/probe-corpus-mismatches.txt").write_text("\n".join(f"{k}: {v}" for k, v in mismatches.items()))
+    # One tshark run over every trace's export (each trace gets its own UDP source port).
+    payloads = [p for _, _, ps in runs for p in ps]
+    sports = [40000 + i for i, (_, _, ps) in enumerate(runs) for _ in ps]
+    by_tshark: dict[int, list[dict]] = defaultdict(list)
+    for f in tshark_flows(payloads, tmp_path, sports):
+        by_tshark[sports[f.pop("frame")] - 40000].append(f)
+    totals = [0, 0, 0]
+    for i, (rel, ref, ps) in enumerate(runs):
+        ours = decoder_flows(ps)
+        for f in ours:
+            f.pop("frame")
+        if ours != by_tshark[i]:
+            mismatches[rel] = f"decoder and tshark differ: {len(ours)} vs {len(by_tshark[i])} records"
+            continue
+        got = exported_table(ours)
+        if rel in REFERENCE_QUIRKS:
+            if sum(v[0] for v in got.values()) != sum(v[0] for v in ref.values()):
+                mismatches[rel] = "packet totals differ"
+        elif got != ref:
+            diff = {key: (got.get(key), ref.get(key)) for key in set(got) | set(ref)
+                    if got.get(key) != ref.get(key)}
+            mismatches[rel] = dict(list(diff.items())[:5])
+        totals[0] += sum(v[0] for v in got.values())
+        totals[1] += sum(v[1] for v in got.values())
+        totals[2] += len(ours)
+    print(f"corpus: {len(runs)} traces, {totals[2]} records, {totals[0]} packets, {totals[1]} "
+          "bytes exported; decoder = tshark record by record; tables = reference")
     assert not mismatches, mismatches

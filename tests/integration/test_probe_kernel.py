@@ -18,7 +18,7 @@ from appliance.probe.runner import Probe, SystemClock, build_exporter
 from appliance.probe.config import ProbeSettings
 from appliance.probe.attach import attach
 from tests.integration.test_probe_rig import Collector, make_rig, pcap_frames, rig  # noqa: F401
-from tests.integration.test_probe_support import ethernet_pcap, tshark_flows
+from tests.integration.test_probe_support import decoder_flows, ethernet_pcap, tshark_flows
 
 pytestmark = [pytest.mark.netns, pytest.mark.root]
 
@@ -94,6 +94,7 @@ def test_v5_v9_ipfix_export_every_packet(rig, traces, tmp_path, protocol):  # no
     finally:
         collector.close()
     flows = tshark_flows(payloads, tmp_path)
+    assert decoder_flows(payloads) == flows  # our collector reads what tshark reads
     v4 = [f for f in flows if f["src"] and ":" not in f["src"]]
     # test.pcap: 166 IPv4 packets (64 125 bytes) and 10 IPv6 packets in 2 flows
     assert sum(f["packets"] for f in v4) == 166

@@ -3,8 +3,11 @@ socket. Fixtures here are imported by the probe's integration tests. (No tests o
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from appliance.probe.records import Counter
 from appliance.probe.runner import Probe, SystemClock, build_exporter
 
 MTU = 65000
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Collector:
@@ -89,6 +93,38 @@ class Rig:
         return probe, att
 
 
+def start_probe(mirror: str, dests: list[str], state_dir: Path, *extra: str) -> subprocess.Popen:
+    """`python -m appliance.probe` on `mirror`, returned once it says it is capturing."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "appliance.probe", "-i", mirror, "--state-dir", str(state_dir),
+           "--scan-interval", "0.2", *[x for d in dests for x in ("-d", d)], *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "capturing" in line:
+            return proc
+        if proc.poll() is not None:
+            raise AssertionError(f"probe exited: {proc.stderr.read()}")
+    proc.kill()
+    raise AssertionError("probe did not say it was capturing within 60 s")
+
+
+def wait_probe_frames(state_dir: Path, n: int, limit_s: float = 10.0) -> None:
+    """Waits until the probe process's statistics show `n` frames seen by its kernel part."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        try:
+            snap = json.loads((state_dir / "stats.json").read_text())
+            if snap["kernel"]["total"]["frames"] >= n:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the probe did not see {n} frames within {limit_s} s")
+
+
 def pcap_frames(path: Path) -> int:
     data = path.read_bytes()
     off, n = 24, 0
@@ -125,4 +161,5 @@ def exported_totals(flows: list[dict]) -> tuple[int, int]:
     return sum(f["packets"] for f in flows), sum(f["bytes"] for f in flows)
 
 
-__all__ = ["Collector", "Rig", "rig", "make_rig", "pcap_frames", "exported_totals", "np"]
+__all__ = ["Collector", "Rig", "rig", "make_rig", "pcap_frames", "exported_totals", "start_probe",
+           "wait_probe_frames", "REPO", "np"]

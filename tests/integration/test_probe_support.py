@@ -13,12 +13,18 @@ from pathlib import Path
 EXPORT_PORT = 2055
 
 
-def write_udp_pcap(path: Path, payloads: list[bytes], dport: int = EXPORT_PORT) -> None:
-    """Wraps export payloads in Ethernet/IPv4/UDP so tshark can read them."""
+def write_udp_pcap(path: Path, payloads: list[bytes], dport: int = EXPORT_PORT,
+                   sports: list[int] | None = None) -> None:
+    """Wraps export payloads in Ethernet/IPv4/UDP so tshark can read them.
+
+    `sports` gives each payload its UDP source port (one exporting process each: tshark keeps
+    templates per source address and port); default 40000 for all.
+    """
     with path.open("wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         for i, p in enumerate(payloads):
-            udp = struct.pack("!HHHH", 40000, dport, 8 + len(p), 0) + p
+            sport = sports[i] if sports else 40000
+            udp = struct.pack("!HHHH", sport, dport, 8 + len(p), 0) + p
             ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
                              bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
             frame = b"\0" * 12 + b"\x08\x00" + ip + udp
@@ -42,15 +48,16 @@ _FIELDS = {
 }
 
 
-def tshark_flows(payloads: list[bytes], workdir: Path) -> list[dict]:
+def tshark_flows(payloads: list[bytes], workdir: Path, sports: list[int] | None = None) -> list[dict]:
     """Decodes NetFlow v5/v9/IPFIX payloads with tshark; one dict per flow record.
 
-    Keys: src, dst, sport, dport, proto, packets, bytes, vlan, flags, reason (missing → None).
+    Keys: frame (index of the payload), src, dst, sport, dport, proto, packets, bytes, vlan,
+    flags, reason (missing → None). Options records are left out.
     """
     if shutil.which("tshark") is None:
         raise RuntimeError("tshark is not installed (Debian package tshark)")
     pcap = workdir / "export.pcap"
-    write_udp_pcap(pcap, payloads)
+    write_udp_pcap(pcap, payloads, sports=sports)
     proc = subprocess.run(
         ["tshark", "-r", str(pcap), "-d", f"udp.port=={EXPORT_PORT},cflow", "-T", "json",
          "-e", "frame.number", *[x for f in _FIELDS.values() for x in ("-e", f)]],
@@ -59,6 +66,7 @@ def tshark_flows(payloads: list[bytes], workdir: Path) -> list[dict]:
     out: list[dict] = []
     for pkt in json.loads(proc.stdout or "[]"):
         layers = pkt["_source"]["layers"]
+        frame = int(layers["frame.number"][0]) - 1
         cols = {k: layers.get(f, []) for k, f in _FIELDS.items()}
         n = max(len(cols[k]) for k in ("packets", "bytes"))
         for i in range(n):
@@ -72,7 +80,7 @@ def tshark_flows(payloads: list[bytes], workdir: Path) -> list[dict]:
             nbytes = get("bytes")
             vlan = get("vlan") or get("dot1q")
             out.append({
-                "src": src, "dst": dst,
+                "frame": frame, "src": src, "dst": dst,
                 "sport": int(get("sport") or 0), "dport": int(get("dport") or 0),
                 "proto": int(get("proto") or 0),
                 "packets": int(packets or 0), "bytes": int(nbytes or 0),
@@ -80,6 +88,42 @@ def tshark_flows(payloads: list[bytes], workdir: Path) -> list[dict]:
                 "flags": int(get("flags"), 0) if get("flags") else 0,
                 "reason": int(get("reason")) if get("reason") else None,
             })  # fmt: skip
+    return out
+
+
+def decoded_records(payloads: list[bytes], apply_sampling: bool = False) -> list[dict]:
+    """Every record (data and options) our collector's `Decoder` makes of the payloads, as
+    ``mirrorflow decode --format jsonl`` shows them, plus ``frame`` (index of the payload)."""
+    from appliance.collector.decoder import Decoder  # noqa: PLC0415
+    from appliance.collector.dump import records  # noqa: PLC0415
+    from appliance.collector.packets import PacketBatch  # noqa: PLC0415
+
+    if not payloads:
+        return []
+    dec = Decoder(apply_sampling=apply_sampling, emit_options=True)
+    batch = PacketBatch.from_payloads(payloads, "127.0.0.1", recv_ns=list(range(len(payloads))))
+    out = []
+    for fb in dec.decode(batch):
+        for r in records(fb, dec):
+            r["frame"] = r["recv_time_ns"]
+            out.append(r)
+    return out
+
+
+def decoder_flows(payloads: list[bytes]) -> list[dict]:
+    """The flow records our `Decoder` finds, in `tshark_flows`' form (to compare them 1:1)."""
+    out = []
+    for r in decoded_records(payloads):
+        if r["record_kind"] == "options":
+            continue
+        vlan = r.get("src_vlan", r.get("dot1q_vlan"))
+        out.append({
+            "frame": r["frame"], "src": r.get("src_addr", r.get("src_addr6")),
+            "dst": r.get("dst_addr", r.get("dst_addr6")),
+            "sport": r.get("src_port", 0), "dport": r.get("dst_port", 0),
+            "proto": r.get("proto", 0), "packets": r.get("packets", 0), "bytes": r.get("bytes", 0),
+            "vlan": vlan, "flags": r.get("tcp_flags", 0), "reason": r.get("flow_end_reason"),
+        })  # fmt: skip
     return out
 
 
