@@ -397,8 +397,6 @@ def same_fields(tm, tf, slot, buf, pos, nf, nscope, kind, ipfix, end):
     """Is the template at buf[pos:] identical to the stored one in slot?"""
     if tm[slot, T_NF] != nf or tm[slot, T_KIND] != kind or tm[slot, T_NSCOPE] != nscope:
         return False
-    if tm[slot, T_VALID] != 1:
-        return False
     fs = tm[slot, T_FS]
     p = pos
     for k in range(nf):
@@ -442,6 +440,9 @@ def store_template(buf, pos, end, nf, nscope, kind, ipfix, version, stream, tid,
     key = (np.int64(stream) << 16) | np.int64(tid)
     slot = dget(tmpl_dict, key)
     if slot >= 0 and same_fields(tm, tf, slot, buf, pos, nf, nscope, kind, ipfix, end):
+        if tm[slot, T_VALID] != 1 and tm[slot, T_MINLEN] > 0:
+            tm[slot, T_VALID] = 1  # re-announced after a withdrawal
+            meta[M_TMPL_CHANGES] += 1
         return after  # a refresh: nothing changes
     if slot < 0:
         n = meta[M_NTMPL]
@@ -547,7 +548,7 @@ def parse_template_set(buf, pos, end, set_id, ipfix, version, stream, exp, tmpl_
         nf = be16(buf, pos + 2)
         pos += 4
         nscope = 0
-        if options:
+        if options and nf > 0:
             if pos + 2 > end:
                 stats[exp, Stat.ERR_BAD_TEMPLATE] += 1
                 return
@@ -1006,12 +1007,13 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
             seq = be32(pkt, 8)
             sid = be32(pkt, 12)
             sysup = np.int64(-1)
-            if mlen > plen or mlen < 16:
+            if mlen != plen:
                 if counting:
                     stats[exp, Stat.ERR_BAD_LENGTH] += 1
                 if mlen < 16:
                     continue
-                mlen = plen
+                if mlen > plen:
+                    mlen = plen
             pend = mlen
         else:
             sysup = be32(pkt, 4)
@@ -1070,14 +1072,18 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
                     if slot >= 0 and tm[slot, T_NF] > 0 and tm[slot, T_MINLEN] == 0:
                         stats[exp, Stat.ERR_BAD_TEMPLATE] += 1
                     else:
-                        k = meta[M_NORPH]
-                        orph[k, 0] = p
-                        orph[k, 1] = pos
-                        orph[k, 2] = slen
-                        orph[k, 3] = stream
-                        meta[M_NORPH] = k + 1
                         if replay[p] == 0:
                             stats[exp, Stat.NO_TEMPLATE_SETS] += 1
+                        k = meta[M_NORPH]
+                        if k < orph.shape[0]:
+                            orph[k, 0] = p
+                            orph[k, 1] = pos
+                            orph[k, 2] = slen
+                            orph[k, 3] = stream
+                            meta[M_NORPH] = k + 1
+                        elif replay[p] == 0:
+                            # more sets without template in one datagram than we hold
+                            stats[exp, Stat.PENDING_EXPIRED_SETS] += 1
                     unknown_count = True
                 else:
                     if replay[p] == 1:
