@@ -85,7 +85,10 @@ M_TMPL_CHANGES = 4  # templates added / changed / withdrawn (persistence trigger
 M_NORPH = 5
 M_RATE_CHANGES = 6
 M_PARTIAL = 7  # IPFIX data records of a packet interrupted by a full output
-M_NCOLS = 8
+M_LIMITS = 8  # bits set by the Python side when a table reached its cap (no more growth):
+L_EXPORTERS, L_STREAMS, L_TEMPLATES, L_FIELDS = 1, 2, 4, 8
+M_EXP_REFUSED = 9  # packets from new exporters refused because the exporter table is full
+M_NCOLS = 16
 
 # ---- return status --------------------------------------------------------------------------
 ST_DONE = 0
@@ -128,6 +131,7 @@ class Stat(enum.IntEnum):
     ERR_COUNT_MISMATCH = 24  # v5 header count disagrees with the datagram length
     ERR_TEMPLATE_TABLE_FULL = 25
     PADDING_BYTES = 26  # trailing bytes in sets that do not make a record
+    ERR_STREAM_TABLE_FULL = 27  # packets of a new source id refused: too many source ids
 
 
 N_STATS = len(Stat)
@@ -444,6 +448,9 @@ def store_template(buf, pos, end, nf, nscope, kind, ipfix, version, stream, tid,
             tm[slot, T_VALID] = 1  # re-announced after a withdrawal
             meta[M_TMPL_CHANGES] += 1
         return after  # a refresh: nothing changes
+    if meta[M_NFLD] + nf > tf.shape[0]:
+        stats[exp, Stat.ERR_TEMPLATE_TABLE_FULL] += 1
+        return after
     if slot < 0:
         n = meta[M_NTMPL]
         if n >= tm.shape[0]:
@@ -897,10 +904,11 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
         start_set = s0 if p == p0 else 0
         start_rec = r0 if p == p0 else 0
         if start_set == 0:
-            if (tf.shape[0] - meta[M_NFLD] < min_free_fields
-                    or tm.shape[0] - meta[M_NTMPL] < min_free_templates
-                    or meta[M_NSTREAM] + 1 >= st.shape[0]
-                    or meta[M_NEXP] + 1 >= exp_addr.shape[0]):
+            lim = meta[M_LIMITS]
+            if ((lim & L_FIELDS == 0 and tf.shape[0] - meta[M_NFLD] < min_free_fields)
+                    or (lim & L_TEMPLATES == 0 and tm.shape[0] - meta[M_NTMPL] < min_free_templates)
+                    or (lim & L_STREAMS == 0 and meta[M_NSTREAM] + 1 >= st.shape[0])
+                    or (lim & L_EXPORTERS == 0 and meta[M_NEXP] + 1 >= exp_addr.shape[0])):
                 return ST_GROW, p, 0, 0, nrec
             if meta[M_NORPH] + 64 > orph.shape[0]:
                 return ST_ORPH_FULL, p, 0, 0, nrec
@@ -910,6 +918,8 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
         lo = alo[p]
         exp = exporter_index(exp_dict, exp_addr, meta, hi, lo)
         if exp < 0:
+            if start_set == 0:
+                meta[M_EXP_REFUSED] += 1
             continue
         dev_ip4 = np.int64(lo & np.uint64(0xFFFFFFFF)) if (hi == 0 and (lo >> np.uint64(32)) == 0xFFFF) else np.int64(0)
         pkt = buf[base:base + plen]
@@ -933,6 +943,8 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
             unix_ms = be32(pkt, 8) * 1000 + be32(pkt, 12) // 1000000
             stream = stream_index(stream_dict, st, meta, exp, 1, 0)
             if stream < 0:
+                if counting:
+                    stats[exp, Stat.ERR_STREAM_TABLE_FULL] += 1
                 continue
             avail = (plen - 16) // 48
             nr = count if count < avail else avail
@@ -963,6 +975,8 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
             samp = be16(pkt, 22)
             stream = stream_index(stream_dict, st, meta, exp, 5, (etype << 8) | eid)
             if stream < 0:
+                if counting:
+                    stats[exp, Stat.ERR_STREAM_TABLE_FULL] += 1
                 continue
             avail = (plen - 24) // 48
             nr = count if count < avail else avail
@@ -1023,6 +1037,8 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
             pend = plen
         stream = stream_index(stream_dict, st, meta, exp, version, sid)
         if stream < 0:
+            if counting:
+                stats[exp, Stat.ERR_STREAM_TABLE_FULL] += 1
             continue
         if counting:
             stats[exp, Stat.IPFIX_PACKETS if ipfix else Stat.V9_PACKETS] += 1

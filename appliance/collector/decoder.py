@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 _MIN_FREE_FIELDS = 16384 + 64  # one 64 KiB datagram holds at most this many field specifiers
 _MIN_FREE_TEMPLATES = 8192 + 8
 _ANY_SOURCE = 1 << 32
+# Caps that bound memory against floods of spoofed exporters, source ids or templates
+MAX_EXPORTERS = 65536
+MAX_STREAMS = 1 << 20
+MAX_TEMPLATES = 1 << 18
+MAX_FIELD_ROWS = 1 << 22
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,18 +239,27 @@ class Decoder:
     # ---- tables -------------------------------------------------------------------------
 
     def _grow(self) -> None:
+        """Double the tables that ran low, up to their caps (then refuse and count)."""
         m = self._meta
         if self._tf.shape[0] - m[K.M_NFLD] < _MIN_FREE_FIELDS:
             self._compact_fields()
             if self._tf.shape[0] - m[K.M_NFLD] < _MIN_FREE_FIELDS:
-                self._tf = _grown(self._tf)
+                self._tf = self._capped(self._tf, MAX_FIELD_ROWS, K.L_FIELDS, "template fields")
         if self._tm.shape[0] - m[K.M_NTMPL] < _MIN_FREE_TEMPLATES:
-            self._tm = _grown(self._tm)
+            self._tm = self._capped(self._tm, MAX_TEMPLATES, K.L_TEMPLATES, "templates")
         if m[K.M_NSTREAM] + 1 >= self._st.shape[0]:
-            self._st = _grown(self._st)
+            self._st = self._capped(self._st, MAX_STREAMS, K.L_STREAMS, "exporter source ids")
         if m[K.M_NEXP] + 1 >= self._exp_addr.shape[0]:
-            self._exp_addr = _grown(self._exp_addr)
-            self._stats = _grown(self._stats)
+            self._exp_addr = self._capped(self._exp_addr, MAX_EXPORTERS, K.L_EXPORTERS, "exporters")
+            if self._stats.shape[0] < self._exp_addr.shape[0]:
+                self._stats = _grown(self._stats, self._exp_addr.shape[0])
+
+    def _capped(self, arr: np.ndarray, cap: int, bit: int, what: str) -> np.ndarray:
+        if arr.shape[0] >= cap:
+            self._meta[K.M_LIMITS] |= bit
+            log.error("the %s table is full (%d): new ones are refused and counted", what, cap)
+            return arr
+        return _grown(arr, min(cap, arr.shape[0] * 2))
 
     def _compact_fields(self) -> None:
         """Drop field rows left behind by redefined templates."""
@@ -322,6 +336,11 @@ class Decoder:
             counters = {s.name.lower(): int(self._stats[i, s]) for s in Stat}
             out.append(ExporterStats(addr, counters))
         return out
+
+    @property
+    def refused_exporter_packets(self) -> int:
+        """Packets dropped because the exporter table reached MAX_EXPORTERS."""
+        return int(self._meta[K.M_EXP_REFUSED])
 
     def exporter_address(self, index: int) -> str:
         return words_to_address(self._exp_addr[index, 0], self._exp_addr[index, 1])
@@ -422,8 +441,8 @@ class Decoder:
         log.info("restored %d templates from %s", len(payloads), path)
 
 
-def _grown(arr: np.ndarray) -> np.ndarray:
-    new = np.zeros((arr.shape[0] * 2,) + arr.shape[1:], dtype=arr.dtype)
+def _grown(arr: np.ndarray, rows: int) -> np.ndarray:
+    new = np.zeros((rows,) + arr.shape[1:], dtype=arr.dtype)
     new[: arr.shape[0]] = arr
     return new
 

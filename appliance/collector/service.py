@@ -152,6 +152,7 @@ class Collector:
             "records": self.records,
             "batches": self.batches,
             "pending_sets": self.decoder.pending_sets,
+            "refused_exporter_packets": self.decoder.refused_exporter_packets,
             "exporters": [
                 {"address": e.address, **e.counters} for e in self.decoder.exporter_stats()
             ],

@@ -254,3 +254,20 @@ def test_sampling_rates_learned_from_real_captures(corpus_dir: Path) -> None:
             got.extend(b["bytes"].tolist())
     assert sorted(got) == sorted(want)
     assert dec.exporter_stats()[0].counters[Stat.RECORDS.name.lower()] == len(want)
+
+
+def test_exporter_table_cap_refuses_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flood of spoofed exporters cannot grow memory without bound."""
+    import appliance.collector.decoder as decoder_module
+
+    monkeypatch.setattr(decoder_module, "MAX_EXPORTERS", 70)
+    dec = Decoder()
+    enc = V5Encoder(clock=lambda: T0_NS, boot_ns=BOOT_NS)
+    pk = enc.encode(_columns(1))
+    exporters = [f"10.2.{i // 256}.{i % 256}" for i in range(100)]
+    b = _decode(dec, pk * 100, exporter=exporters)  # type: ignore[arg-type]
+    assert b.n == 70
+    assert len(dec.exporter_stats()) == 70
+    assert dec.refused_exporter_packets == 30
+    # known exporters keep working
+    assert _decode(dec, pk, exporter="10.2.0.5").n == 1
