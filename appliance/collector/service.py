@@ -31,6 +31,7 @@ FlowSink = Callable[[FlowBatch], None]
 
 _SMALL_BATCH = 32  # datagrams
 _LINGER_S = 0.0005
+_FINAL_DRAIN_BATCHES = 4096
 
 
 class Collector:
@@ -113,6 +114,13 @@ class Collector:
                         time.sleep(_LINGER_S)
                 else:
                     self._periodic()
+            # what the kernel accepted before the stop is decoded, not dropped (bounded, in
+            # case senders keep going)
+            for _ in range(_FINAL_DRAIN_BATCHES):
+                packets = self.receiver.receive(0)
+                if not len(packets):
+                    break
+                self.process(packets)
         finally:
             self.close()
 
