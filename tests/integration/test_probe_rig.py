@@ -142,9 +142,11 @@ def make_rig(netns_factory, tmp_path_factory, maxflows: int = 65536) -> Iterator
     for end in (pair.a, pair.b):
         cmd = ["ip", "link", "set", end.name, "mtu", str(MTU)]
         subprocess.run(netns_factory.command(end.netns, *cmd), check=True)
-    # The injecting end must stay silent (no MLD/RS) so that counts are exact.
-    subprocess.run(netns_factory.command(ns, "sysctl", "-qw",
-                                         f"net.ipv6.conf.{pair.b.name}.disable_ipv6=1"), check=True)
+    # Both ends stay silent (no MLD/RS/DAD) so that counts are exact: the injecting end would
+    # add frames to the replay, and libpcap peers (softflowd) also see what the mirror end sends.
+    for end in (pair.a, pair.b):
+        cmd = ["sysctl", "-qw", f"net.ipv6.conf.{end.name}.disable_ipv6=1"]
+        subprocess.run(netns_factory.command(end.netns, *cmd), check=True)
     rig = Rig(cache, pair.a.name, ns, pair.b.name, tmp_path_factory.mktemp("probe-state"))
     try:
         yield rig
