@@ -686,7 +686,7 @@ def fill_constants(out, out6, r0, r1, dev_ip4, dev_hi, dev_lo, dev_id, recv_ns, 
 @njit(cache=True, nogil=True)
 def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id, version,
                hdr_unix_ms, sysuptime, recv_ns, tm, tf, st, samp_dict, override, out, out6,
-               present, nrec_in, emit_options, apply_sampling, stats, meta, frel, flen,
+               present, nrec_in, emit_options, apply_sampling, stats, meta, frel, flen, plan,
                dev_ip4, dev_hi, dev_lo):
     """Decode the records of one data set with the template in slot.
 
@@ -713,6 +713,15 @@ def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id,
             frel[k] = at
             flen[k] = tf[fs + k, F_LEN]
             at += flen[k]
+    # the fields that produce a value, with their column and action, read once per set
+    nplan = 0
+    for k in range(nf):
+        act = tf[fs + k, F_ACT]
+        if act != A_SKIP:
+            plan[nplan, 0] = k
+            plan[nplan, 1] = act
+            plan[nplan, 2] = tf[fs + k, F_COL6] if act == A_V6 else tf[fs + k, F_COL]
+            nplan += 1
     pos = rec_start
     # the rate only changes with the record's sampler id / interval: look it up on change
     last_sampler = np.int64(-2)
@@ -764,19 +773,17 @@ def decode_set(buf, pkt_off, set_off, rec_start, end, slot, exp, stream, dev_id,
         row = nrec
         nrec += 1
         # pass 2: values into columns
-        for k in range(nf):
-            act = tf[fs + k, F_ACT]
-            if act == A_SKIP:
-                continue
-            c = tf[fs + k, F_COL]
+        for j in range(nplan):
+            k = plan[j, 0]
+            act = plan[j, 1]
+            c = plan[j, 2]
             p = rec_pos + frel[k]
             ln = flen[k]
             if act == A_UINT:
                 out[c, row] = be(buf, p, ln)
             elif act == A_V6:
-                c6 = tf[fs + k, F_COL6]
-                out6[c6, 0, row] = be(buf, p, 8)
-                out6[c6, 1, row] = be(buf, p + 8, 8)
+                out6[c, 0, row] = be(buf, p, 8)
+                out6[c, 1, row] = be(buf, p + 8, 8)
             elif act == A_REF:
                 out[c, row] = (np.uint64(pkt_off + p) << np.uint64(16)) | np.uint64(ln)
             elif act == A_SIGNED:
@@ -899,6 +906,7 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
     n = offs.shape[0]
     fpos = np.empty(MAX_TEMPLATE_FIELDS + 32, dtype=np.int64)
     flen = np.empty(MAX_TEMPLATE_FIELDS + 32, dtype=np.int64)
+    plan = np.empty((MAX_TEMPLATE_FIELDS + 32, 3), dtype=np.int64)
     meta[M_NORPH] = 0
     for p in range(p0, n):
         start_set = s0 if p == p0 else 0
@@ -956,7 +964,7 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
             written, pos, full = decode_set(pkt, base, 0, rec0, 16 + nr * 48, v5_slot + 1, exp, stream, 0, 1,
                                             unix_ms, sysup, rnow, tm, tf, st, samp_dict, override,
                                             out, out6, present, nrec, emit_options, apply_sampling,
-                                            stats, meta, fpos, flen, dev_ip4, hi, lo)
+                                            stats, meta, fpos, flen, plan, dev_ip4, hi, lo)
             nrec += written
             if full:
                 return ST_OUT_FULL, p, 1, pos, nrec
@@ -1000,7 +1008,7 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
             written, pos, full = decode_set(pkt, base, 0, rec0, end, v5_slot, exp, stream, eid, 5,
                                             unix_ms, sysup, rnow, tm, tf, st, samp_dict, override,
                                             out, out6, present, nrec, emit_options, apply_sampling,
-                                            stats, meta, fpos, flen, dev_ip4, hi, lo)
+                                            stats, meta, fpos, flen, plan, dev_ip4, hi, lo)
             nrec += written
             if full:
                 return ST_OUT_FULL, p, 1, pos, nrec
@@ -1112,7 +1120,7 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
                                                      sid, version, export_ms, sysup, rnow, tm, tf,
                                                      st, samp_dict, override, out, out6, present,
                                                      nrec, emit_options, apply_sampling, stats,
-                                                     meta, fpos, flen, dev_ip4, hi, lo)
+                                                     meta, fpos, flen, plan, dev_ip4, hi, lo)
                     data_records += stats[exp, Stat.RECORDS] + stats[exp, Stat.OPTIONS_RECORDS] - before
                     nrec += written
                     if full:
