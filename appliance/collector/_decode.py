@@ -890,6 +890,23 @@ def record_times(buf, rec_pos, frel, flen, tm, slot, st, stream, hdr_unix_ms, sy
 
 
 @njit(cache=True, nogil=True)
+def check_sequence(st, stream, stats, exp, seq, advance, lost_stat):
+    """Count the gap between the expected and the received sequence number.
+
+    A jump forward is loss (packets or flows per version); a jump back is an exporter
+    restart or reordering. The next expected number is seq + advance.
+    """
+    if st[stream, S_HAVE_SEQ] == 1 and seq != st[stream, S_NEXT_SEQ]:
+        gap = (seq - st[stream, S_NEXT_SEQ]) & 0xFFFFFFFF
+        if gap < 0x80000000:
+            stats[exp, lost_stat] += gap
+        else:
+            stats[exp, Stat.SEQ_RESETS] += 1
+    st[stream, S_HAVE_SEQ] = 1
+    st[stream, S_NEXT_SEQ] = (seq + advance) & 0xFFFFFFFF
+
+
+@njit(cache=True, nogil=True)
 def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
                    reg_iana, reg_ent_keys, reg_ent_cols, reg_ftype, reg_col6, reg_counter,
                    exp_dict, exp_addr, stream_dict, st, tmpl_dict, tm, tf, samp_dict, override,
@@ -941,74 +958,44 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
             continue
         version = be16(pkt, 0)
         rnow = recv[p]
-        if version == 1:
-            if plen < 16:
+        if version == 1 or version == 5:
+            # fixed 48-byte records described by built-in templates (v5 slot, v1 the next)
+            hlen = 16 if version == 1 else 24
+            if plen < hlen:
                 if counting:
                     stats[exp, Stat.ERR_SHORT_PACKET] += 1
                 continue
             count = be16(pkt, 2)
             sysup = be32(pkt, 4)
             unix_ms = be32(pkt, 8) * 1000 + be32(pkt, 12) // 1000000
-            stream = stream_index(stream_dict, st, meta, exp, 1, 0)
+            sid = 0
+            eid = 0
+            if version == 5:
+                eid = np.int64(pkt[21])
+                sid = (np.int64(pkt[20]) << 8) | eid  # engine type and id
+            stream = stream_index(stream_dict, st, meta, exp, version, sid)
             if stream < 0:
                 if counting:
                     stats[exp, Stat.ERR_STREAM_TABLE_FULL] += 1
                 continue
-            avail = (plen - 16) // 48
+            avail = (plen - hlen) // 48
             nr = count if count < avail else avail
             if counting:
                 stats[exp, Stat.V5_PACKETS] += 1
                 if count != avail:
                     stats[exp, Stat.ERR_COUNT_MISMATCH] += 1
-            rec0 = start_rec if start_rec > 0 else 16
-            written, pos, full = decode_set(pkt, base, 0, rec0, 16 + nr * 48, v5_slot + 1, exp, stream, 0, 1,
-                                            unix_ms, sysup, rnow, tm, tf, st, samp_dict, override,
-                                            out, out6, present, nrec, emit_options, apply_sampling,
-                                            stats, meta, fpos, flen, plan, dev_ip4, hi, lo)
-            nrec += written
-            if full:
-                return ST_OUT_FULL, p, 1, pos, nrec
-            continue
-        if version == 5:
-            if plen < 24:
-                if counting:
-                    stats[exp, Stat.ERR_SHORT_PACKET] += 1
-                continue
-            count = be16(pkt, 2)
-            sysup = be32(pkt, 4)
-            unix_ms = be32(pkt, 8) * 1000 + be32(pkt, 12) // 1000000
-            seq = be32(pkt, 16)
-            etype = np.int64(pkt[20])
-            eid = np.int64(pkt[21])
-            samp = be16(pkt, 22)
-            stream = stream_index(stream_dict, st, meta, exp, 5, (etype << 8) | eid)
-            if stream < 0:
-                if counting:
-                    stats[exp, Stat.ERR_STREAM_TABLE_FULL] += 1
-                continue
-            avail = (plen - 24) // 48
-            nr = count if count < avail else avail
-            if counting:
-                stats[exp, Stat.V5_PACKETS] += 1
-                if count != avail:
-                    stats[exp, Stat.ERR_COUNT_MISMATCH] += 1
-                interval = samp & 0x3FFF
-                st[stream, S_RATE] = interval if interval > 1 else 1
-                if st[stream, S_HAVE_SEQ] == 1 and seq != st[stream, S_NEXT_SEQ]:
-                    gap = (seq - st[stream, S_NEXT_SEQ]) & 0xFFFFFFFF
-                    if gap < 0x80000000:
-                        stats[exp, Stat.LOST_FLOWS] += gap
-                    else:
-                        stats[exp, Stat.SEQ_RESETS] += 1
-                st[stream, S_HAVE_SEQ] = 1
-                st[stream, S_NEXT_SEQ] = (seq + count) & 0xFFFFFFFF
-            # v5 records use the built-in template; the stream of the template is irrelevant
-            rec0 = start_rec if start_rec > 0 else 24
-            end = 24 + nr * 48
-            written, pos, full = decode_set(pkt, base, 0, rec0, end, v5_slot, exp, stream, eid, 5,
-                                            unix_ms, sysup, rnow, tm, tf, st, samp_dict, override,
-                                            out, out6, present, nrec, emit_options, apply_sampling,
-                                            stats, meta, fpos, flen, plan, dev_ip4, hi, lo)
+                if version == 5:
+                    interval = be16(pkt, 22) & 0x3FFF
+                    st[stream, S_RATE] = interval if interval > 1 else 1
+                    # v5 sequence: flows sent before this packet
+                    check_sequence(st, stream, stats, exp, be32(pkt, 16), count, Stat.LOST_FLOWS)
+            rec0 = start_rec if start_rec > 0 else hlen
+            slot = v5_slot if version == 5 else v5_slot + 1
+            written, pos, full = decode_set(pkt, base, 0, rec0, hlen + nr * 48, slot, exp, stream, eid,
+                                            version, unix_ms, sysup, rnow, tm, tf, st, samp_dict,
+                                            override, out, out6, present, nrec, emit_options,
+                                            apply_sampling, stats, meta, fpos, flen, plan, dev_ip4,
+                                            hi, lo)
             nrec += written
             if full:
                 return ST_OUT_FULL, p, 1, pos, nrec
@@ -1052,21 +1039,12 @@ def decode_packets(buf, offs, lens, ahi, alo, recv, replay, p0, s0, r0,
             stats[exp, Stat.IPFIX_PACKETS if ipfix else Stat.V9_PACKETS] += 1
             st[stream, S_PACKETS] += 1
             if not ipfix:
-                if st[stream, S_HAVE_SEQ] == 1 and seq != st[stream, S_NEXT_SEQ]:
-                    gap = (seq - st[stream, S_NEXT_SEQ]) & 0xFFFFFFFF
-                    if gap < 0x80000000:
-                        stats[exp, Stat.LOST_PACKETS] += gap
-                    else:
-                        stats[exp, Stat.SEQ_RESETS] += 1
-                st[stream, S_HAVE_SEQ] = 1
-                st[stream, S_NEXT_SEQ] = (seq + 1) & 0xFFFFFFFF
-            else:
-                if st[stream, S_HAVE_SEQ] == 1 and seq != st[stream, S_NEXT_SEQ]:
-                    gap = (seq - st[stream, S_NEXT_SEQ]) & 0xFFFFFFFF
-                    if gap < 0x80000000:
-                        stats[exp, Stat.LOST_FLOWS] += gap
-                    else:
-                        stats[exp, Stat.SEQ_RESETS] += 1
+                # v9 sequence: packets sent before this one
+                check_sequence(st, stream, stats, exp, seq, 1, Stat.LOST_PACKETS)
+            elif st[stream, S_HAVE_SEQ] == 1 and seq != st[stream, S_NEXT_SEQ]:
+                # IPFIX sequence: data records before this message; the next expected value
+                # is known once the message has been walked (below)
+                check_sequence(st, stream, stats, exp, seq, 0, Stat.LOST_FLOWS)
         # IPFIX sequence: count the data records of this message as we go
         data_records = meta[M_PARTIAL] if start_set > 0 else 0
         unknown_count = False
