@@ -1,0 +1,78 @@
+"""numba kernels the compiled filter runs over whole columns (one pass, no temporaries)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["or_in_ranges", "or_in_ranges6", "or_text_equal"]
+
+
+@njit(cache=True, nogil=True)
+def or_in_ranges(col, lo, hi, out):  # type: ignore[no-untyped-def]
+    """out[i] |= col[i] lies in one of the sorted disjoint ranges [lo[k], hi[k]]."""
+    m = lo.shape[0]
+    if m == 1:
+        a = lo[0]
+        span = hi[0] - a
+        for i in range(col.shape[0]):
+            if col[i] - a <= span:  # unsigned wrap-around: one compare for both bounds
+                out[i] = True
+        return
+    for i in range(col.shape[0]):
+        v = col[i]
+        a, b = 0, m
+        while a < b:  # last range whose start is <= v
+            mid = (a + b) >> 1
+            if lo[mid] <= v:
+                a = mid + 1
+            else:
+                b = mid
+        if a > 0 and v <= hi[a - 1]:
+            out[i] = True
+
+
+@njit(cache=True, nogil=True)
+def or_in_ranges6(col, lo_hi, lo_lo, hi_hi, hi_lo, out):  # type: ignore[no-untyped-def]
+    """out[i] |= the 128-bit address (col[i, 0], col[i, 1]) lies in one of the sorted
+    disjoint ranges [(lo_hi, lo_lo), (hi_hi, hi_lo)]."""
+    m = lo_hi.shape[0]
+    for i in range(col.shape[0]):
+        h = col[i, 0]
+        low = col[i, 1]
+        a, b = 0, m
+        while a < b:
+            mid = (a + b) >> 1
+            if lo_hi[mid] < h or (lo_hi[mid] == h and lo_lo[mid] <= low):
+                a = mid + 1
+            else:
+                b = mid
+        if a > 0:
+            k = a - 1
+            if h < hi_hi[k] or (h == hi_hi[k] and low <= hi_lo[k]):
+                out[i] = True
+
+
+@njit(cache=True, nogil=True)
+def or_text_equal(refs, raw, target, out):  # type: ignore[no-untyped-def]
+    """out[i] |= the string at refs[i] (offset << 16 | length into raw, trailing NULs
+    ignored) equals target."""
+    t = target.shape[0]
+    nraw = raw.shape[0]
+    for i in range(refs.shape[0]):
+        ref = refs[i]
+        off = np.int64(ref >> np.uint64(16))
+        ln = np.int64(ref & np.uint64(0xFFFF))
+        if off + ln > nraw:
+            ln = max(np.int64(0), nraw - off)
+        while ln > 0 and raw[off + ln - 1] == 0:
+            ln -= 1
+        if ln != t:
+            continue
+        same = True
+        for j in range(t):
+            if raw[off + j] != target[j]:
+                same = False
+                break
+        if same:
+            out[i] = True
