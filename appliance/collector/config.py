@@ -14,12 +14,17 @@ A xenoeye.conf works unchanged (JSON with comments). Keys the collector reads to
   "rcvbufsize_m": 64,                                     // SO_RCVBUF per socket, MiB
   "stats-interval": 60,                                   // seconds between stats lines
   "stats-file": "/run/mirrorflow/collector-stats.json",   // the same statistics as JSON
-  "pending-max-age": 30                                   // seconds data waits for a template
+  "pending-max-age": 30,                                  // seconds data waits for a template
+  "mo-dir": "/var/lib/mirrorflow/mo",                     // monitoring objects (mo.conf tree)
+  "iplists-dir": "/var/lib/mirrorflow/iplists",           // IP lists named in filters
+  "export-dir": "/var/lib/mirrorflow/exp",                // xenoeye-style .sql files (optional)
+  "db": "host=/run/postgresql dbname=mirrorflow",         // PostgreSQL DSN: COPY via the spool
+  "spool-dir": "/var/lib/mirrorflow/spool",               // windows waiting for the database
+  "spool-max-mb": 1024, "spool-max-files": 100000         // the spool's bound (then: alarm)
 }
 ```
 
-Unlike xenoeye, ``listen-on`` is honoured and IPv6 works. Keys of later parts (mo-dir,
-export-dir, ...) are accepted and ignored here.
+Unlike xenoeye, ``listen-on`` is honoured and IPv6 works.
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ class CollectorConfig:
     stats_interval_s: float = 60.0
     pending_max_age_s: float = 30.0
     stats_file: Path | None = None
+    mo_dir: Path | None = None
+    iplists_dir: Path | None = None
+    export_dir: Path | None = None
+    db: str | None = None
+    spool_dir: Path | None = None
+    spool_max_mb: float = 1024.0
+    spool_max_files: int = 100_000
     raw: dict = field(default_factory=dict)
 
 
@@ -89,12 +101,23 @@ def load_config(path: Path | str) -> CollectorConfig:
         cfg.stats_file = Path(doc["stats-file"])
     if "devices" in doc:
         cfg.devices_file = Path(doc["devices"])
+    for key, attr in (("mo-dir", "mo_dir"), ("iplists-dir", "iplists_dir"), ("export-dir", "export_dir"),
+                      ("spool-dir", "spool_dir")):  # fmt: skip
+        if key in doc:
+            if not isinstance(doc[key], str) or not doc[key]:
+                raise ConfigError(p, 0, 0, f"{key} must be a directory path")
+            setattr(cfg, attr, Path(doc[key]))
+    if "db" in doc:
+        if not isinstance(doc["db"], str):
+            raise ConfigError(p, 0, 0, 'db must be a PostgreSQL connection string like "host=/run/postgresql dbname=mirrorflow"')
+        cfg.db = doc["db"] or None
     dump = doc.get("debug.dump-flows", "none")
     if not isinstance(dump, str):
         raise ConfigError(p, 0, 0, "debug.dump-flows must be \"none\", \"syslog\", \"stdout\" or a file path")
     cfg.dump_flows = dump
     for key, attr in (("rcvbufsize_m", "rcvbuf_mb"), ("stats-interval", "stats_interval_s"),
-                      ("pending-max-age", "pending_max_age_s")):  # fmt: skip
+                      ("pending-max-age", "pending_max_age_s"), ("spool-max-mb", "spool_max_mb"),
+                      ("spool-max-files", "spool_max_files")):  # fmt: skip
         if key in doc:
             value = doc[key]
             if not isinstance(value, (int, float)) or value < 0:

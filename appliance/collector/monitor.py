@@ -127,8 +127,10 @@ class Monitor:
         now = int(t.max())
         for r in self._objs:
             parent = masks[r.parent] if r.parent >= 0 else None
-            if parent is not None and not parent.any():
+            if parent is not None and (not parent.any() or getattr(r.mo.filter, "match_all", False)):
                 masks.append(parent)
+            elif parent is None and getattr(r.mo.filter, "match_all", False):
+                masks.append(np.ones(batch.n, dtype=np.bool_))
             else:
                 m = np.asarray(r.mo.filter.evaluate(batch), dtype=np.bool_)
                 if parent is not None:

@@ -31,9 +31,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from appliance import MirrorflowError
 from appliance.collector._jsonpos import Located, load_located
@@ -48,41 +46,12 @@ __all__ = [
     "load_objects",
     "load_iplists",
     "compile_filter",
-    "FILTERS_AVAILABLE",
 ]
 
 log = logging.getLogger("mirrorflow.objects")
 
 
-class Filter(Protocol):
-    def evaluate(self, batch: FlowBatch) -> np.ndarray: ...
-
-
-try:  # the filter language is built separately; until it lands, every filter matches all
-    from appliance.collector.filter import FilterError, IPLists, compile_filter  # type: ignore[attr-defined]
-
-    FILTERS_AVAILABLE = True
-except ImportError:  # pragma: no cover - temporary
-    FILTERS_AVAILABLE = False
-
-    class FilterError(ConfigError):  # type: ignore[no-redef]
-        position = 0
-
-    class IPLists:  # type: ignore[no-redef]
-        @classmethod
-        def load(cls, path: Path | str) -> IPLists:
-            return cls()
-
-        @classmethod
-        def empty(cls) -> IPLists:
-            return cls()
-
-    class _MatchAll:
-        def evaluate(self, batch: FlowBatch) -> np.ndarray:
-            return np.ones(batch.n, dtype=np.bool_)
-
-    def compile_filter(text: str, iplists: Any, source: str = "<filter>") -> Filter:  # type: ignore[misc]
-        return _MatchAll()
+from appliance.collector.filter import Filter, FilterError, IPLists, compile_filter  # noqa: E402
 
 
 class ConfigErrors(MirrorflowError):
