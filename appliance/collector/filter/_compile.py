@@ -17,7 +17,8 @@ from appliance.collector.filter._ast import (And, Flags, IntRange, ListRef, Matc
                                              Not, Or, Rule, Text)
 from appliance.collector.filter._fields import ValueKind
 from appliance.collector.filter._iplists import IPLists, merge_ranges
-from appliance.collector.filter._kernels import or_in_ranges, or_in_ranges6, or_text_equal
+from appliance.collector.filter._kernels import (bucket_index, or_in_ranges, or_in_ranges6,
+                                                 or_in_ranges_indexed, or_text_equal)
 from appliance.collector.filter._parser import parse
 from appliance.collector.flowbatch import FlowBatch
 from appliance.netflow.registry import REGISTRY
@@ -25,6 +26,7 @@ from appliance.netflow.registry import REGISTRY
 __all__ = ["Filter", "compile_filter"]
 
 _M64 = (1 << 64) - 1
+_INDEX_FROM = 16  # ranges in a rule from which a bucket index pays off
 _Eval = Callable[[FlowBatch], np.ndarray]
 
 
@@ -127,6 +129,7 @@ class _Test:
     column: str
     lo: np.ndarray | None = None  # uint64 range starts (v4/number columns)
     hi: np.ndarray | None = None
+    bucket: tuple[np.ndarray, int] | None = None  # index over lo/hi for long lists
     lo6: tuple[np.ndarray, ...] | None = None  # (lo_hi, lo_lo, hi_hi, hi_lo) for v6 columns
     masks: tuple[int, ...] = ()  # TCP flag masks: all bits set
     texts: tuple[np.ndarray, ...] = ()
@@ -161,8 +164,9 @@ def _compile_rule(rule: Rule, lists: IPLists, used: set[str]) -> _Eval:
     if m4 or masks or texts or (has_list and f.kind is not ValueKind.IP6):
         lo = np.array([a for a, _ in m4], dtype=np.uint64)
         hi = np.array([b for _, b in m4], dtype=np.uint64)
+        bucket = bucket_index(lo, hi) if len(lo) > _INDEX_FROM else None
         for col in f.columns(rule.direction):
-            tests.append(_Test(col, lo, hi, None, tuple(masks), tuple(texts)))
+            tests.append(_Test(col, lo, hi, bucket, None, tuple(masks), tuple(texts)))
     m6 = merge_ranges(v6)
     if m6:
         bounds = (
@@ -187,7 +191,9 @@ def _compile_rule(rule: Rule, lists: IPLists, used: set[str]) -> _Eval:
             if t.lo6 is not None:
                 or_in_ranges6(col, *t.lo6, out)
                 continue
-            if t.lo is not None and len(t.lo):
+            if t.bucket is not None:
+                or_in_ranges_indexed(col, t.lo, t.hi, t.bucket[0], t.bucket[1], out)
+            elif t.lo is not None and len(t.lo):
                 or_in_ranges(col, t.lo, t.hi, out)
             for m in t.masks:
                 mask = np.uint64(m)

@@ -8,7 +8,8 @@
     rule   := [SRC|DST] FIELD value {OR value} | PROTOCOL
 
 After a value, ``or`` continues the value list unless the next word starts a rule (``src``,
-``dst``, ``not``, ``(``, a field name or a protocol shorthand such as ``tcp``); then the
+``dst``, ``not``, ``(``, a field name or a protocol shorthand such as ``tcp`` that is not a
+value name of the field); then the
 ``or`` joins two rules, each keeping its own direction. So ``port 80 or 443`` is one rule,
 ``dst port 80 or src port 22`` and ``host a or host b`` are two.
 """
@@ -79,15 +80,17 @@ class _Parser:
     def is_kw(tok: Token, word: str) -> bool:
         return tok.kind is Kind.WORD and tok.lower == word
 
-    def starts_rule(self, tok: Token) -> bool:
-        """Whether a token after ``or`` begins a new rule rather than another value."""
+    def starts_rule(self, tok: Token, field: FilterField) -> bool:
+        """Whether a token after ``or`` begins a new rule rather than another value of
+        `field` (``proto 6 or tcp``: tcp is a value; ``port 80 or tcp``: a rule)."""
         if tok.kind is Kind.LPAREN:
             return True
         if tok.kind is not Kind.WORD:
             return False
         w = tok.lower
-        return (w in ("src", "dst", "not") or w in PROTOCOL_SHORTHANDS or w in UNSUPPORTED
-                or lookup_field(w, self.registry) is not None)
+        if w in PROTOCOL_SHORTHANDS:
+            return w not in field.names
+        return w in ("src", "dst", "not") or w in UNSUPPORTED or lookup_field(w, self.registry) is not None
 
     # ---- grammar ----------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class _Parser:
         if direction and field.registry and not field.directional:
             raise self.error(tok.pos, f"'{tok.text}' names one column already; drop '{direction}'")
         values = [self.value(field, tok)]
-        while self.is_kw(self.peek(), "or") and not self.starts_rule(self.peek(1)):
+        while self.is_kw(self.peek(), "or") and not self.starts_rule(self.peek(1), field):
             self.take()
             values.append(self.value(field, tok))
         if self.peek().kind is Kind.COMMA:
