@@ -1,9 +1,14 @@
-"""Attach the flow cache to an interface (TC clsact ingress via pyroute2) and set promisc.
+"""Attach the flow cache to an interface (TC clsact ingress or XDP, via pyroute2), set promisc.
 
-Every attachment writes a state file first (`<state_dir>/<ifname>.json`: our pid, whether we
-created the clsact qdisc, the promisc state we found). A probe killed with -9 leaves its TC
-filter attached, still counting into maps nobody reads; the next start finds the state file
-of a dead pid and undoes all of it before attaching again.
+TC is the default: it works on every interface and sees what the stack receives. XDP
+(``--attach xdp``) runs earlier, in the driver ("native", where the driver supports it) or
+right after it ("generic", any interface); both run the same parser.
+
+Every attachment writes a state file first (`<state_dir>/<ifname>.json`: our pid, the hook,
+whether we created the clsact qdisc, the promisc state we found). A probe killed with -9 leaves
+its program attached, still counting into maps nobody reads; the next start finds the state
+file of a dead pid and undoes all of it before attaching again (TC filters are also recognised
+by their name when the state file is gone).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .errors import AttachError
 
-__all__ = ["Attachment", "attach", "cleanup_leftovers", "DEFAULT_STATE_DIR", "FILTER_NAME"]
+__all__ = ["Attachment", "attach", "cleanup_leftovers", "DEFAULT_STATE_DIR", "FILTER_NAME",
+           "HOOKS", "XDP_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,10 @@ CLSACT_HANDLE = 0xFFFF0000
 INGRESS_PARENT = 0xFFFFFFF2
 IFF_PROMISC = 0x100
 ETH_P_ALL = 0x0003
+HOOKS = ("tc", "xdp")
+#: XDP attach modes → XDP_FLAGS_SKB_MODE / XDP_FLAGS_DRV_MODE (linux/if_link.h).
+XDP_MODES = {"generic": 1 << 1, "native": 1 << 2}
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 
 
 @dataclass(slots=True)
@@ -42,6 +52,9 @@ class AttachState:
     created_clsact: bool
     promisc_before: bool
     set_promisc: bool
+    hook: str = "tc"
+    xdp_flags: int = 0  # the mode flags we attached with (needed to detach)
+    xdp_prog_id: int = 0  # our program's id, so we never detach someone else's
 
 
 def _pid_alive(pid: int) -> bool:
@@ -90,6 +103,30 @@ def _del_filters(ipr: IPRoute, ifindex: int) -> int:
     return n
 
 
+def _xdp_prog_id(ipr: IPRoute, ifindex: int) -> int:
+    """Id of the XDP program attached to the interface (0: none)."""
+    xdp = ipr.link("get", index=ifindex)[0].get_attr("IFLA_XDP")
+    return int(xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp is not None else 0
+
+
+def _set_xdp(ipr: IPRoute, ifindex: int, fd: int, flags: int) -> None:
+    ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+
+
+def _del_xdp(ipr: IPRoute, state: AttachState) -> bool:
+    """Detach our XDP program (only if the one attached is still ours)."""
+    if state.hook != "xdp" or not state.xdp_prog_id:
+        return False
+    if _xdp_prog_id(ipr, state.ifindex) != state.xdp_prog_id:
+        return False
+    try:
+        _set_xdp(ipr, state.ifindex, -1, state.xdp_flags)
+    except NetlinkError as exc:
+        log.warning("%s: could not detach the XDP program: %s", state.ifname, exc)
+        return False
+    return True
+
+
 def _promisc(ipr: IPRoute, ifindex: int) -> bool:
     link = ipr.link("get", index=ifindex)[0]
     return bool(link["flags"] & IFF_PROMISC)
@@ -134,6 +171,8 @@ def cleanup_leftovers(ifname: str, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
         if _del_filters(ipr, ifindex):
             cleaned = True
             log.warning("%s: removed the TC filter a previous probe left attached", ifname)
+        if state is not None and _del_xdp(ipr, state):
+            log.warning("%s: removed the XDP program a previous probe left attached", ifname)
         if state is not None:
             if state.set_promisc and not state.promisc_before:
                 _set_promisc(ipr, ifindex, False)
@@ -150,9 +189,10 @@ def cleanup_leftovers(ifname: str, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
 class Attachment:
     """The flow cache attached to one interface; `detach()` restores what we changed."""
 
-    def __init__(self, state: AttachState, state_dir: Path) -> None:
+    def __init__(self, state: AttachState, state_dir: Path, mac: bytes = bytes(6)) -> None:
         self.state = state
         self._state_dir = state_dir
+        self.mac = mac
         self.attached = True
 
     @property
@@ -170,6 +210,7 @@ class Attachment:
         with IPRoute() as ipr:
             if ipr.link_lookup(ifname=s.ifname):
                 _del_filters(ipr, s.ifindex)
+                _del_xdp(ipr, s)
                 if s.set_promisc and not s.promisc_before:
                     try:
                         _set_promisc(ipr, s.ifindex, False)
@@ -187,12 +228,26 @@ class Attachment:
 
 
 def attach(ifname: str, prog_fd: int, *, promisc: bool = True,
-           state_dir: Path = DEFAULT_STATE_DIR) -> Attachment:
-    """Clean leftovers, set promisc, add clsact if needed and attach the program to ingress.
+           state_dir: Path = DEFAULT_STATE_DIR, hook: str = "tc",
+           xdp_mode: str = "native") -> Attachment:
+    """Clean leftovers, set promisc and attach the program (TC ingress, or XDP).
+
+    Args:
+        ifname: the mirror interface.
+        prog_fd: the loaded program (built for `hook`).
+        promisc: set the interface promiscuous (restored on detach).
+        state_dir: where the state file that makes a crash recoverable goes.
+        hook: "tc" (clsact ingress, adds the qdisc if missing) or "xdp".
+        xdp_mode: with XDP, "native" (in the driver) or "generic" (any interface).
 
     Raises:
-        AttachError: the interface does not exist, or another live probe owns it.
+        AttachError: the interface does not exist, another live probe owns it, another XDP
+            program is attached, or the driver refuses the mode.
     """
+    if hook not in HOOKS:
+        raise AttachError(f"attach must be one of {', '.join(HOOKS)}, not {hook!r}")
+    if hook == "xdp" and xdp_mode not in XDP_MODES:
+        raise AttachError(f"xdp mode must be one of {', '.join(XDP_MODES)}, not {xdp_mode!r}")
     cleanup_leftovers(ifname, state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     with IPRoute() as ipr:
@@ -200,25 +255,44 @@ def attach(ifname: str, prog_fd: int, *, promisc: bool = True,
         if not idx:
             raise AttachError(f"interface {ifname!r} does not exist")
         ifindex = idx[0]
+        xdp = hook == "xdp"
         state = AttachState(
             pid=os.getpid(),
             ifname=ifname,
             ifindex=ifindex,
-            created_clsact=not _has_clsact(ipr, ifindex),
+            created_clsact=not xdp and not _has_clsact(ipr, ifindex),
             promisc_before=_promisc(ipr, ifindex),
             set_promisc=promisc,
+            hook=hook,
+            xdp_flags=XDP_MODES[xdp_mode] if xdp else 0,
         )
+        if xdp and _xdp_prog_id(ipr, ifindex):
+            raise AttachError(
+                f"{ifname}: another XDP program is attached (id {_xdp_prog_id(ipr, ifindex)}); "
+                "detach it (ip link set dev IFACE xdp off) or use --attach tc"
+            )
         # Written before changing anything, so a crash at any later point is recoverable.
-        _state_path(state_dir, ifname).write_text(json.dumps(asdict(state)))
+        path = _state_path(state_dir, ifname)
+        path.write_text(json.dumps(asdict(state)))
+        what = f"the XDP program ({xdp_mode})" if xdp else "the TC program"
         try:
             if state.created_clsact:
                 ipr.tc("add", "clsact", ifindex)
             if promisc and not state.promisc_before:
                 _set_promisc(ipr, ifindex, True)
-            ipr.tc("add-filter", "bpf", ifindex, FILTER_HANDLE, fd=prog_fd,
-                   name=f"{FILTER_NAME}:{os.getpid()}", parent=INGRESS_PARENT,
-                   prio=FILTER_PRIO, protocol=ETH_P_ALL, classid=1, direct_action=True)
+            if xdp:
+                _set_xdp(ipr, ifindex, prog_fd, state.xdp_flags | XDP_FLAGS_UPDATE_IF_NOEXIST)
+                state.xdp_prog_id = _xdp_prog_id(ipr, ifindex)
+                path.write_text(json.dumps(asdict(state)))
+            else:
+                ipr.tc("add-filter", "bpf", ifindex, FILTER_HANDLE, fd=prog_fd,
+                       name=f"{FILTER_NAME}:{os.getpid()}", parent=INGRESS_PARENT,
+                       prio=FILTER_PRIO, protocol=ETH_P_ALL, classid=1, direct_action=True)
         except NetlinkError as exc:
             Attachment(state, state_dir).detach()
-            raise AttachError(f"{ifname}: could not attach the TC program: {exc}") from exc
-    return Attachment(state, state_dir)
+            hint = ""
+            if xdp and xdp_mode == "native":
+                hint = " (the driver may not support native XDP: try --xdp-mode generic)"
+            raise AttachError(f"{ifname}: could not attach {what}: {exc}{hint}") from exc
+        mac = ipr.link("get", index=ifindex)[0].get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
+    return Attachment(state, state_dir, bytes.fromhex(mac.replace(":", "")))

@@ -30,6 +30,8 @@ examples:
   mirrorflow probe -i ens4 -i ens5 -d 192.0.2.10:2055 -d [2001:db8::10]:4739 --protocol 10
       IPFIX to two collectors, each getting every packet
   mirrorflow probe -i ens4 -d 127.0.0.1:2055 --sampler random:100 --maxflows 500000
+  mirrorflow probe -i ens4 -d 192.0.2.10:2055 --attach xdp --xdp-mode generic
+      XDP instead of TC ("native" needs driver support, "generic" works everywhere)
   mirrorflow probe --stats            statistics of the running probe (--json: machine-readable)
 
 Settings may also come from --config FILE (JSON, keys = long option names); options given on
@@ -40,8 +42,8 @@ the command line win. SIGTERM/SIGINT export every active flow, detach and restor
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "probe", help="eBPF flow probe on mirror interfaces, exporting NetFlow v9/v5/IPFIX",
-        description="Capture flows on mirror interfaces with eBPF (TC clsact ingress) and "
-        "export them as NetFlow v9 (default), v5 or IPFIX.",
+        description="Capture flows on mirror interfaces with eBPF (TC clsact ingress, or XDP) "
+        "and export them as NetFlow v9 (default), v5 or IPFIX.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     _arguments(p)
@@ -70,6 +72,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     a("--no-macs", dest="macs", action="store_const", const=False, help="do not export MACs")
     a("--no-promisc", dest="promisc", action="store_const", const=False,
       help="leave the interface's promiscuous mode alone")
+    a("--attach", choices=("tc", "xdp"),
+      help=f"hook: tc = clsact ingress, xdp = XDP (default {d.attach})")
+    a("--xdp-mode", choices=("native", "generic"),
+      help=f"with --attach xdp: native (in the driver) or generic (default {d.xdp_mode})")
     a("--mtu", type=int, help=f"largest export payload (default {d.mtu})")
     a("--source-id", type=int, help="v9 source id / IPFIX domain / v5 engine id (default 0)")
     a("--template-refresh-packets", type=int, metavar="N")
@@ -131,18 +137,22 @@ def _serve(s: ProbeSettings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     clock = SystemClock()
-    cache = KernelFlowCache(s.maxflows)
+    cache = KernelFlowCache(s.maxflows, hook=s.attach)
     exporter = build_exporter(s, clock)
     probe = Probe(s, cache, exporter, clock)
     attachments: list[Attachment] = []
     stats_path = s.state_dir / "stats.json"
     try:
         for ifname in s.interfaces:
-            attachments.append(attach(ifname, cache.prog_fd, promisc=s.promisc,
-                                      state_dir=s.state_dir))
+            att = attach(ifname, cache.program_fd(s.xdp_mode), promisc=s.promisc,
+                         state_dir=s.state_dir,
+                         hook=s.attach, xdp_mode=s.xdp_mode)
+            attachments.append(att)
+            cache.set_interface_mac(att.ifindex, att.mac)
         dests = ", ".join(str(d) for d in exporter.destinations)
         version = {5: "v5", 9: "v9", 10: "IPFIX"}[s.protocol]
-        print(f"mirrorflow probe: attached (tc clsact ingress{', promisc' if s.promisc else ''})"
+        hook = "tc clsact ingress" if s.attach == "tc" else f"XDP {s.xdp_mode}"
+        print(f"mirrorflow probe: attached ({hook}{', promisc' if s.promisc else ''})"
               f" and capturing on {', '.join(s.interfaces)}; exporting NetFlow {version} to "
               f"{dests}", flush=True)
         probe.run(stop, stats_path)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .attach import DEFAULT_STATE_DIR
+from .attach import DEFAULT_STATE_DIR, HOOKS, XDP_MODES
 from .errors import ProbeConfigError
 from .records import KeyField, SamplerMode
 
@@ -30,6 +30,8 @@ class ProbeSettings:
     mpls: bool = True
     macs: bool = True
     promisc: bool = True
+    attach: str = "tc"  # "tc" (clsact ingress) or "xdp"
+    xdp_mode: str = "native"  # with attach "xdp": "native" (driver) or "generic" (any NIC)
     mtu: int = 1400
     source_id: int = 0
     template_refresh_packets: int = 20
@@ -44,6 +46,12 @@ class ProbeSettings:
             raise ProbeConfigError("no interface: give -i IFACE (or 'interfaces' in the config)")
         if not self.destinations:
             raise ProbeConfigError("no destination: give -d HOST:PORT (or 'destinations')")
+        if self.attach not in HOOKS:
+            raise ProbeConfigError(f"attach must be one of {', '.join(HOOKS)}, not {self.attach!r}")
+        if self.xdp_mode not in XDP_MODES:
+            raise ProbeConfigError(
+                f"xdp-mode must be one of {', '.join(XDP_MODES)}, not {self.xdp_mode!r}"
+            )
         if self.protocol not in (5, 9, 10):
             raise ProbeConfigError(f"protocol must be 5, 9 or 10, not {self.protocol}")
         if self.active_timeout <= 0 or self.inactive_timeout <= 0:

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// Mirrorflow probe: the kernel half of the flow cache (TC clsact ingress, compiled by bcc).
+// Mirrorflow probe: the kernel half of the flow cache (compiled by bcc).
 //
 // It parses, looks up and counts; nothing else. Expiry, templates and export are userspace.
+// One parser serves both hooks: TC clsact ingress (the default) and XDP (--attach xdp).
 //
-// Build-time settings come as -D defines from loader.py (never by editing this text):
+// Build-time settings come as -D defines from kernel.py (never by editing this text):
 //   MF_MAXFLOWS      entries of each flow map (the --maxflows limit; inserts beyond it are
 //                    refused and counted, never evicted: the maps are HASH, never LRU)
-//   MF_NCPU          not needed: per-CPU arrays size themselves
+//   MF_XDP           build the XDP entry point `mf_xdp` instead of the TC one `mf_ingress`;
+//                    only the context accessors below differ
 // Run-time settings live in the `config` array (sampler, key granularity, features).
 //
 // Draining without losing increments: packets are counted into whichever of `flows_a` /
@@ -19,6 +21,29 @@
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/if_packet.h>
 #include <uapi/linux/pkt_cls.h>
+
+// --- the hook's context: everything else is shared ---------------------------------------
+#ifdef MF_XDP
+// Declared here rather than taken from bcc's helpers.h, which may predate them (5.18+).
+static long (*mf_xdp_load_bytes)(struct xdp_md *ctx, __u32 off, void *buf, __u32 len) =
+    (void *)BPF_FUNC_xdp_load_bytes;
+static __u64 (*mf_xdp_buff_len)(struct xdp_md *ctx) = (void *)BPF_FUNC_xdp_get_buff_len;
+#define MF_CTX struct xdp_md
+#define MF_LOAD(ctx, off, buf, len) mf_xdp_load_bytes(ctx, off, buf, len)
+#define MF_LEN(ctx) ((__u32)mf_xdp_buff_len(ctx))
+#define MF_IFINDEX(ctx) ((ctx)->ingress_ifindex)
+// XDP sees the frame before the stack: VLAN tags are still in it, nothing is offloaded.
+#define MF_VLAN_OFFLOADED(ctx) 0
+#define MF_VLAN_TCI(ctx) 0
+#else
+#define MF_CTX struct __sk_buff
+#define MF_LOAD(ctx, off, buf, len) bpf_skb_load_bytes(ctx, off, buf, len)
+#define MF_LEN(ctx) ((ctx)->len)
+#define MF_IFINDEX(ctx) ((ctx)->ifindex)
+// The stack moves the outer 802.1Q/802.1ad tag into skb->vlan_tci before TC ingress.
+#define MF_VLAN_OFFLOADED(ctx) ((ctx)->vlan_present)
+#define MF_VLAN_TCI(ctx) ((ctx)->vlan_tci)
+#endif
 
 #ifndef MF_MAXFLOWS
 #define MF_MAXFLOWS 65536
@@ -50,7 +75,7 @@
 // Indexes into the per-CPU `counters` array; stats.py names them in the same order.
 enum mf_counter {
     C_FRAMES = 0,          // every frame the program saw
-    C_FRAME_BYTES,         // their skb lengths
+    C_FRAME_BYTES,         // their lengths on the wire (without FCS)
     C_IP_PACKETS,          // IPv4/IPv6 packets parsed (before sampling)
     C_IP_BYTES,            // their IP lengths
     C_ACCOUNTED_PACKETS,   // packets counted into a flow
@@ -109,6 +134,10 @@ struct probe_config {
     __u32 features;
 };
 
+struct mac_addr {
+    __u8 addr[6];
+};
+
 struct self_key {      // a destination we export to: its packets are ours, never accounted
     __u8  addr[16];
     __u16 dport;
@@ -124,6 +153,9 @@ BPF_ARRAY(config, struct probe_config, 1);
 BPF_PERCPU_ARRAY(counters, __u64, C_NUM);
 BPF_PERCPU_ARRAY(sampler_state, __u64, 1);
 BPF_HASH(self_export, struct self_key, __u8, 64);
+// XDP only: the MAC address of each attached interface (ifindex → MAC), to tell frames seen
+// only in promiscuous mode (TC reads skb->pkt_type instead).
+BPF_HASH(if_macs, __u32, struct mac_addr, 64);
 
 static __always_inline void count(__u32 idx, __u64 n)
 {
@@ -147,7 +179,7 @@ static __always_inline __u32 key_hash(const struct flow_key *k)
 
 // Walks 802.1Q / 802.1ad / QinQ tags starting at *off (ethertype *proto already read).
 // The first tag seen anywhere is the key's VLAN, the second the inner VLAN.
-static __always_inline int parse_vlans(struct __sk_buff *skb, __u32 *off, __u16 *proto,
+static __always_inline int parse_vlans(MF_CTX *ctx, __u32 *off, __u16 *proto,
                                        struct flow_key *key, struct flow_val *val, int *ntags)
 {
 #pragma unroll
@@ -155,7 +187,7 @@ static __always_inline int parse_vlans(struct __sk_buff *skb, __u32 *off, __u16 
         if (*proto != ETH_P_8021Q && *proto != ETH_P_8021AD && *proto != 0x9100)
             break;
         __u8 tag[4];
-        if (bpf_skb_load_bytes(skb, *off, tag, sizeof(tag)) < 0) {
+        if (MF_LOAD(ctx, *off, tag, sizeof(tag)) < 0) {
             count(C_TRUNCATED, 1);
             return -1;
         }
@@ -171,47 +203,68 @@ static __always_inline int parse_vlans(struct __sk_buff *skb, __u32 *off, __u16 
     return 0;
 }
 
-int mf_ingress(struct __sk_buff *skb)
+// A frame that reached us only because the interface is promiscuous (not to our MAC).
+static __always_inline int other_host(MF_CTX *ctx, const __u8 *eth)
+{
+#ifdef MF_XDP
+    if (eth[0] & 1)  // broadcast and multicast are everybody's
+        return 0;
+    __u32 ifindex = ctx->ingress_ifindex;
+    struct mac_addr *m = if_macs.lookup(&ifindex);
+    if (!m)
+        return 0;
+    int differ = 0;
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        differ |= m->addr[i] != eth[i];
+    return differ;
+#else
+    return ctx->pkt_type == PACKET_OTHERHOST;
+#endif
+}
+
+static __always_inline void count_frame(MF_CTX *ctx)
 {
     __u32 zero = 0;
     struct probe_config *cfg = config.lookup(&zero);
     if (!cfg)
-        return TC_ACT_OK;
+        return;
 
+    __u32 frame_len = MF_LEN(ctx);  // what MF_LOAD can read (offsets below are into it)
     count(C_FRAMES, 1);
-    count(C_FRAME_BYTES, skb->len);
-    if (skb->pkt_type == PACKET_OTHERHOST)
-        count(C_PROMISC_ONLY, 1);
+    // Frame bytes as on the wire: a tag the stack took out of the frame still counts.
+    count(C_FRAME_BYTES, frame_len + (MF_VLAN_OFFLOADED(ctx) ? 4 : 0));
 
     struct flow_key key = {};
     struct flow_val val = {};
     __u8 eth[14];
-    if (bpf_skb_load_bytes(skb, 0, eth, sizeof(eth)) < 0) {
+    if (MF_LOAD(ctx, 0, eth, sizeof(eth)) < 0) {
         count(C_TRUNCATED, 1);
-        return TC_ACT_OK;
+        return;
     }
+    if (other_host(ctx, eth))
+        count(C_PROMISC_ONLY, 1);
     __builtin_memcpy(val.dst_mac, eth, 6);
     __builtin_memcpy(val.src_mac, eth + 6, 6);
     __u16 proto = ((__u16)eth[12] << 8) | eth[13];
     __u32 off = 14;
     int ntags = 0;
 
-    // The stack moves the outer 802.1Q/802.1ad tag into skb->vlan_tci before TC ingress.
-    if (skb->vlan_present) {
-        key.vlan = skb->vlan_tci & 0x0fff;
+    if (MF_VLAN_OFFLOADED(ctx)) {
+        key.vlan = MF_VLAN_TCI(ctx) & 0x0fff;
         ntags = 1;
     }
-    if (parse_vlans(skb, &off, &proto, &key, &val, &ntags) < 0)
-        return TC_ACT_OK;
+    if (parse_vlans(ctx, &off, &proto, &key, &val, &ntags) < 0)
+        return;
     if (ntags)
         count(C_VLAN, 1);
 
     if (proto == ETH_P_PPP_SES) {
         // PPPoE session (RFC 2516): 6-byte header, then the 2-byte PPP protocol.
         __u8 pppoe[8];
-        if (bpf_skb_load_bytes(skb, off, pppoe, sizeof(pppoe)) < 0) {
+        if (MF_LOAD(ctx, off, pppoe, sizeof(pppoe)) < 0) {
             count(C_TRUNCATED, 1);
-            return TC_ACT_OK;
+            return;
         }
         __u16 ppp = ((__u16)pppoe[6] << 8) | pppoe[7];
         off += 8;
@@ -229,9 +282,9 @@ int mf_ingress(struct __sk_buff *skb)
 #pragma unroll
         for (int i = 0; i < MF_MAX_MPLS_LABELS; i++) {
             __u8 lse[4];
-            if (bpf_skb_load_bytes(skb, off, lse, sizeof(lse)) < 0) {
+            if (MF_LOAD(ctx, off, lse, sizeof(lse)) < 0) {
                 count(C_TRUNCATED, 1);
-                return TC_ACT_OK;
+                return;
             }
             if (depth == 0)
                 val.mpls_top = ((__u32)lse[0] << 24) | ((__u32)lse[1] << 16) | ((__u32)lse[2] << 8) | lse[3];
@@ -243,9 +296,9 @@ int mf_ingress(struct __sk_buff *skb)
         val.mpls_depth = depth;
         count(C_MPLS, 1);
         __u8 first;
-        if (bpf_skb_load_bytes(skb, off, &first, 1) < 0) {
+        if (MF_LOAD(ctx, off, &first, 1) < 0) {
             count(C_TRUNCATED, 1);
-            return TC_ACT_OK;
+            return;
         }
         if ((first >> 4) == 4) {
             ipver = 4;
@@ -254,14 +307,14 @@ int mf_ingress(struct __sk_buff *skb)
         } else if ((first >> 4) == 0) {
             // Ethernet pseudowire with a control word (RFC 4448): look at the inner frame.
             __u8 ieth[14];
-            if (bpf_skb_load_bytes(skb, off + 4, ieth, sizeof(ieth)) < 0) {
+            if (MF_LOAD(ctx, off + 4, ieth, sizeof(ieth)) < 0) {
                 count(C_TRUNCATED, 1);
-                return TC_ACT_OK;
+                return;
             }
             off += 4 + 14;
             proto = ((__u16)ieth[12] << 8) | ieth[13];
-            if (parse_vlans(skb, &off, &proto, &key, &val, &ntags) < 0)
-                return TC_ACT_OK;
+            if (parse_vlans(ctx, &off, &proto, &key, &val, &ntags) < 0)
+                return;
             if (proto == ETH_P_IP)
                 ipver = 4;
             else if (proto == ETH_P_IPV6)
@@ -270,7 +323,7 @@ int mf_ingress(struct __sk_buff *skb)
     }
     if (!ipver) {
         count(C_NON_IP, 1);
-        return TC_ACT_OK;
+        return;
     }
 
     __u64 ip_bytes = 0;
@@ -280,15 +333,15 @@ int mf_ingress(struct __sk_buff *skb)
     __u32 l4off = 0;
     if (ipver == 4) {
         __u8 ip[20];
-        if (bpf_skb_load_bytes(skb, off, ip, sizeof(ip)) < 0) {
+        if (MF_LOAD(ctx, off, ip, sizeof(ip)) < 0) {
             count(C_TRUNCATED, 1);
-            return TC_ACT_OK;
+            return;
         }
         __u32 ihl = (ip[0] & 0x0f) * 4;
         key.tos = ip[1];
         ip_bytes = ((__u16)ip[2] << 8) | ip[3];
         if (ip_bytes == 0)  // TSO/GSO frames leave the total length at 0
-            ip_bytes = skb->len > off ? skb->len - off : 0;
+            ip_bytes = frame_len > off ? frame_len - off : 0;
         __u16 frag = (((__u16)ip[6] << 8) | ip[7]);
         if (frag & 0x3fff) {
             val.frag = 1;
@@ -307,15 +360,15 @@ int mf_ingress(struct __sk_buff *skb)
         l4off = off + ihl;
     } else {
         __u8 ip6[40];
-        if (bpf_skb_load_bytes(skb, off, ip6, sizeof(ip6)) < 0) {
+        if (MF_LOAD(ctx, off, ip6, sizeof(ip6)) < 0) {
             count(C_TRUNCATED, 1);
-            return TC_ACT_OK;
+            return;
         }
         key.tos = (ip6[0] << 4) | (ip6[1] >> 4);
         val.flow_label = ((__u32)(ip6[1] & 0x0f) << 16) | ((__u32)ip6[2] << 8) | ip6[3];
         ip_bytes = (((__u16)ip6[4] << 8) | ip6[5]);
         if (ip_bytes == 0)  // jumbogram or GSO
-            ip_bytes = skb->len > off + 40 ? skb->len - off - 40 : 0;
+            ip_bytes = frame_len > off + 40 ? frame_len - off - 40 : 0;
         ip_bytes += 40;
         __u8 nh = ip6[6];
         ttl = ip6[7];
@@ -327,7 +380,7 @@ int mf_ingress(struct __sk_buff *skb)
             if (nh != 0 && nh != 43 && nh != 44 && nh != 60 && nh != 51)
                 break;
             __u8 ext[8];
-            if (bpf_skb_load_bytes(skb, hoff, ext, sizeof(ext)) < 0) {
+            if (MF_LOAD(ctx, hoff, ext, sizeof(ext)) < 0) {
                 count(C_TRUNCATED, 1);
                 ports = 0;
                 break;
@@ -358,17 +411,17 @@ int mf_ingress(struct __sk_buff *skb)
         if (l4proto == 6) {
             // Ports and flags are read apart: a tiny first fragment may carry only the ports.
             __u8 th[4];
-            if (bpf_skb_load_bytes(skb, l4off, th, sizeof(th)) == 0) {
+            if (MF_LOAD(ctx, l4off, th, sizeof(th)) == 0) {
                 key.sport = ((__u16)th[0] << 8) | th[1];
                 key.dport = ((__u16)th[2] << 8) | th[3];
-                if (bpf_skb_load_bytes(skb, l4off + 13, &tcp_flags, 1) < 0)
+                if (MF_LOAD(ctx, l4off + 13, &tcp_flags, 1) < 0)
                     tcp_flags = 0;
             } else {
                 count(C_TRUNCATED, 1);
             }
         } else if (l4proto == 17 || l4proto == 132 || l4proto == 136) {
             __u8 uh[4];
-            if (bpf_skb_load_bytes(skb, l4off, uh, sizeof(uh)) == 0) {
+            if (MF_LOAD(ctx, l4off, uh, sizeof(uh)) == 0) {
                 key.sport = ((__u16)uh[0] << 8) | uh[1];
                 key.dport = ((__u16)uh[2] << 8) | uh[3];
             } else {
@@ -376,7 +429,7 @@ int mf_ingress(struct __sk_buff *skb)
             }
         } else if (l4proto == 1 || l4proto == 58) {
             __u8 ih[2];
-            if (bpf_skb_load_bytes(skb, l4off, ih, sizeof(ih)) == 0)
+            if (MF_LOAD(ctx, l4off, ih, sizeof(ih)) == 0)
                 key.dport = ((__u16)ih[0] << 8) | ih[1];
             else
                 count(C_TRUNCATED, 1);
@@ -391,12 +444,12 @@ int mf_ingress(struct __sk_buff *skb)
         sk.sport = key.sport;
         if (self_export.lookup(&sk)) {
             count(C_SELF_EXPORT, 1);
-            return TC_ACT_OK;
+            return;
         }
         sk.sport = 0;
         if (self_export.lookup(&sk)) {
             count(C_SELF_EXPORT, 1);
-            return TC_ACT_OK;
+            return;
         }
     }
 
@@ -404,7 +457,7 @@ int mf_ingress(struct __sk_buff *skb)
     if (!(kf & KEY_PORTS)) { key.sport = 0; key.dport = 0; }
     if (!(kf & KEY_TOS)) key.tos = 0;
     if (!(kf & KEY_VLAN)) key.vlan = 0;
-    if (kf & KEY_IFINDEX) key.ifindex = skb->ifindex;
+    if (kf & KEY_IFINDEX) key.ifindex = MF_IFINDEX(ctx);
     if (!(kf & KEY_SRC)) __builtin_memset(key.src, 0, 16);
     if (!(kf & KEY_DST)) __builtin_memset(key.dst, 0, 16);
     if (!(kf & KEY_PROTO)) key.proto = 0;
@@ -425,14 +478,14 @@ int mf_ingress(struct __sk_buff *skb)
         }
         if (!take) {
             count(C_SAMPLER_DISCARDED, 1);
-            return TC_ACT_OK;
+            return;
         }
         count(C_SAMPLER_SELECTED, 1);
     }
 
     void *flows = active.lookup(&zero);
     if (!flows)
-        return TC_ACT_OK;
+        return;
     __u64 now = bpf_ktime_get_ns();
     struct flow_val *v = bpf_map_lookup_elem(flows, &key);
     if (!v) {
@@ -452,14 +505,14 @@ int mf_ingress(struct __sk_buff *skb)
             count(C_NEW_FLOWS, 1);
             count(C_ACCOUNTED_PACKETS, 1);
             count(C_ACCOUNTED_BYTES, ip_bytes);
-            return TC_ACT_OK;
+            return;
         }
         // -EEXIST: another CPU won the insert; fall through and add to its entry.
         v = bpf_map_lookup_elem(flows, &key);
         if (!v) {
             count(C_REFUSED_PACKETS, 1);
             count(C_REFUSED_BYTES, ip_bytes);
-            return TC_ACT_OK;
+            return;
         }
         count(C_INSERT_RACES, 1);
     }
@@ -479,5 +532,18 @@ int mf_ingress(struct __sk_buff *skb)
         v->frag = 1;
     count(C_ACCOUNTED_PACKETS, 1);
     count(C_ACCOUNTED_BYTES, ip_bytes);
+}
+
+#ifdef MF_XDP
+int mf_xdp(struct xdp_md *ctx)
+{
+    count_frame(ctx);
+    return XDP_PASS;
+}
+#else
+int mf_ingress(struct __sk_buff *skb)
+{
+    count_frame(skb);
     return TC_ACT_OK;
 }
+#endif

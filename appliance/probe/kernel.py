@@ -22,7 +22,8 @@ from .records import KEY_DTYPE, N_COUNTERS, VAL_DTYPE, Counter, Feature, KeyFiel
 __all__ = ["FlowCache", "KernelFlowCache", "MemoryFlowCache", "KernelSettings", "SelfExport"]
 
 BPF_SOURCE = "flowcache.bpf.c"
-PROGRAM_NAME = "mf_ingress"
+#: The hooks the program can be built for, and its entry point in each.
+PROGRAMS = {"tc": "mf_ingress", "xdp": "mf_xdp"}
 #: The most entries one batch syscall returns; a hash bucket never holds more.
 DRAIN_CHUNK = 65536
 
@@ -65,15 +66,54 @@ def _source_path() -> str:
     return str(resources.files("appliance.probe").joinpath(BPF_SOURCE))
 
 
+class _ProgLoadOpts(ct.Structure):
+    """The head of libbpf's struct bpf_prog_load_opts (its `sz` says how much we give)."""
+
+    _fields_ = [("sz", ct.c_size_t), ("attempts", ct.c_int), ("expected_attach_type", ct.c_int),
+                ("prog_btf_fd", ct.c_uint32), ("prog_flags", ct.c_uint32)]  # fmt: skip
+
+
+BPF_PROG_TYPE_XDP = 6
+BPF_F_XDP_HAS_FRAGS = 1 << 5
+
+
+def _load_xdp_with_frags(bpf: object, name: str) -> int:
+    """Loads bcc's compiled XDP program through libbpf with BPF_F_XDP_HAS_FRAGS (the parser
+    reads with bpf_xdp_load_bytes, which handles multi-buffer frames), so that native XDP
+    accepts MTUs above one page (jumbo frames, veth). bcc 0.26's load_func cannot pass program
+    flags. Returns the program fd, or -1 (then native XDP uses bcc's copy, without the flag)."""
+    try:
+        libbpf = ct.CDLL("libbpf.so.1", use_errno=True)
+    except OSError:
+        return -1
+    from bcc.libbcc import lib  # noqa: PLC0415
+
+    module = bpf.module  # type: ignore[attr-defined]
+    fname = name.encode()
+    start = lib.bpf_function_start(module, fname)
+    size = lib.bpf_function_size(module, fname)
+    if not start or not size:
+        return -1
+    libbpf.bpf_prog_load.restype = ct.c_int
+    libbpf.bpf_prog_load.argtypes = [ct.c_int, ct.c_char_p, ct.c_char_p, ct.c_void_p,
+                                     ct.c_size_t, ct.POINTER(_ProgLoadOpts)]  # fmt: skip
+    opts = _ProgLoadOpts(sz=ct.sizeof(_ProgLoadOpts), prog_flags=BPF_F_XDP_HAS_FRAGS)
+    fd = libbpf.bpf_prog_load(BPF_PROG_TYPE_XDP, fname, lib.bpf_module_license(module), start,
+                              size // 8, ct.byref(opts))  # fmt: skip
+    return fd if fd >= 0 else -1
+
+
 class KernelFlowCache:
     """The loaded eBPF program and its maps.
 
     Args:
         maxflows: entries of each flow map (the kernel refuses and counts inserts beyond it).
+        hook: "tc" (clsact ingress, the default) or "xdp"; the same parser is built for either.
         cflags: extra compiler flags (tests use them for nothing else than -D overrides).
     """
 
-    def __init__(self, maxflows: int = 2_000_000, cflags: tuple[str, ...] = ()) -> None:
+    def __init__(self, maxflows: int = 2_000_000, cflags: tuple[str, ...] = (),
+                 hook: str = "tc") -> None:
         try:
             import bcc  # noqa: PLC0415 - only the real cache needs bcc (and root)
         except ImportError as exc:  # pragma: no cover - depends on the machine
@@ -83,23 +123,31 @@ class KernelFlowCache:
             ) from exc
         if maxflows < 1:
             raise KernelError("maxflows must be at least 1")
+        if hook not in PROGRAMS:
+            raise KernelError(f"hook must be one of {', '.join(PROGRAMS)}, not {hook!r}")
         self.maxflows = int(maxflows)
+        self.hook = hook
         self._bcc = bcc
-        flags = [f"-DMF_MAXFLOWS={self.maxflows}", *cflags]
+        flags = [f"-DMF_MAXFLOWS={self.maxflows}", *(["-DMF_XDP"] if hook == "xdp" else []),
+                 *cflags]
+        prog_type = bcc.BPF.XDP if hook == "xdp" else bcc.BPF.SCHED_CLS
+        self._native_fd = -1
         try:
             self._bpf = bcc.BPF(src_file=_source_path().encode(), cflags=flags)
-            self.function = self._bpf.load_func(PROGRAM_NAME.encode(), bcc.BPF.SCHED_CLS)
+            self.prog_fd: int = self._bpf.load_func(PROGRAMS[hook].encode(), prog_type).fd
+            if hook == "xdp":
+                self._native_fd = _load_xdp_with_frags(self._bpf, PROGRAMS[hook])
         except Exception as exc:
             raise KernelError(
                 f"could not compile/load {BPF_SOURCE}: {exc}. Kernel headers must be at "
                 f"/lib/modules/{os.uname().release}/build (see scripts/setup)"
             ) from exc
-        self.prog_fd: int = self.function.fd
         self._maps = (self._bpf[b"flows_a"], self._bpf[b"flows_b"])
         self._active_map = self._bpf[b"active"]
         self._counters = self._bpf[b"counters"]
         self._config = self._bpf[b"config"]
         self._self_export = self._bpf[b"self_export"]
+        self._if_macs = self._bpf[b"if_macs"]
         self._ncpu = len(self._counters.getvalue(0))
         self._active = 0
         self._point_at(0)
@@ -140,6 +188,14 @@ class KernelFlowCache:
             key.sport = e.sport
             key.ipver = e.ipver
             self._self_export[key] = ct.c_uint8(1)
+
+    def set_interface_mac(self, ifindex: int, mac: bytes) -> None:
+        """The MAC of an attached interface: XDP counts frames to other MACs as promisc-only
+        (TC asks the stack, skb->pkt_type)."""
+        leaf = self._if_macs.Leaf()
+        for i in range(6):
+            leaf.addr[i] = mac[i]
+        self._if_macs[ct.c_uint32(ifindex)] = leaf
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         """Swap the maps and return everything counted into the old one (then empty it).
@@ -202,7 +258,19 @@ class KernelFlowCache:
             self._counters.clear()
             self._bpf[b"sampler_state"].clear()
 
+    def program_fd(self, xdp_mode: str = "native") -> int:
+        """The program to attach. Native XDP gets the copy loaded with BPF_F_XDP_HAS_FRAGS
+        (drivers refuse others above a one-page MTU); generic XDP the plain one, because the
+        stack then linearises each frame and hands it on intact (with a frags-aware program
+        in generic mode, 6.x kernels passed frames to TC without their MAC header)."""
+        if self.hook == "xdp" and xdp_mode == "native" and self._native_fd >= 0:
+            return self._native_fd
+        return self.prog_fd
+
     def close(self) -> None:
+        if self._native_fd >= 0:
+            os.close(self._native_fd)
+            self._native_fd = -1
         self._bpf.cleanup()
 
 

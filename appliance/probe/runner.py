@@ -178,6 +178,7 @@ class Probe:
             "uptime_s": (self.clock.monotonic_ns() - self.started_mono) / _S,
             "protocol": s.protocol,
             "interfaces": self.interfaces,
+            "attach": s.attach if s.attach == "tc" else f"xdp {s.xdp_mode}",
             "active_timeout_s": s.active_timeout,
             "inactive_timeout_s": s.inactive_timeout,
             "tcp_end_timeout_s": s.tcp_end_timeout,

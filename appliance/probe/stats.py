@@ -84,7 +84,8 @@ def render(s: dict[str, Any]) -> str:
     lines = [
         f"Mirrorflow probe pid {s['pid']}, up {s['uptime_s']:.0f} s, NetFlow v{s['protocol']}"
         f" (IPFIX)" * (s["protocol"] == 10),
-        f"Interfaces: {', '.join(s['interfaces'])}; timeouts active {s['active_timeout_s']} s, "
+        f"Interfaces: {', '.join(s['interfaces'])} ({s.get('attach', 'tc')}); timeouts active "
+        f"{s['active_timeout_s']} s, "
         f"inactive {s['inactive_timeout_s']} s; maxflows {s['maxflows']}",
         f"Sampler: {s['sampler']}  selected {k['sampler_selected']}, "
         f"discarded {k['sampler_discarded']}",

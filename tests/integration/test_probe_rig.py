@@ -82,14 +82,17 @@ class Rig:
         return int(self.cache.counters().sum(axis=0)[Counter.FRAMES])
 
     def probe(self, collector_addrs: list[str], **settings) -> tuple[Probe, Attachment]:
-        """A fresh probe (maps and counters emptied) attached to the mirror."""
+        """A fresh probe (maps and counters emptied) attached to the mirror (with the rig's
+        hook; ``xdp_mode`` in `settings` picks native or generic XDP)."""
         self.cache.reset()
         s = ProbeSettings(interfaces=[self.mirror], destinations=collector_addrs,
-                          state_dir=self.state_dir, **settings)
+                          state_dir=self.state_dir, attach=self.cache.hook, **settings)
         s.validate()
         clock = SystemClock()
         probe = Probe(s, self.cache, build_exporter(s, clock), clock)
-        att = attach(self.mirror, self.cache.prog_fd, state_dir=self.state_dir)
+        att = attach(self.mirror, self.cache.program_fd(s.xdp_mode), state_dir=self.state_dir,
+                     hook=s.attach, xdp_mode=s.xdp_mode)
+        self.cache.set_interface_mac(att.ifindex, att.mac)
         return probe, att
 
 
@@ -104,6 +107,7 @@ def start_probe(mirror: str, dests: list[str], state_dir: Path, *extra: str) -> 
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if "capturing" in line:
+            proc.capturing_line = line  # type: ignore[attr-defined]
             return proc
         if proc.poll() is not None:
             raise AssertionError(f"probe exited: {proc.stderr.read()}")
@@ -135,8 +139,9 @@ def pcap_frames(path: Path) -> int:
     return n
 
 
-def make_rig(netns_factory, tmp_path_factory, maxflows: int = 65536) -> Iterator[Rig]:
-    cache = KernelFlowCache(maxflows)
+def make_rig(netns_factory, tmp_path_factory, maxflows: int = 65536,
+             hook: str = "tc") -> Iterator[Rig]:
+    cache = KernelFlowCache(maxflows, hook=hook)
     ns = netns_factory.namespace()
     pair = netns_factory.veth_pair(None, ns)
     for end in (pair.a, pair.b):

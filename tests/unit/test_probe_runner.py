@@ -99,3 +99,28 @@ def test_config_file_with_comments(tmp_path):
     p.write_text('{"colour": 1}')
     with pytest.raises(ProbeConfigError, match="colour"):
         load_config_file(p, ProbeSettings())
+
+
+def test_attach_hook_from_the_command_line_and_the_config_file(tmp_path):
+    import argparse  # noqa: PLC0415
+
+    from appliance.probe.cli import add_parser, settings_from_args  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["probe", "-i", "ens4", "-d", "192.0.2.1", "--attach", "xdp",
+                              "--xdp-mode", "generic"])  # fmt: skip
+    s = settings_from_args(args)
+    s.validate()
+    assert (s.attach, s.xdp_mode) == ("xdp", "generic")
+    assert ProbeSettings().attach == "tc"  # TC stays the default
+    p = tmp_path / "probe.conf"
+    p.write_text('{"interfaces": ["ens4"], "destinations": ["192.0.2.1"], "attach": "xdp", '
+                 '"xdp-mode": "offload"}')
+    s = ProbeSettings()
+    load_config_file(p, s)
+    with pytest.raises(ProbeConfigError, match="xdp-mode"):
+        s.validate()
+    s.xdp_mode, s.attach = "native", "bpfilter"
+    with pytest.raises(ProbeConfigError, match="attach"):
+        s.validate()
