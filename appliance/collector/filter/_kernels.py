@@ -19,6 +19,16 @@ def or_in_ranges(col, lo, hi, out):  # type: ignore[no-untyped-def]
             if col[i] - a <= span:  # unsigned wrap-around: one compare for both bounds
                 out[i] = True
         return
+    if m <= 8:  # a few ranges: test them all, without branches the CPU could mispredict
+        span = hi - lo
+        for i in range(col.shape[0]):
+            v = col[i]
+            hit = False
+            for k in range(m):
+                hit |= v - lo[k] <= span[k]
+            if hit:
+                out[i] = True
+        return
     for i in range(col.shape[0]):
         v = col[i]
         a, b = 0, m
