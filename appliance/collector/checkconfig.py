@@ -203,3 +203,66 @@ def run_db_load(args: argparse.Namespace) -> int:
     print(f"loaded {exp.loaded} windows ({exp.loaded_rows} rows), {exp.duplicates} already in the database, "
           f"{exp.failed} refused (moved to {spool_dir / 'failed'})")  # fmt: skip
     return 1 if exp.failed else 0
+
+
+# ---- wiring into the collector --------------------------------------------------------------
+
+
+class Monitoring:
+    """Monitoring objects attached to a running `Collector`, with SIGHUP reload.
+
+    Args:
+        collector: the collector whose batches the objects see.
+        cfg: where mo-dir, iplists-dir, devices and the exporters are configured.
+        runtime: an already validated configuration (from `load_runtime`).
+        live: close windows by the wall clock too (not on replay: there the packets' time rules).
+    """
+
+    def __init__(self, collector: Any, cfg: CollectorConfig, runtime: Runtime, live: bool) -> None:
+        import threading
+        import time
+
+        from appliance.collector.dump import FlowDumper
+        from appliance.collector.monitor import Monitor
+
+        self.cfg = cfg
+        self.collector = collector
+        self.monitor = Monitor(runtime.objects, build_exporters(cfg),
+                               dumper_factory=lambda target: FlowDumper(target, collector.decoder))  # fmt: skip
+        self._reload = threading.Event()
+        self._live = live
+        self._time_ns = time.time_ns
+        collector.sinks.insert(0, self.monitor)
+        collector.tickers.append(self.tick)
+
+    def request_reload(self) -> None:
+        """Safe from a signal handler: the reload happens on the collector's thread."""
+        self._reload.set()
+
+    def tick(self) -> None:
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload()
+        if self._live:
+            self.monitor.tick(self._time_ns())
+
+    def reload(self) -> bool:
+        """Re-read objects, filters, windows, IP lists and devices; all or nothing."""
+        import logging
+
+        log = logging.getLogger("mirrorflow.collector")
+        try:
+            rt = load_runtime(self.cfg)
+        except ConfigErrors as exc:
+            log.error("reload refused, the running configuration stays: %d error(s):\n%s", len(exc.errors), exc)
+            return False
+        self.monitor.replace(rt.objects)
+        self.collector.decoder.set_devices(rt.devices)
+        for w in rt.warnings:
+            log.warning("%s", w)
+        log.info("reloaded: %d monitoring objects, %d windows, %d IP lists, %d devices", len(rt.objects),
+                 sum(len(o.windows) for o in rt.objects), len(rt.iplists), len(rt.devices))  # fmt: skip
+        return True
+
+    def close(self) -> None:
+        self.monitor.close()

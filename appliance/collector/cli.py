@@ -61,6 +61,11 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats-interval", type=float, help="seconds between statistics lines (default 60, 0 = off)")
     p.add_argument("--stats-file", type=Path, metavar="FILE",
                    help="also write the statistics as JSON to FILE (every interval and at exit)")
+    p.add_argument("--mo-dir", type=Path, help="monitoring objects (mo.conf tree; xenoeye's format)")
+    p.add_argument("--iplists-dir", type=Path, help="IP lists the filters refer to")
+    p.add_argument("--export-dir", type=Path, help="write each closed window as a xenoeye-style .sql file here")
+    p.add_argument("--db", metavar="DSN", help="load windows into PostgreSQL (COPY through the spool)")
+    p.add_argument("--spool-dir", type=Path, help="windows waiting for the database (default /var/lib/mirrorflow/spool)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_collect)
 
@@ -74,7 +79,9 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
     for attr, value in (("devices_file", args.devices), ("templates_file", args.templates),
                         ("dump_flows", args.dump_flows), ("dump_format", args.dump_format),
                         ("rcvbuf_mb", args.rcvbuf_mb), ("stats_interval_s", args.stats_interval),
-                        ("stats_file", args.stats_file)):  # fmt: skip
+                        ("stats_file", args.stats_file), ("mo_dir", args.mo_dir),
+                        ("iplists_dir", args.iplists_dir), ("export_dir", args.export_dir),
+                        ("db", args.db), ("spool_dir", args.spool_dir)):  # fmt: skip
         if value is not None:
             setattr(cfg, attr, value)
     return cfg
@@ -88,9 +95,20 @@ def run_collect(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    from appliance.collector.checkconfig import Monitoring, load_runtime
+    from appliance.collector.objects import ConfigErrors
+
+    monitoring = None
     try:
         cfg = _config(args)
+        runtime = load_runtime(cfg) if cfg.mo_dir is not None else None
         collector = Collector(cfg)
+        if runtime is not None:
+            monitoring = Monitoring(collector, cfg, runtime, live=not args.pcap)
+    except ConfigErrors as exc:  # an invalid configuration never starts
+        print(f"mirrorflow collect: refusing to start, {len(exc.errors)} configuration error(s):\n{exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except (MirrorflowError, OSError) as exc:
         print(f"mirrorflow collect: {exc}", file=sys.stderr)
         return 2
@@ -102,6 +120,8 @@ def run_collect(args: argparse.Namespace) -> int:
             return 2
         finally:
             collector.close()
+            if monitoring is not None:
+                monitoring.close()  # the last windows of the capture are exported too
         collector.log_stats(0)
         return 0
 
@@ -109,13 +129,21 @@ def run_collect(args: argparse.Namespace) -> int:
         log.info("signal %d: stopping", signum)
         collector.stop()
 
+    def _hup(_signum: int, _frame: object) -> None:
+        if monitoring is not None:
+            monitoring.request_reload()
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _hup)
     try:
         collector.run_live()
     except (MirrorflowError, OSError) as exc:
         print(f"mirrorflow collect: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if monitoring is not None:
+            monitoring.close()
     collector.log_stats(0)
     return 0
 

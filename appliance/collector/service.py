@@ -61,6 +61,8 @@ class Collector:
         if self.dumper.enabled:
             self.sinks.append(self.dumper.dump)
         self.clock = clock
+        #: called on every periodic pass (live: at least every 0.5 s), e.g. to close windows
+        self.tickers: list[Callable[[], None]] = []
         self.receiver: UdpReceiver | None = None
         self.records = 0
         self.batches = 0
@@ -83,6 +85,8 @@ class Collector:
         return n
 
     def _periodic(self) -> None:
+        for tick in self.tickers:
+            tick()
         now = self.clock()
         if now - self._last_save >= 1.0 and self.decoder.templates_changed():
             self._save_templates()

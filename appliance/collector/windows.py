@@ -181,7 +181,7 @@ def parse_field(text: str) -> FieldSpec:
         if not words:
             raise FieldError(f"{text!r}: a field name must come before asc/desc")
     bare = " ".join(words)
-    column = _column_name(bare)
+    column = _column_name(bare).lower()
     func = re.match(r"\s*([A-Za-z_]+)\s*\(", bare)
     if func:
         name = func.group(1).lower()
