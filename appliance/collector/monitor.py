@@ -65,9 +65,10 @@ class Monitor:
         for mo in objects:
             windows = []
             for spec in mo.windows:
-                old = keep.pop((mo.name, spec.name), None)
+                old = keep.get((mo.name, spec.name))
                 if old is not None and old.spec == spec:
-                    windows.append(old)  # unchanged: keep its running state
+                    del keep[(mo.name, spec.name)]  # unchanged: keep its running state
+                    windows.append(old)
                 else:
                     windows.append(FixedWindow(spec, mo.table(spec.name), mo.name))
             dumper = None
