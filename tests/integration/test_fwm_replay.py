@@ -228,3 +228,24 @@ def test_collect_refuses_invalid_config(setup: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1
     assert "refusing to start" in proc.stderr and f"{setup / 'mo' / 'egress' / 'mo.conf'}:1:" in proc.stderr
+
+
+def test_per_object_dump_flows(setup: Path, corpus_dir: Path) -> None:
+    dump = setup / "ssh.txt"
+    (setup / "mo" / "ssh-scanners" / "mo.conf").write_text(json.dumps({
+        "filter": "dst port 22 and proto tcp", "debug": {"dump-flows": str(dump)},
+        "fwm": [{"name": "src", "fields": ["flows desc", "src host"], "limit": 5}]}))  # fmt: skip
+    path = corpus_dir / "netflow" / CAPTURES[0][0]
+    devices = devices_conf(setup, 10)
+    cfg = CollectorConfig(mo_dir=setup / "mo", iplists_dir=setup / "iplists", devices_file=devices,
+                          stats_interval_s=0)  # fmt: skip
+    from appliance.collector.checkconfig import Monitoring
+
+    collector = Collector(cfg)
+    monitoring = Monitoring(collector, cfg, load_runtime(cfg), live=False)
+    collector.run_pcap([path])
+    monitoring.close()
+    lines = dump.read_text().splitlines()
+    want = [r for r in decoded(path, devices) if FILTERS["ssh-scanners"](r)]
+    assert len(lines) == len(want) == 187
+    assert all("dst_port=22 " in line and "proto=6 " in line for line in lines)
