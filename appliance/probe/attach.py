@@ -189,10 +189,12 @@ def cleanup_leftovers(ifname: str, state_dir: Path = DEFAULT_STATE_DIR) -> bool:
 class Attachment:
     """The flow cache attached to one interface; `detach()` restores what we changed."""
 
-    def __init__(self, state: AttachState, state_dir: Path, mac: bytes = bytes(6)) -> None:
+    def __init__(self, state: AttachState, state_dir: Path, mac: bytes = bytes(6),
+                 description: str = "") -> None:
         self.state = state
         self._state_dir = state_dir
         self.mac = mac
+        self.description = description
         self.attached = True
 
     @property
@@ -294,5 +296,10 @@ def attach(ifname: str, prog_fd: int, *, promisc: bool = True,
             if xdp and xdp_mode == "native":
                 hint = " (the driver may not support native XDP: try --xdp-mode generic)"
             raise AttachError(f"{ifname}: could not attach {what}: {exc}{hint}") from exc
-        mac = ipr.link("get", index=ifindex)[0].get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
-    return Attachment(state, state_dir, bytes.fromhex(mac.replace(":", "")))
+        link = ipr.link("get", index=ifindex)[0]
+        mac = link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        # interfaceDescription, as ipt_netflow: the alias an admin set, else what it is
+        description = link.get_attr("IFLA_IFALIAS") or kind or "ethernet"
+    return Attachment(state, state_dir, bytes.fromhex(mac.replace(":", "")), description)

@@ -81,7 +81,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     a("--template-refresh-packets", type=int, metavar="N")
     a("--template-refresh-seconds", type=float, metavar="S")
     a("--options-interval", type=float, metavar="S",
-      help="resend sampler/statistics options every S seconds (default 60)")
+      help="resend sampler, system and statistics options every S seconds (default 60)")
+    a("--names-interval", type=float, metavar="S",
+      help="resend the interface names (ifIndex → ifName) every S seconds (default 300)")
+    a("--direction-mac", metavar="MAC",
+      help="MAC of the router/host whose port is mirrored: flows from it are exported as "
+      "egress, flows to it as ingress (flowDirection); others without a direction")
     a("--scan-interval", type=float, metavar="S", help="drain the kernel every S s (default 1)")
     a("--sndbuf", type=int, metavar="BYTES", help="socket send buffer per destination")
     a("--state-dir", type=Path, metavar="DIR", help=f"default {DEFAULT_STATE_DIR}")
@@ -149,6 +154,7 @@ def _serve(s: ProbeSettings) -> int:
                          hook=s.attach, xdp_mode=s.xdp_mode)
             attachments.append(att)
             cache.set_interface_mac(att.ifindex, att.mac)
+            probe.interface_table.append((att.ifindex, att.ifname, att.description))
         dests = ", ".join(str(d) for d in exporter.destinations)
         version = {5: "v5", 9: "v9", 10: "IPFIX"}[s.protocol]
         hook = "tc clsact ingress" if s.attach == "tc" else f"XDP {s.xdp_mode}"

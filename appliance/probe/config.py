@@ -11,7 +11,7 @@ from .attach import DEFAULT_STATE_DIR, HOOKS, XDP_MODES
 from .errors import ProbeConfigError
 from .records import KeyField, SamplerMode
 
-__all__ = ["ProbeSettings", "parse_sampler", "parse_key_fields", "load_config_file"]
+__all__ = ["ProbeSettings", "parse_sampler", "parse_key_fields", "parse_mac", "load_config_file"]
 
 
 @dataclass(slots=True)
@@ -37,6 +37,8 @@ class ProbeSettings:
     template_refresh_packets: int = 20
     template_refresh_seconds: float = 1800.0
     options_interval: float = 60.0
+    names_interval: float = 300.0  # interface names options (ipt_netflow: every 5 minutes)
+    direction_mac: str = ""  # MAC of the mirrored router/host: exports flowDirection
     scan_interval: float = 1.0
     sndbuf: int = 0
     state_dir: Path = DEFAULT_STATE_DIR
@@ -64,6 +66,10 @@ class ProbeSettings:
             raise ProbeConfigError("source-id must fit 32 bits")
         parse_sampler(self.sampler)
         parse_key_fields(self.key)
+        if self.direction_mac:
+            parse_mac(self.direction_mac)
+            if not self.macs:
+                raise ProbeConfigError("direction-mac needs the MAC addresses: drop --no-macs")
 
 
 def parse_sampler(text: str) -> tuple[SamplerMode, int]:
@@ -81,6 +87,17 @@ def parse_sampler(text: str) -> tuple[SamplerMode, int]:
     if m == SamplerMode.OFF or rate < 1:
         raise ProbeConfigError(f"sampler {text!r}: N must be at least 1")
     return m, rate
+
+
+def parse_mac(text: str) -> bytes:
+    """``aa:bb:cc:dd:ee:ff`` (or with '-') → 6 bytes."""
+    parts = re.split(r"[:-]", text.strip())
+    try:
+        if len(parts) != 6:
+            raise ValueError
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ProbeConfigError(f"MAC address {text!r}: expected aa:bb:cc:dd:ee:ff") from None
 
 
 _KEY_PARTS = {

@@ -18,11 +18,14 @@ from typing import Protocol
 
 import numpy as np
 
+from appliance import __version__
 from appliance.netflow.encoder import (
     IPFIXEncoder,
     Template,
     V5Encoder,
     V9Encoder,
+    interface_template,
+    options_template_for,
     sampler_template,
     statistics_template,
     template_for,
@@ -45,26 +48,46 @@ __all__ = [
     "TEMPLATE_IPV6",
     "TEMPLATE_SAMPLER",
     "TEMPLATE_STATISTICS",
+    "TEMPLATE_INTERFACES",
+    "TEMPLATE_SYSTEM",
+    "VERSION_STRING",
+    "data_template_id",
 ]
 
+# Data templates are composed per flow from what it carries, like ipt_netflow's:
+# 256 + 1 (IPv6) + 2 (MPLS label) + 4 (direction known) → 256..263.
 TEMPLATE_IPV4 = 256
 TEMPLATE_IPV6 = 257
-TEMPLATE_SAMPLER = 258
-TEMPLATE_STATISTICS = 259
+_TPL_MPLS = 2
+_TPL_DIRECTION = 4
+TEMPLATE_SAMPLER = 264
+TEMPLATE_STATISTICS = 265
+TEMPLATE_INTERFACES = 266
+TEMPLATE_SYSTEM = 267
 SAMPLER_ID = 1
+#: observationDomainName in the system options (ipt_netflow sends its version there too).
+VERSION_STRING = f"mirrorflow probe {__version__}"
+_V9_NAME_LENGTH = 32  # v9 has no variable length: names are NUL-padded to this
+
+
+def data_template_id(ipv6: bool, mpls: bool, direction: bool) -> int:
+    return TEMPLATE_IPV4 + int(ipv6) + _TPL_MPLS * int(mpls) + _TPL_DIRECTION * int(direction)
 
 _V9_FIELDS = (
     "src_addr", "dst_addr", "src_port", "dst_port", "proto", "tos", "tcp_flags", "in_if",
     "packets", "bytes", "first_switched", "last_switched", "min_ttl", "max_ttl",
-    "icmp_type", "ip_version", "direction", "src_vlan", "dot1q_customer_vlan", "src_mac",
+    "icmp_type", "ip_version", "src_vlan", "dot1q_customer_vlan", "src_mac",
     "dst_mac", "flow_end_reason",
 )  # fmt: skip
 _IPFIX_FIELDS = (
     "src_addr", "dst_addr", "src_port", "dst_port", "proto", "tos", "tcp_flags", "in_if",
     "packets", "bytes", "flow_start_ms", "flow_end_ms", "min_ttl", "max_ttl",
-    "icmp_type", "ip_version", "direction", "dot1q_vlan", "dot1q_customer_vlan", "src_mac",
+    "icmp_type", "ip_version", "dot1q_vlan", "dot1q_customer_vlan", "src_mac",
     "dst_mac", "flow_end_reason",
 )  # fmt: skip
+# Only in the templates of flows that carry them:
+_MPLS_FIELDS = ("mpls_label_1", "mpls_top_label_ttl")  # 70 (label, exp, bottom-of-stack), 200
+_DIRECTION_FIELDS = ("direction",)  # 61: 0 ingress, 1 egress (from --direction-mac)
 # Where the IPv6 template differs from the IPv4 one beyond the address twins.
 _V6_EXTRA = ("flow_label6",)
 # IPFIX selector algorithms (RFC 5477): systematic count-based, random n-out-of-N, hash.
@@ -183,13 +206,29 @@ def _mac_int(mac: np.ndarray) -> np.ndarray:
     return out
 
 
-def flow_columns(flows: np.ndarray, epoch_offset_ns: int, ipv6: bool) -> dict[str, np.ndarray]:
+def flow_directions(flows: np.ndarray, direction_mac: bytes | None) -> np.ndarray:
+    """flowDirection per flow from the MACs of its first packet: 1 (egress) when the source is
+    `direction_mac` (the router or host whose port is mirrored), 0 (ingress) when the
+    destination is, -1 when neither (or no MAC is configured): then it is not exported."""
+    out = np.full(len(flows), -1, np.int8)
+    if direction_mac is None or len(flows) == 0:
+        return out
+    mac = np.frombuffer(direction_mac, np.uint8)
+    v = flows["val"]
+    out[(v["dst_mac"] == mac).all(axis=1)] = 0
+    out[(v["src_mac"] == mac).all(axis=1)] = 1
+    return out
+
+
+def flow_columns(flows: np.ndarray, epoch_offset_ns: int, ipv6: bool,
+                 directions: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Registry columns for the encoders from FLOW_DTYPE records of one address family.
 
     Args:
         flows: ended flows (all IPv4 or all IPv6).
         epoch_offset_ns: added to the kernel's CLOCK_MONOTONIC times to get epoch times.
         ipv6: the family of `flows`.
+        directions: `flow_directions` of `flows` (default: unknown).
     """
     k, v = flows["key"], flows["val"]
     proto = k["proto"].astype(np.uint64)
@@ -208,7 +247,11 @@ def flow_columns(flows: np.ndarray, epoch_offset_ns: int, ipv6: bool) -> dict[st
         "min_ttl": v["min_ttl"].astype(np.uint64),
         "max_ttl": v["max_ttl"].astype(np.uint64),
         "ip_version": k["ipver"].astype(np.uint64),
-        "direction": np.zeros(len(flows), np.uint64),
+        "direction": np.zeros(len(flows), np.uint64) if directions is None
+        else np.maximum(directions, 0).astype(np.uint64),
+        # the top label stack entry: label << 12 | exp << 9 | bottom << 8 | ttl
+        "mpls_label_1": (v["mpls_top"] >> np.uint32(8)).astype(np.uint64),
+        "mpls_top_label_ttl": (v["mpls_top"] & np.uint32(0xFF)).astype(np.uint64),
         "src_vlan": k["vlan"].astype(np.uint64),
         "dot1q_vlan": k["vlan"].astype(np.uint64),
         "dot1q_customer_vlan": v["inner_vlan"].astype(np.uint64),
@@ -242,7 +285,11 @@ class Exporter:
         mtu: the largest UDP payload.
         source_id: v9 source id / IPFIX observation domain / v5 engine id.
         clock: ns since the epoch (injectable).
-        options_interval_s: how often options data (sampler, statistics) are re-sent.
+        options_interval_s: how often options data (sampler, statistics, system) are re-sent.
+        names_interval_s: how often the interface names (ifIndex → ifName) are re-sent.
+        mpls: flows may carry MPLS labels (adds the templates with the top label).
+        direction_mac: MAC of the mirrored router/host: flows from it are exported as egress,
+            flows to it as ingress (flowDirection); None: no direction.
     """
 
     def __init__(
@@ -257,6 +304,9 @@ class Exporter:
         template_refresh_packets: int = 20,
         template_refresh_seconds: float = 1800.0,
         options_interval_s: float = 60.0,
+        names_interval_s: float = 300.0,
+        mpls: bool = True,
+        direction_mac: bytes | None = None,
         sndbuf: int = 0,
         clock: Callable[[], int] = time.time_ns,
         boot_ns: int | None = None,
@@ -276,6 +326,10 @@ class Exporter:
         self.clock = clock
         self.options_interval_ns = int(options_interval_s * 1e9)
         self._last_options_ns: int | None = None
+        self.names_interval_ns = int(names_interval_s * 1e9)
+        self._last_names_ns: int | None = None
+        self.direction_mac = direction_mac
+        self.mpls = mpls
         self.flows_exported = 0
         self.flows_unexportable = 0  # IPv6 flows in v5
         sampling = self.sampler_mode != SamplerMode.OFF and self.sampler_n > 1
@@ -295,10 +349,19 @@ class Exporter:
             names = [("sampler_id", 1) if n == "sampler_id" else n for n in names]
         else:
             names = [("selector_id", 4) if n == "selector_id" else n for n in names]
-        templates: list[Template] = [
-            template_for(names, TEMPLATE_IPV4),
-            template_for([*names, *_V6_EXTRA], TEMPLATE_IPV6, ipv6=True),
+        templates: list[Template] = []
+        for mpls_tpl in (False, True) if mpls else (False,):
+            for dir_tpl in (False, True) if direction_mac is not None else (False,):
+                extra = [*(_MPLS_FIELDS if mpls_tpl else ()), *(_DIRECTION_FIELDS if dir_tpl else ())]
+                templates += [
+                    template_for([*names, *extra], data_template_id(False, mpls_tpl, dir_tpl)),
+                    template_for([*names, *_V6_EXTRA, *extra],
+                                 data_template_id(True, mpls_tpl, dir_tpl), ipv6=True),
+                ]  # fmt: skip
+        templates += [
             statistics_template(TEMPLATE_STATISTICS, protocol),
+            interface_template(TEMPLATE_INTERFACES, protocol, _V9_NAME_LENGTH),
+            _system_template(protocol),
         ]
         if sampling:
             templates.append(sampler_template(TEMPLATE_SAMPLER, protocol))
@@ -352,29 +415,59 @@ class Exporter:
         return counts
 
     def export(self, flows: np.ndarray, epoch_offset_ns: int) -> int:
-        """Encode and send ended flows (FLOW_DTYPE). Returns the number of flows encoded."""
+        """Encode and send ended flows (FLOW_DTYPE). Returns the number of flows encoded.
+
+        Each flow goes out with the template of what it carries (IPv6, an MPLS label, a known
+        direction); v5 has one record format and no IPv6.
+        """
         if len(flows) == 0:
             return 0
         flows = np.asarray(flows, FLOW_DTYPE)
         sent = 0
         is6 = flows["key"]["ipver"] == 6
-        for ipv6 in (False, True):
-            part = flows[is6] if ipv6 else flows[~is6]
-            if len(part) == 0:
-                continue
-            if ipv6 and self.protocol == 5:
-                self.flows_unexportable += len(part)
-                continue
-            cols = flow_columns(part, epoch_offset_ns, ipv6)
-            tid = TEMPLATE_IPV6 if ipv6 else TEMPLATE_IPV4
-            if self.protocol == 5:
-                payloads = self.encoder.encode(cols)
-            else:
-                payloads = self.encoder.encode(cols, tid)
+        if self.protocol == 5:
+            if is6.any():
+                self.flows_unexportable += int(is6.sum())
+            part = flows[~is6]
+            if len(part):
+                payloads = self.encoder.encode(flow_columns(part, epoch_offset_ns, False))
+                self._send(payloads, self._flows_in(payloads, 0))
+            self.flows_exported += len(part)
+            return len(part)
+        directions = flow_directions(flows, self.direction_mac)
+        tids = TEMPLATE_IPV4 + is6.astype(np.int64) + _TPL_DIRECTION * (directions >= 0)
+        if self.mpls:
+            tids += _TPL_MPLS * (flows["val"]["mpls_depth"] > 0)
+        for tid in np.unique(tids).tolist():
+            sel = tids == tid
+            part = flows[sel]
+            cols = flow_columns(part, epoch_offset_ns, bool(tid & 1), directions[sel])
+            payloads = self.encoder.encode(cols, tid)
             self._send(payloads, self._flows_in(payloads, tid))
             sent += len(part)
         self.flows_exported += sent
         return sent
+
+    def names_due(self, now_ns: int | None = None) -> bool:
+        if self.protocol == 5:
+            return False
+        now_ns = self.clock() if now_ns is None else now_ns
+        return self._last_names_ns is None or now_ns - self._last_names_ns >= self.names_interval_ns
+
+    def send_interface_names(self, interfaces: Sequence[tuple[int, str, str]]) -> None:
+        """Options data mapping ifIndex → interfaceName (82) and interfaceDescription (83), as
+        ipt_netflow sends every 5 minutes: `interfaces` is (ifindex, name, description)."""
+        if self.protocol == 5 or not interfaces:
+            return
+        self._last_names_ns = self.clock()
+        scope = "scope_interface" if self.protocol == 9 else "in_if"
+        cols = {
+            scope: np.array([i for i, _, _ in interfaces], np.uint64),
+            "if_name": [n for _, n, _ in interfaces],
+            "if_desc": [d for _, _, d in interfaces],
+        }
+        payloads = self.encoder.encode(cols, TEMPLATE_INTERFACES)
+        self._send(payloads, [0] * len(payloads))
 
     def options_due(self, now_ns: int | None = None) -> bool:
         if self.protocol == 5:
@@ -383,7 +476,8 @@ class Exporter:
         return self._last_options_ns is None or now_ns - self._last_options_ns >= self.options_interval_ns
 
     def send_options(self, ignored_packets: int, ignored_bytes: int) -> None:
-        """Options data: sampler configuration (if sampling) and exporter statistics."""
+        """Options data: sampler configuration (if sampling), system init time and version,
+        exporter statistics."""
         if self.protocol == 5:
             return
         self._last_options_ns = self.clock()
@@ -408,6 +502,14 @@ class Exporter:
                     "sampling_packet_space": self.sampler_n - 1,
                 }
             payloads += enc.encode(cols, TEMPLATE_SAMPLER)
+        scope = ({"scope_system": enc.source_id} if isinstance(enc, V9Encoder)
+                 else {"observation_domain_id": enc.observation_domain})  # fmt: skip
+        system = {
+            "system_init_time_ms": enc.boot_ns // 1_000_000,  # the base of v9 uptime times
+            "observation_domain_name": VERSION_STRING,
+            **scope,
+        }
+        payloads += enc.encode(system, TEMPLATE_SYSTEM)
         lost = max((s.flows_lost for s in self.stats), default=0)
         payloads += enc.encode_statistics(
             TEMPLATE_STATISTICS, ignored_packets=ignored_packets, ignored_bytes=ignored_bytes,
@@ -418,3 +520,15 @@ class Exporter:
     def close(self) -> None:
         for t in self.transports:
             t.close()
+
+
+def _system_template(version: int) -> Template:
+    """System options, like ipt_netflow's: when the exporter started (the zero of v9 uptime
+    times; IPFIX has no uptime in its header) and its name and version."""
+    if version == 9:
+        return options_template_for(
+            ["scope_system"], ["system_init_time_ms", ("observation_domain_name", _V9_NAME_LENGTH)],
+            TEMPLATE_SYSTEM,
+        )
+    return options_template_for(["observation_domain_id"],
+                                ["system_init_time_ms", "observation_domain_name"], TEMPLATE_SYSTEM)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import ProbeSettings, parse_key_fields, parse_sampler
+from .config import ProbeSettings, parse_key_fields, parse_mac, parse_sampler
 from .exporter import Exporter, parse_destination
 from .flowtable import FlowTable
 from .kernel import FlowCache, KernelSettings, SelfExport
@@ -52,7 +52,9 @@ def build_exporter(s: ProbeSettings, clock: Clock, transports: Any = None) -> Ex
         sampler=parse_sampler(s.sampler), mtu=s.mtu, source_id=s.source_id,
         template_refresh_packets=s.template_refresh_packets,
         template_refresh_seconds=s.template_refresh_seconds,
-        options_interval_s=s.options_interval, sndbuf=s.sndbuf, clock=clock.time_ns,
+        options_interval_s=s.options_interval, names_interval_s=s.names_interval, mpls=s.mpls,
+        direction_mac=parse_mac(s.direction_mac) if s.direction_mac else None,
+        sndbuf=s.sndbuf, clock=clock.time_ns,
     )  # fmt: skip
 
 
@@ -91,6 +93,8 @@ class Probe:
         self._last_fill_warning = -(10**18)
         self.scans = 0
         self.interfaces: list[str] = list(settings.interfaces)
+        #: (ifindex, name, description) of the attached interfaces, for the names options
+        self.interface_table: list[tuple[int, str, str]] = []
         features = Feature(0)
         if settings.mpls:
             features |= Feature.MPLS
@@ -119,6 +123,8 @@ class Probe:
         sent = self.exporter.export(ended, self.epoch_offset_ns)
         if self.exporter.options_due():
             self.send_options()
+        if self.interface_table and self.exporter.names_due():
+            self.exporter.send_interface_names(self.interface_table)
         self.scans += 1
         self.rates.add(now / _S, self._rate_values())
         return sent

@@ -18,7 +18,13 @@ from appliance.probe.runner import Probe, SystemClock, build_exporter
 from appliance.probe.config import ProbeSettings
 from appliance.probe.attach import attach
 from tests.integration.test_probe_rig import Collector, make_rig, pcap_frames, rig  # noqa: F401
-from tests.integration.test_probe_support import decoder_flows, ethernet_pcap, tshark_flows
+from tests.integration.test_probe_support import (
+    decoded_records,
+    decoder_flows,
+    ethernet_pcap,
+    tshark_flows,
+    write_udp_pcap,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.root]
 
@@ -274,3 +280,65 @@ def test_own_export_traffic_is_never_accounted(rig, traces):  # noqa: F811
     assert int(k[Counter.SELF_EXPORT]) == 1
     assert int(k[Counter.ACCOUNTED_PACKETS]) == 1
     assert parse_destination("209.87.249.18:53").port == 53
+
+
+def test_mpls_label_direction_and_interface_names_on_a_real_mirror(rig, corpus_dir, tmp_path):  # noqa: F811
+    """MPLS top label and flowDirection from real frames, interface names from the real
+    interface: our decoder and tshark read the same values."""
+    router = "f8:1e:df:e5:84:3a"  # in tcpreplay/test.pcap: 70 frames from it, 70 to it
+    mpls = ethernet_pcap(corpus_dir / "traffic/tcpdump/mpls-traceroute.pcap", tmp_path / "m.pcap")
+    test = ethernet_pcap(corpus_dir / "traffic/tcpreplay/test.pcap", tmp_path / "t.pcap")
+    collector = Collector()
+    probe, att = rig.probe([collector.address], direction_mac=router, **LONG)
+    try:
+        rig.replay(mpls)
+        rig.replay(test)
+        rig.wait_frames(pcap_frames(mpls) + pcap_frames(test))
+        probe.scan()  # the first scan sends the interface names and the system options
+    finally:
+        att.detach()
+    probe.flush()
+    probe.close()
+    payloads = collector.receive()
+    collector.close()
+    assert decoder_flows(payloads) == tshark_flows(payloads, tmp_path)
+    recs = decoded_records(payloads)
+    data = [r for r in recs if r["record_kind"] == "data"]
+    labelled = {(r["src_addr"], r["dst_addr"], r["dst_port"]): (r["mpls_label_1"] >> 4,
+                r["mpls_label_1"] & 1, r["mpls_top_label_ttl"]) for r in data if "mpls_label_1" in r}
+    # mpls-traceroute: UDP probes 12.4.4.4 → 12.1.1.1 under label 100704 (bottom of stack),
+    # MPLS TTL 1..3; the ICMP answers come back unlabelled
+    probes = {k: v for k, v in labelled.items() if k[0] == "12.4.4.4"}
+    assert len(probes) == 9 and {v[:2] for v in probes.values()} == {(100704, 1)}
+    assert {v[2] for v in probes.values()} == {1, 2, 3}
+    # test.pcap: pings under one label (18) and under two-label stacks (top 18 or 19)
+    assert {k: v for k, v in labelled.items() if k[0] != "12.4.4.4"} == {
+        ("192.168.10.1", "192.168.40.1", 8 << 8): (18, 1, 254),
+        ("192.168.1.2", "192.168.1.1", 0): (18, 0, 254),
+        ("10.31.0.1", "10.34.0.1", 8 << 8): (18, 0, 255),
+        ("192.168.1.1", "192.168.1.2", 8 << 8): (19, 0, 254),
+    }  # fmt: skip
+    by_dir = {d: sum(r["packets"] for r in data if r.get("direction") == d) for d in (0, 1)}
+    assert by_dir == {0: 70, 1: 70}
+    names = [r for r in recs if r.get("if_name")]
+    assert [(r["scope_interface"], r["if_name"], r["if_desc"]) for r in names] == [
+        (att.ifindex, rig.mirror, "veth")]
+
+    pcap = tmp_path / "export.pcap"
+    write_udp_pcap(pcap, payloads)
+    fields = ("cflow.mpls_label", "cflow.direction", "cflow.if_name", "cflow.if_descr",
+              "cflow.scope_interface", "cflow.observation_domain_name")
+    out = subprocess.run(["tshark", "-r", str(pcap), "-d", "udp.port==2055,cflow", "-T", "fields",
+                          "-E", "occurrence=a", "-E", "aggregator=|",
+                          *[x for f in fields for x in ("-e", f)]],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    seen: dict[str, list[str]] = {f: [] for f in fields}
+    for line in out.splitlines():
+        for f, value in zip(fields, line.split("\t"), strict=True):
+            seen[f] += [v for v in value.split("|") if v]
+    assert sorted(seen["cflow.mpls_label"], key=int) == ["18"] * 3 + ["19"] + ["100704"] * 9
+    assert sorted(seen["cflow.direction"]) == sorted(str(r["direction"]) for r in data
+                                                     if "direction" in r)  # fmt: skip
+    assert seen["cflow.if_name"] == [rig.mirror] and seen["cflow.if_descr"] == ["veth"]
+    assert seen["cflow.scope_interface"] == [str(att.ifindex)]
+    assert len(seen["cflow.observation_domain_name"]) >= 1

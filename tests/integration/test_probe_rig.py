@@ -93,6 +93,7 @@ class Rig:
         att = attach(self.mirror, self.cache.program_fd(s.xdp_mode), state_dir=self.state_dir,
                      hook=s.attach, xdp_mode=s.xdp_mode)
         self.cache.set_interface_mac(att.ifindex, att.mac)
+        probe.interface_table.append((att.ifindex, att.ifname, att.description))
         return probe, att
 
 

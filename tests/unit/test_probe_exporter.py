@@ -117,3 +117,75 @@ def test_sampler_and_statistics_options_decode(tmp_path):
         assert "Options" in out
         assert ("Sampling" in out) or ("Selector" in out)
         assert "Ignored" in out or "ignored" in out
+
+
+ROUTER = bytes.fromhex("0200000000aa")
+LABEL = 100704
+
+
+def feature_flows() -> np.ndarray:
+    """Four IPv4 and two IPv6 flows: plain, MPLS, from the router, to the router with MPLS."""
+    f = make_flows(4, 2)
+    for i in (1, 3, 5):
+        f[i]["val"]["mpls_top"] = LABEL << 12 | 5 << 9 | 1 << 8 | 254
+        f[i]["val"]["mpls_depth"] = 1
+    f[2]["val"]["src_mac"] = list(ROUTER)
+    f[3]["val"]["dst_mac"] = list(ROUTER)
+    f[4]["val"]["src_mac"] = list(ROUTER)
+    return f
+
+
+def tshark_fields(payloads: list[bytes], tmp_path, *fields: str) -> list[dict[str, list[str]]]:
+    import json
+    import subprocess
+
+    from tests.integration.test_probe_support import write_udp_pcap
+
+    pcap = tmp_path / "f.pcap"
+    write_udp_pcap(pcap, payloads)
+    out = subprocess.run(["tshark", "-r", str(pcap), "-d", "udp.port==2055,cflow", "-T", "json",
+                          *[x for f in fields for x in ("-e", f)]],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return [p["_source"]["layers"] for p in json.loads(out)]
+
+
+@needs_tshark
+@pytest.mark.parametrize("protocol", [9, 10])
+def test_mpls_label_direction_names_and_system_options(protocol, tmp_path):
+    from appliance.probe.exporter import VERSION_STRING
+    from tests.integration.test_probe_support import decoded_records
+
+    t = MemoryTransport()
+    ex = Exporter([parse_destination("127.0.0.1:1")], protocol, transports=[t],
+                  direction_mac=ROUTER, boot_ns=1_700_000_000_123 * 10**6)
+    ex.send_interface_names([(3, "ens4", "mirror of sw1 Gi0/1")])
+    ex.export(feature_flows(), 0)
+    ex.send_options(ignored_packets=0, ignored_bytes=0)
+    recs = decoded_records(t.sent)
+    data = sorted((r for r in recs if r["record_kind"] == "data"), key=lambda r: r["src_port"])
+    assert len(data) == 6
+    # the MPLS top label (70: label << 4 | exp << 1 | bottom) and its TTL, only where present
+    top = LABEL << 4 | 5 << 1 | 1
+    assert [r.get("mpls_label_1") for r in data] == [None, top, None, top, None, top]
+    assert [r.get("mpls_top_label_ttl") for r in data] == [None, 254, None, 254, None, 254]
+    # flowDirection only when the router's MAC says it: 1 egress (from it), 0 ingress (to it)
+    assert [r.get("direction") for r in data] == [None, None, 1, 0, 1, None]
+    opts = [r for r in recs if r["record_kind"] == "options"]
+    names = [r for r in opts if "if_name" in r]
+    assert [(r.get("scope_interface", r.get("in_if")), r["if_name"], r["if_desc"])
+            for r in names] == [(3, "ens4", "mirror of sw1 Gi0/1")]  # fmt: skip
+    (system,) = [r for r in opts if "observation_domain_name" in r]
+    assert system["observation_domain_name"] == VERSION_STRING
+    assert system["system_init_time_ms"] == 1_700_000_000_123
+
+    layers = tshark_fields(t.sent, tmp_path, "cflow.mpls_label", "cflow.mpls_top_label_ttl",
+                           "cflow.direction", "cflow.if_name", "cflow.if_descr",
+                           "cflow.observation_domain_name", "cflow.sys_init_time",
+                           "cflow.srcport")  # fmt: skip
+    seen = {k: sum((la.get(k, []) for la in layers), []) for k in set().union(*layers)}
+    assert sorted(map(int, seen["cflow.mpls_label"])) == [LABEL] * 3
+    assert seen["cflow.mpls_top_label_ttl"] == ["254"] * 3
+    assert sorted(seen["cflow.direction"]) == ["0", "1", "1"]
+    assert seen["cflow.if_name"] == ["ens4"] and seen["cflow.if_descr"] == ["mirror of sw1 Gi0/1"]
+    assert seen["cflow.observation_domain_name"] == [VERSION_STRING]
+    assert seen["cflow.sys_init_time"] == ["Nov 14, 2023 22:13:20.123000000 UTC"]

@@ -124,3 +124,15 @@ def test_attach_hook_from_the_command_line_and_the_config_file(tmp_path):
     s.xdp_mode, s.attach = "native", "bpfilter"
     with pytest.raises(ProbeConfigError, match="attach"):
         s.validate()
+
+
+def test_direction_mac_is_checked():
+    from appliance.probe.config import parse_mac  # noqa: PLC0415
+
+    assert parse_mac("F8:1E:DF:E5:84:3A") == bytes.fromhex("f81edfe5843a")
+    s = ProbeSettings(interfaces=["ens4"], destinations=["192.0.2.1"], direction_mac="f8:1e:df")
+    with pytest.raises(ProbeConfigError, match="MAC"):
+        s.validate()
+    s.direction_mac, s.macs = "f8-1e-df-e5-84-3a", False
+    with pytest.raises(ProbeConfigError, match="no-macs"):
+        s.validate()
