@@ -116,8 +116,8 @@ def test_crash_between_copy_and_commit(postgres_server, postgres_db: str, tmp_pa
 
     def die_once(w) -> None:  # noqa: ANN001
         if w.time == 1_700_000_003 and not crashed:
-            crashed.append(w.window_id)
             postgres_server.kill()
+            crashed.append(w.window_id)  # only now: the test restarts the server when it sees this
 
     spool = Spool(tmp_path / "spool")
     exp = PgExporter(postgres_db, spool, retry_min_s=0.05, retry_max_s=0.3,
