@@ -36,6 +36,8 @@ examples:
 
 Settings may also come from --config FILE (JSON, keys = long option names); options given on
 the command line win. SIGTERM/SIGINT export every active flow, detach and restore promisc.
+SIGUSR1 exports every active flow now (flowEndReason 4, forced end) and keeps capturing:
+  kill -USR1 PID    (the pid is in mirrorflow probe --stats)
 """
 
 
@@ -135,12 +137,14 @@ def _serve(s: ProbeSettings) -> int:
     from .runner import Probe, SystemClock, build_exporter  # noqa: PLC0415
 
     stop = threading.Event()
+    flush_now = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: flush_now.set())
     clock = SystemClock()
     cache = KernelFlowCache(s.maxflows, hook=s.attach)
     exporter = build_exporter(s, clock)
@@ -161,7 +165,7 @@ def _serve(s: ProbeSettings) -> int:
         print(f"mirrorflow probe: attached ({hook}{', promisc' if s.promisc else ''})"
               f" and capturing on {', '.join(s.interfaces)}; exporting NetFlow {version} to "
               f"{dests}", flush=True)
-        probe.run(stop, stats_path)
+        probe.run(stop, stats_path, flush_now)
     finally:
         for a in attachments:
             a.detach()

@@ -92,6 +92,7 @@ class Probe:
         self.map_fill_peak = 0.0
         self._last_fill_warning = -(10**18)
         self.scans = 0
+        self.flushes = 0  # on request (SIGUSR1)
         self.interfaces: list[str] = list(settings.interfaces)
         #: (ifindex, name, description) of the attached interfaces, for the names options
         self.interface_table: list[tuple[int, str, str]] = []
@@ -182,6 +183,7 @@ class Probe:
         return {
             "pid": os.getpid(),
             "uptime_s": (self.clock.monotonic_ns() - self.started_mono) / _S,
+            "flushes": self.flushes,
             "protocol": s.protocol,
             "interfaces": self.interfaces,
             "attach": s.attach if s.attach == "tc" else f"xdp {s.xdp_mode}",
@@ -221,12 +223,26 @@ class Probe:
 
     # --- the loop ------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, stats_path: Path | None = None) -> None:
-        """Scan every `scan_interval` until `stop` is set, then flush."""
+    def run(self, stop: threading.Event, stats_path: Path | None = None,
+            flush_now: threading.Event | None = None) -> None:
+        """Scan every `scan_interval` until `stop` is set (the caller flushes then).
+
+        Args:
+            stop: set by SIGTERM/SIGINT.
+            stats_path: where the statistics snapshot is written after every scan.
+            flush_now: set by SIGUSR1: the next pass exports every flow (like ipt_netflow's
+                flush=1) instead of only the expired ones, and the probe carries on.
+        """
         interval = self.settings.scan_interval
         next_t = time.monotonic()
         while not stop.is_set():
-            self.scan()
+            if flush_now is not None and flush_now.is_set():
+                flush_now.clear()
+                n = self.flush()
+                self.flushes += 1
+                log.info("flush requested: exported %d flows", n)
+            else:
+                self.scan()
             if stats_path is not None:
                 write_snapshot(stats_path, self.snapshot())
             next_t += interval

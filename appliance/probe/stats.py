@@ -83,7 +83,7 @@ def render(s: dict[str, Any]) -> str:
     r = s.get("rates", {})
     lines = [
         f"Mirrorflow probe pid {s['pid']}, up {s['uptime_s']:.0f} s, NetFlow v{s['protocol']}"
-        f" (IPFIX)" * (s["protocol"] == 10),
+        + " (IPFIX)" * (s["protocol"] == 10) + f", flushes on request {s.get('flushes', 0)}",
         f"Interfaces: {', '.join(s['interfaces'])} ({s.get('attach', 'tc')}); timeouts active "
         f"{s['active_timeout_s']} s, "
         f"inactive {s['inactive_timeout_s']} s; maxflows {s['maxflows']}",

@@ -20,7 +20,7 @@ from tests.integration.test_probe_rig import (  # noqa: F401
     start_probe,
     wait_probe_frames,
 )
-from tests.integration.test_probe_support import ethernet_pcap, tshark_flows
+from tests.integration.test_probe_support import decoder_flows, ethernet_pcap, tshark_flows
 
 pytestmark = [pytest.mark.netns, pytest.mark.root]
 
@@ -108,3 +108,50 @@ def test_after_kill_9_the_next_start_cleans_up(rig, test_pcap, tmp_path):  # noq
     assert sum(f["packets"] for f in flows) == 176  # nothing went to the orphaned program
     assert not promisc(rig.mirror) and FILTER_NAME not in tc_filters(rig.mirror)
     assert not cleanup_leftovers(rig.mirror, state)
+
+
+def test_sigusr1_exports_every_flow_now_and_keeps_capturing(rig, test_pcap, tmp_path):  # noqa: F811
+    """Like ipt_netflow's flush=1: everything counted so far goes out (forced end), the probe
+    stays attached, and what comes later is exported by the next flush."""
+    collector = Collector()
+    state = tmp_path / "state"
+    proc = start_probe(rig.mirror, [collector.address], state, "--active-timeout", "86400",
+                       "--inactive-timeout", "86400")  # fmt: skip
+    payloads: list[bytes] = []
+
+    def flush_and_collect(expected_packets: int) -> list[dict]:
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        flows: list[dict] = []
+        while time.monotonic() < deadline:
+            payloads.extend(collector.receive(quiet_s=0.2, limit_s=0.5))
+            flows = decoder_flows(payloads)
+            if sum(f["packets"] for f in flows) >= expected_packets:
+                return flows
+        raise AssertionError(f"no flush within 10 s: {sum(f['packets'] for f in flows)} packets")
+
+    try:
+        rig.replay(test_pcap)
+        wait_probe_frames(state, 176)
+        first = flush_and_collect(176)
+        assert sum(f["packets"] for f in first) == 176
+        assert {f["reason"] for f in first} == {4}  # forced end
+        assert FILTER_NAME in tc_filters(rig.mirror)  # still capturing
+        rig.replay(test_pcap)
+        wait_probe_frames(state, 2 * 176)
+        both = flush_and_collect(2 * 176)
+        assert sum(f["packets"] for f in both) == 2 * 176
+        deadline = time.monotonic() + 5
+        while json.loads((state / "stats.json").read_text())["flushes"] != 2:
+            assert time.monotonic() < deadline, "the statistics do not count the flushes"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    payloads.extend(collector.receive())
+    collector.close()
+    assert proc.returncode == 0
+    assert sum(f["packets"] for f in decoder_flows(payloads)) == 2 * 176  # nothing left over

@@ -136,3 +136,30 @@ def test_direction_mac_is_checked():
     s.direction_mac, s.macs = "f8-1e-df-e5-84-3a", False
     with pytest.raises(ProbeConfigError, match="no-macs"):
         s.validate()
+
+
+def test_a_flush_request_exports_every_flow_and_the_loop_goes_on():
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from tests.integration.test_probe_support import decoder_flows  # noqa: PLC0415
+
+    probe, cache, clock, t, _ = make_probe(scan_interval=0.01)
+    cache.push(*batch([{"first": clock.mono, "packets": 3, "sport": 1},
+                       {"first": clock.mono, "packets": 4, "sport": 2}]))
+    stop, flush_now = threading.Event(), threading.Event()
+    flush_now.set()
+    loop = threading.Thread(target=probe.run, args=(stop, None, flush_now))
+    loop.start()
+    deadline = time.monotonic() + 5
+    while probe.flushes < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    while probe.scans < 2 and time.monotonic() < deadline:  # it carries on scanning
+        time.sleep(0.01)
+    stop.set()
+    loop.join(5)
+    assert not loop.is_alive() and probe.flushes == 1 and not flush_now.is_set()
+    flows = decoder_flows(t.sent)
+    assert sorted(f["packets"] for f in flows) == [3, 4]
+    assert {f["reason"] for f in flows} == {4}  # forced end, as ipt_netflow's flush
+    assert probe.snapshot()["flushes"] == 1
