@@ -19,7 +19,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.collector.jsonc import ConfigError, load
+from appliance.collector._jsonpos import Located, load_located
+from appliance.collector.jsonc import ConfigError
 from appliance.collector.packets import address_to_words
 
 __all__ = ["Device", "load_devices", "parse_devices"]
@@ -40,35 +41,62 @@ class Device:
         return address_to_words(self.ip)
 
 
-def parse_devices(doc: object, path: str = "devices.conf") -> list[Device]:
-    """Validate a parsed devices.conf document."""
+def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None = None) -> list[Device]:
+    """Validate a parsed devices.conf document.
+
+    Args:
+        doc: the parsed JSON.
+        path: the file, for messages.
+        loc: positions of the values (`load_devices` passes them): errors then point at
+            the line and column of the offending value; without it, at 1:1.
+
+    Raises:
+        ConfigError: the first problem, as FILE:LINE:COLUMN: what to write instead.
+    """
+
+    def error(where: tuple, message: str) -> ConfigError:
+        line, col = loc.where(where) if loc is not None else (1, 1)
+        return ConfigError(path, line, col, message)
+
     if not isinstance(doc, list):
-        raise ConfigError(path, 1, 1, "devices.conf must be a JSON array of objects")
+        raise error((), 'devices.conf must be a JSON array of objects: [{"ip": "192.0.2.1", ...}]')
     devices = []
     for i, entry in enumerate(doc):
         where = f"entry {i + 1}"
         if not isinstance(entry, dict):
-            raise ConfigError(path, 0, 0, f"{where}: must be an object like {{\"ip\": \"192.0.2.1\"}}")
+            raise error((i,), f"{where}: must be an object like {{\"ip\": \"192.0.2.1\"}}")
         ip = entry.get("ip")
         if not isinstance(ip, str):
-            raise ConfigError(path, 0, 0, f"{where}: \"ip\" (the exporter address) is required")
+            raise error((i, "ip") if "ip" in entry else (i,),
+                        f"{where}: \"ip\" (the exporter address) is required, as a string")
         try:
             ipaddress.ip_address(ip)
         except ValueError:
-            raise ConfigError(path, 0, 0, f"{where}: \"ip\": {ip!r} is not an IPv4 or IPv6 address") from None
+            raise error((i, "ip"), f"{where}: \"ip\": {ip!r} is not an IPv4 or IPv6 address") from None
         sid = entry.get("id")
-        if sid is not None and (not isinstance(sid, int) or not 0 <= sid <= 0xFFFFFFFF):
-            raise ConfigError(path, 0, 0, f"{where}: \"id\" must be a source id (0..4294967295)")
+        if sid is not None and (isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid <= 0xFFFFFFFF):
+            raise error((i, "id"), f"{where}: \"id\" must be a source id (0..4294967295)")
         rate = entry.get("sampling-rate", 1)
-        if not isinstance(rate, int) or rate < 1:
-            raise ConfigError(path, 0, 0, f"{where}: \"sampling-rate\" must be a positive integer")
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+            raise error((i, "sampling-rate"), f"{where}: \"sampling-rate\" must be a positive integer")
         mark = entry.get("mark", [])
         if isinstance(mark, str):
             mark = [mark]
-        devices.append(Device(ip, sid, rate, tuple(mark), bool(entry.get("skip-unmarked", False))))
+        if not isinstance(mark, list) or not all(isinstance(m, str) for m in mark):
+            raise error((i, "mark"), f"{where}: \"mark\" must be a list of filters (strings)")
+        skip = entry.get("skip-unmarked", False)
+        if not isinstance(skip, bool):
+            raise error((i, "skip-unmarked"), f"{where}: \"skip-unmarked\" must be true or false")
+        devices.append(Device(ip, sid, rate, tuple(mark), skip))
     return devices
 
 
 def load_devices(path: Path | str) -> list[Device]:
-    """Read devices.conf."""
-    return parse_devices(load(path), str(path))
+    """Read devices.conf (errors carry its line and column)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(str(p), 0, 0, f"cannot read: {exc.strerror}") from None
+    loc = load_located(text, str(p))
+    return parse_devices(loc.doc, str(p), loc)
