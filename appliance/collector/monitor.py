@@ -28,10 +28,11 @@ _NS = 1_000_000_000
 class _Running:
     """One object with its windows and its index in the evaluation order."""
 
-    __slots__ = ("mo", "parent", "windows", "dumper")
+    __slots__ = ("mo", "parent", "windows", "dumper", "flows")
 
     def __init__(self, mo: MonitoringObject, parent: int, windows: list[FixedWindow], dumper: object) -> None:
         self.mo, self.parent, self.windows, self.dumper = mo, parent, windows, dumper
+        self.flows = 0  # flows this object matched since it was (re)loaded
 
 
 class Monitor:
@@ -53,6 +54,7 @@ class Monitor:
         self._dumper_factory = dumper_factory
         self._lock = threading.Lock()
         self.windows_exported = 0
+        self.rows_exported = 0
         self.flows_matched = 0
         self.export_errors = 0
         self._objs = self._build(objects, {})
@@ -133,7 +135,8 @@ class Monitor:
             elif parent is None and getattr(r.mo.filter, "match_all", False):
                 masks.append(np.ones(batch.n, dtype=np.bool_))
             else:
-                m = np.asarray(r.mo.filter.evaluate(batch), dtype=np.bool_)
+                # the parent's mask tells stateful functions (mfreq) which flows the object sees
+                m = np.asarray(r.mo.filter.evaluate(batch, parent), dtype=np.bool_)
                 if parent is not None:
                     m = m & parent
                 masks.append(m)
@@ -142,6 +145,7 @@ class Monitor:
             rows = np.flatnonzero(mask)
             if len(rows):
                 self.flows_matched += len(rows)
+                r.flows += len(rows)
                 if r.dumper is not None:
                     r.dumper.dump(batch.take(rows))  # type: ignore[attr-defined]
                 for w in r.windows:
@@ -184,6 +188,7 @@ class Monitor:
         tables.sort(key=lambda t: t.time)
         for table in tables:
             self.windows_exported += 1
+            self.rows_exported += len(table.rows)
             for exporter in self.exporters:
                 try:
                     exporter(table)
@@ -192,12 +197,18 @@ class Monitor:
                     log.exception("exporting window %s at %d failed", table.table, table.time)
 
     def stats(self) -> dict[str, object]:
+        """Counters for the stats file, the log and the live API; exporters' counters merged in.
+
+        ``object_flows`` maps each object to the flows it matched (since its last reload).
+        """
         out: dict[str, object] = {
             "objects": len(self._objs),
             "windows": sum(len(r.windows) for r in self._objs),
             "flows_matched": self.flows_matched,
             "windows_exported": self.windows_exported,
+            "rows_exported": self.rows_exported,
             "export_errors": self.export_errors,
+            "object_flows": {r.mo.name: r.flows for r in self._objs},
         }
         for e in self.exporters:
             if hasattr(e, "stats"):

@@ -63,6 +63,9 @@ class Collector:
         self.clock = clock
         #: called on every periodic pass (live: at least every 0.5 s), e.g. to close windows
         self.tickers: list[Callable[[], None]] = []
+        #: more statistics, each under its own key of `stats()` and logged on its own line
+        #: (the monitoring objects register "monitoring")
+        self.stats_sections: dict[str, Callable[[], dict[str, Any]]] = {}
         self.receiver: UdpReceiver | None = None
         self.records = 0
         self.batches = 0
@@ -178,6 +181,11 @@ class Collector:
             out["rcvbuf_granted"] = self.receiver.rcvbuf_granted
             out["socket_drops"] = self.receiver.drops()
             out["truncated_datagrams"] = self.receiver.truncated
+        for name, section in self.stats_sections.items():
+            try:
+                out[name] = section()
+            except Exception:  # statistics must never stop the collector
+                log.exception("statistics of %s failed", name)
         return out
 
     def log_stats(self, interval_s: float) -> None:
@@ -194,3 +202,18 @@ class Collector:
         for e in s["exporters"]:
             nonzero = " ".join(f"{k}={v}" for k, v in e.items() if k != "address" and v)
             log.info("exporter %s: %s", e["address"], nonzero)
+        for name in self.stats_sections:
+            section = s.get(name)
+            if isinstance(section, dict):
+                log.info("%s: %s", name, _summary(section))
+
+
+def _summary(section: dict[str, Any]) -> str:
+    """``k=v`` for the numbers of a statistics section; maps (per-object counts) as ``k[a=1 b=2]``."""
+    parts = []
+    for k, v in section.items():
+        if isinstance(v, dict):
+            parts.append(f"{k}[" + " ".join(f"{a}={b}" for a, b in v.items()) + "]")
+        elif isinstance(v, (int, float, str)) and not isinstance(v, bool):
+            parts.append(f"{k}={v}")
+    return " ".join(parts)

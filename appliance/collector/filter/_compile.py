@@ -62,24 +62,35 @@ class Filter:
         match_all: true for the empty filter (callers may skip `evaluate`).
     """
 
-    __slots__ = ("text", "ast", "fields", "match_all", "_fn")
+    __slots__ = ("text", "ast", "fields", "match_all", "_fn", "_ctx")
 
-    def __init__(self, text: str, tree: Node, fn: _Eval | None, fields: tuple[str, ...]) -> None:
+    def __init__(self, text: str, tree: Node, fn: _Eval | None, fields: tuple[str, ...],
+                 ctx: _Context | None = None) -> None:  # fmt: skip
         self.text = text
         self.ast = tree
         self.fields = fields
         self.match_all = fn is None
         self._fn = fn
+        self._ctx = ctx or _Context()
 
-    def evaluate(self, batch: FlowBatch) -> np.ndarray:
+    def evaluate(self, batch: FlowBatch, within: np.ndarray | None = None) -> np.ndarray:
         """The flows of `batch` that match: a new ``bool[batch.n]`` array.
 
         Fields absent from the batch compare as 0 (numbers and addresses) or as the
         empty string, like xenoeye's missing integer fields.
+
+        Args:
+            batch: the flows.
+            within: the flows the filter is really applied to (a nested object's parent
+                mask); only these update the frequency maps of ``mfreq()``. None = all.
         """
         if self._fn is None:
             return np.ones(batch.n, dtype=np.bool_)
-        return self._fn(batch)
+        self._ctx.within = within
+        try:
+            return self._fn(batch)
+        finally:
+            self._ctx.within = None
 
     def __repr__(self) -> str:
         return f"Filter({self.text!r})"
@@ -120,6 +131,15 @@ def _compile(node: Node, lists: IPLists, used: set[str]) -> _Eval | None:
         return m
 
     return disj
+
+
+class _Context:
+    """Per-evaluation state shared by the compiled rules (the ``within`` mask)."""
+
+    __slots__ = ("within",)
+
+    def __init__(self) -> None:
+        self.within: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
