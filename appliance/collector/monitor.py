@@ -57,6 +57,9 @@ class Monitor:
         self.rows_exported = 0
         self.flows_matched = 0
         self.export_errors = 0
+        #: called with (object name, batch, selected rows) for every object that matched
+        #: flows in a batch (the moving averages); under the monitor's lock
+        self.row_sinks: list[Callable[[str, FlowBatch, np.ndarray], None]] = []
         self._objs = self._build(objects, {})
 
     # ---- configuration -------------------------------------------------------------------
@@ -148,6 +151,8 @@ class Monitor:
                 r.flows += len(rows)
                 if r.dumper is not None:
                     r.dumper.dump(batch.take(rows))  # type: ignore[attr-defined]
+                for sink in self.row_sinks:
+                    sink(r.mo.name, batch, rows)
                 for w in r.windows:
                     if not w.active:
                         continue

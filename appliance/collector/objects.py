@@ -16,7 +16,7 @@ A mo.conf (JSON with comments):
     {"name": "saddr", "fields": ["packets desc", "octets desc", "src host"],
      "time": 30, "limit": 20, "extended": false, "create-index": true}
   ],
-  "mavg": [ ... ]                              // kept for the moving averages (not run yet)
+  "mavg": [ ... ]                              // moving averages: see appliance.collector.mavg
 }
 ```
 
@@ -77,7 +77,8 @@ class MonitoringObject:
         filter_text / filter: the expression and its compiled form.
         dump_flows: per-object flow dump target ("none" = off).
         windows: the ``fwm`` entries.
-        mavg: the ``mavg`` entries as written (for the moving averages, not run yet).
+        mavg: the ``mavg`` entries as written.
+        averages: the same, validated (`MavgSpec`).
         parent: the parent object's name, None at the top.
     """
 
@@ -89,6 +90,7 @@ class MonitoringObject:
     windows: tuple[WindowSpec, ...] = ()
     mavg: tuple[dict, ...] = ()
     parent: str | None = None
+    averages: tuple = ()  # MavgSpec, validated (appliance.collector.mavg)
     children: list[MonitoringObject] = field(default_factory=list)
 
     def table(self, window: str) -> str:
@@ -289,17 +291,15 @@ def load_object(
     if not isinstance(mavg, list) or not all(isinstance(m, dict) for m in mavg):
         chk.error(("mavg",), '"mavg" must be a list of objects like {"name": "pps", "fields": [...]}')
         mavg = []
-    for i, m in enumerate(mavg):
-        for j, text in enumerate(m.get("fields", []) if isinstance(m.get("fields"), list) else []):
-            try:
-                parse_field(text)
-            except FieldError as exc:
-                chk.error(("mavg", i, "fields", j), str(exc))
+    from appliance.collector.mavg import parse_averages
+
+    averages = parse_averages(chk, mavg, name, path.parent)
     if "classification" in doc:
         chk.warn(("classification",), "classification is not supported yet and is ignored", key=True)
     if len(errors) > n_err or flt is None:
         return None
-    return MonitoringObject(name, path, ftext, flt, dump, tuple(windows), tuple(mavg), parent)
+    return MonitoringObject(name, path, ftext, flt, dump, tuple(windows), tuple(mavg), parent,
+                            averages=averages)
 
 
 def load_objects(
@@ -342,6 +342,11 @@ def load_objects(
             walk(sub, mo, parent_failed or mo is None)
 
     walk(root, None, False)
+    from appliance.collector.mavg import check_ext_references
+
+    ext_errors, ext_warnings = check_ext_references(out)
+    errors.extend(ext_errors)
+    warnings.extend(ext_warnings)
     if errors:
         raise ConfigErrors(errors)
     return out
