@@ -234,7 +234,8 @@ class Monitoring:
         self._time_ns = time.time_ns
         collector.sinks.insert(0, self.monitor)
         collector.tickers.append(self.tick)
-        collector.stats_sections["monitoring"] = self.monitor.stats
+        if hasattr(collector, "stats_sections"):
+            collector.stats_sections["monitoring"] = self.monitor.stats
 
     def request_reload(self) -> None:
         """Safe from a signal handler: the reload happens on the collector's thread."""
