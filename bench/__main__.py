@@ -23,6 +23,10 @@ BENCHMARKS = {
                 "UdpReceiver (recvmmsg) vs a recvfrom_into loop, loopback drain rate"),
     "collect": ("bench.bench_collect_vs_nfcapd", ["--quick"],
                 "live UDP: mirrorflow collect vs nfcapd, highest lossless rate and ratio"),
+    "fwm": ("bench.bench_fwm", ["--quick"],
+            "monitoring objects + fixed windows from memory (3 objects, 6 windows, 65 k sources)"),
+    "objects": ("bench.bench_objects_udp", None,
+                "live UDP through monitoring objects + windows + .sql export: lossless rate, ns/flow"),
     "probe": ("bench.bench_probe", None,
               "probe vs softflowd on a veth mirror (root, netns, tcpreplay, softflowd)"),
 }  # fmt: skip
