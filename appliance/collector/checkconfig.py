@@ -234,6 +234,9 @@ class Monitoring:
         self._time_ns = time.time_ns
         collector.sinks.insert(0, self.monitor)
         collector.tickers.append(self.tick)
+        from appliance.collector.alerts import attach
+
+        self.averages = attach(collector, self.monitor, cfg, runtime.objects, live)
         if hasattr(collector, "stats_sections"):
             collector.stats_sections["monitoring"] = self.monitor.stats
 
@@ -259,6 +262,7 @@ class Monitoring:
             log.error("reload refused, the running configuration stays: %d error(s):\n%s", len(exc.errors), exc)
             return False
         self.monitor.replace(rt.objects)
+        self.averages.replace(rt.objects)
         self.collector.decoder.set_devices(rt.devices)
         for w in rt.warnings:
             log.warning("%s", w)
@@ -267,4 +271,5 @@ class Monitoring:
         return True
 
     def close(self) -> None:
+        self.averages.close()
         self.monitor.close()

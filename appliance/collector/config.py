@@ -20,7 +20,9 @@ A xenoeye.conf works unchanged (JSON with comments). Keys the collector reads to
   "export-dir": "/var/lib/mirrorflow/exp",                // xenoeye-style .sql files (optional)
   "db": "host=/run/postgresql dbname=mirrorflow",         // PostgreSQL DSN: COPY via the spool
   "spool-dir": "/var/lib/mirrorflow/spool",               // windows waiting for the database
-  "spool-max-mb": 1024, "spool-max-files": 100000         // the spool's bound (then: alarm)
+  "spool-max-mb": 1024, "spool-max-files": 100000,        // the spool's bound (then: alarm)
+  "notifications-dir": "/var/lib/mirrorflow/notifications", // moving-average alert files
+  "script-timeout": 30                                    // s before an alert script is killed
 }
 ```
 
@@ -58,6 +60,8 @@ class CollectorConfig:
     spool_dir: Path | None = None
     spool_max_mb: float = 1024.0
     spool_max_files: int = 100_000
+    notifications_dir: Path | None = Path("/var/lib/mirrorflow/notifications")
+    script_timeout_s: float = 30.0
     raw: dict = field(default_factory=dict)
 
 
@@ -102,7 +106,7 @@ def load_config(path: Path | str) -> CollectorConfig:
     if "devices" in doc:
         cfg.devices_file = Path(doc["devices"])
     for key, attr in (("mo-dir", "mo_dir"), ("iplists-dir", "iplists_dir"), ("export-dir", "export_dir"),
-                      ("spool-dir", "spool_dir")):  # fmt: skip
+                      ("spool-dir", "spool_dir"), ("notifications-dir", "notifications_dir")):  # fmt: skip
         if key in doc:
             if not isinstance(doc[key], str) or not doc[key]:
                 raise ConfigError(p, 0, 0, f"{key} must be a directory path")
@@ -117,7 +121,7 @@ def load_config(path: Path | str) -> CollectorConfig:
     cfg.dump_flows = dump
     for key, attr in (("rcvbufsize_m", "rcvbuf_mb"), ("stats-interval", "stats_interval_s"),
                       ("pending-max-age", "pending_max_age_s"), ("spool-max-mb", "spool_max_mb"),
-                      ("spool-max-files", "spool_max_files")):  # fmt: skip
+                      ("spool-max-files", "spool_max_files"), ("script-timeout", "script_timeout_s")):  # fmt: skip
         if key in doc:
             value = doc[key]
             if not isinstance(value, (int, float)) or value < 0:
