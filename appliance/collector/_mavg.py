@@ -67,6 +67,7 @@ def update(
     limrow: np.ndarray, over: np.ndarray,
     lkeys: np.ndarray, lrow: np.ndarray,
     thr: np.ndarray,  # float64[nrows, nlevels, na]: per second; NaN = not checked
+    thrmin: np.ndarray,  # float64[nrows, na]: the lowest overlimit threshold (NaN: none)
     nover: int,  # levels 0..nover-1 are overlimit levels (checked here)
     state: np.ndarray,  # int64[5]
     ev_slot: np.ndarray, ev_level: np.ndarray, ev_counter: np.ndarray,
@@ -127,6 +128,12 @@ def update(
             for a in range(na):
                 vals[slot, a] += float(valcols[a, i])
         lr = limrow[slot]
+        near = False  # most flows are below every level: one comparison per counter
+        for a in range(na):
+            if vals[slot, a] * inv_t >= thrmin[lr, a]:
+                near = True
+        if not near:
+            continue
         for lv in range(nover):
             bit = np.uint32(1) << np.uint32(lv)
             if over[slot] & bit:

@@ -469,6 +469,10 @@ class MovingAverage:
         for key, row in rows.items():
             _mavg.insert_limits(self.lkeys, self.lrow, np.array(key, np.uint64), self.nk, row)
         self.thr = thr
+        # the lowest overlimit threshold per row and counter lets the kernel skip the levels
+        over = np.where(np.isnan(thr[:, : self.nover]), np.inf, thr[:, : self.nover])
+        lowest = over.min(axis=1, initial=np.inf)
+        self.thrmin = np.where(np.isinf(lowest), np.nan, lowest)
         used = np.flatnonzero(self.used)
         for s in used:  # few after a reload; the kernels look limits up only for new keys
             self.limrow[s] = rows.get(tuple(int(w) for w in self.keys[s, : self.nk]), 0)
@@ -537,7 +541,7 @@ class MovingAverage:
         while True:
             start = _mavg.update(start, rows, keycols, valcols, times, self.time_ns, self.keys, self.vals,
                                  self.tprev, self.used, self.limrow, self.over, self.lkeys, self.lrow,
-                                 self.thr, self.nover, self.state, *self._ev)  # fmt: skip
+                                 self.thr, self.thrmin, self.nover, self.state, *self._ev)  # fmt: skip
             raised += self._events()  # before a rebuild: slots move
             if start >= len(rows):
                 return raised
