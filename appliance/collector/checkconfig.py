@@ -231,6 +231,9 @@ class Monitoring:
                                dumper_factory=lambda target: FlowDumper(target, collector.decoder))  # fmt: skip
         self._reload = threading.Event()
         self._live = live
+        #: +1 per applied reload, and when (the live API shows both)
+        self.generation = 1
+        self.loaded_at = time.time()
         self._time_ns = time.time_ns
         collector.sinks.insert(0, self.monitor)
         collector.tickers.append(self.tick)
@@ -264,6 +267,8 @@ class Monitoring:
         self.monitor.replace(rt.objects)
         self.averages.replace(rt.objects)
         self.collector.decoder.set_devices(rt.devices)
+        self.generation += 1
+        self.loaded_at = self._time_ns() / 1e9
         for w in rt.warnings:
             log.warning("%s", w)
         log.info("reloaded: %d monitoring objects, %d windows, %d IP lists, %d devices", len(rt.objects),

@@ -66,6 +66,10 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export-dir", type=Path, help="write each closed window as a xenoeye-style .sql file here")
     p.add_argument("--db", metavar="DSN", help="load windows into PostgreSQL (COPY through the spool)")
     p.add_argument("--spool-dir", type=Path, help="windows waiting for the database (default /var/lib/mirrorflow/spool)")
+    p.add_argument("--api", metavar="ADDR:PORT",
+                   help="live API + Prometheus /metrics (default 127.0.0.1:8787 live, off with --pcap; 'off')")
+    p.add_argument("--probe-stats", type=Path, metavar="FILE",
+                   help="the probe's stats.json served at /api/v1/probe (default /run/mirrorflow/probe/stats.json)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_collect)
 
@@ -96,6 +100,7 @@ def run_collect(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     from appliance.collector.checkconfig import Monitoring, load_runtime
+    from appliance.collector.api import LiveApi, settings_from_config
     from appliance.collector.objects import ConfigErrors
 
     monitoring = None
@@ -105,6 +110,8 @@ def run_collect(args: argparse.Namespace) -> int:
         collector = Collector(cfg)
         if runtime is not None:
             monitoring = Monitoring(collector, cfg, runtime, live=not args.pcap)
+        api = LiveApi(collector, monitoring, settings_from_config(
+            cfg.raw, args.api, args.probe_stats, default_api="off" if args.pcap else "127.0.0.1:8787"))
     except ConfigErrors as exc:  # an invalid configuration never starts
         print(f"mirrorflow collect: refusing to start, {len(exc.errors)} configuration error(s):\n{exc}",
               file=sys.stderr)  # fmt: skip
@@ -112,6 +119,11 @@ def run_collect(args: argparse.Namespace) -> int:
     except (MirrorflowError, OSError) as exc:
         print(f"mirrorflow collect: {exc}", file=sys.stderr)
         return 2
+    try:
+        api.start()
+    except OSError as exc:  # collecting matters more than the API: run without it
+        log.error("live API not started: cannot listen on %s: %s (set api / --api to another "
+                  "ADDR:PORT, or off)", api.settings.address, exc)
     if args.pcap:
         try:
             collector.run_pcap(args.pcap, args.pcap_port)
@@ -122,6 +134,7 @@ def run_collect(args: argparse.Namespace) -> int:
             collector.close()
             if monitoring is not None:
                 monitoring.close()  # the last windows of the capture are exported too
+            api.close()
         collector.log_stats(0)
         return 0
 
@@ -144,6 +157,7 @@ def run_collect(args: argparse.Namespace) -> int:
     finally:
         if monitoring is not None:
             monitoring.close()
+        api.close()
     collector.log_stats(0)
     return 0
 
