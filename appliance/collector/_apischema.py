@@ -94,17 +94,25 @@ FLOW = {"type": "object", "required": ["exporter", "source_id", "record_kind", "
         "properties": {"exporter": STR, "source_id": INT, "record_kind": STR, "version": INT,
                        "recv_time_ns": INT}}  # fmt: skip
 
-#: one moving-average key (filled when the moving averages publish their state)
-MAVG = obj({
-    "object": STR, "mavg": STR, "key": {"type": "object"}, "values": {"type": "object"},
-    "thresholds": {"type": "object"}, "level": _opt(STR),
-    "state": {"type": "string", "enum": ["normal", "over", "under", "back2norm"]}, "since": _opt(NUM),
-}, extra=True)  # fmt: skip
+_NUMS = arr({"type": ["number", "null"]})
+LEVEL = obj({"level": STR, "direction": {"type": "string", "enum": ["over", "under"]}, "thresholds": _NUMS,
+             "raised": BOOL})  # fmt: skip
 
+#: one active (or, with ended_at, past) alert: a raised level of one key
 ALERT = obj({
-    "object": STR, "mavg": STR, "level": STR, "key": {"type": "object"}, "kind": {"type": "string", "enum": ["over", "under"]},
-    "started_at": NUM, "ended_at": _opt(NUM), "value": {"type": "object"}, "threshold": {"type": "object"},
-    "script": {"type": ["object", "null"]},
+    "mo": STR, "mavg": STR, "level": STR, "direction": {"type": "string", "enum": ["over", "under"]},
+    "key": arr(STR), "counter": STR, "rate": NUM, "threshold": NUM, "rates": _NUMS, "thresholds": _NUMS,
+    "since": NUM, "over_s": NUM, "back2norm_in_s": _opt(NUM), "notification_file": _opt(STR),
+    "ext": arr(STR), "ended_at": NUM,
+}, extra=True, optional=("ended_at",))  # fmt: skip
+
+#: one moving average (``mavg`` entry of an object): its table and its top keys
+MAVG = obj({
+    "mo": STR, "mavg": STR, "time": NUM, "fields": arr(STR), "counters": arr(STR),
+    "keys": INT, "capacity": INT, "memory_bytes": INT, "mem_limit_bytes": INT, "refused_keys": INT,
+    "evicted_keys": INT,
+    "top": arr(obj({"key": arr(STR), "rates": arr(NUM), "levels": arr(LEVEL)})),
+    "alerts": arr({**ALERT, "required": [k for k in ALERT["required"] if k not in ("mo", "mavg")]}),
 }, extra=True)  # fmt: skip
 
 PROBE = obj({"stats_file": _opt(STR), "available": BOOL, "age_s": _opt(NUM), "stale": _opt(BOOL),

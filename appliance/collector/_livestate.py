@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,7 @@ class LiveState:
         probe_stats: the probe's ``stats.json`` (None: no probe section).
         probe_addresses: exporter addresses that are the probe (their role is "probe").
         interval_s: publish period.
+        past_alerts: ended alerts kept for ``/api/v1/alerts``.
         clock: monotonic seconds; wall: seconds since the epoch (both injectable).
     """
 
@@ -137,6 +139,7 @@ class LiveState:
         probe_stats: Path | None = None,
         probe_addresses: tuple[str, ...] = ("127.0.0.1", "::1"),
         interval_s: float = 1.0,
+        past_alerts: int = 200,
         clock: Callable[[], float] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -150,9 +153,14 @@ class LiveState:
         self.flows_per_object = flows_per_object
         self.started_at = wall()
         self.started_mono = self.clock()
-        #: called at every publish for the moving averages' and alerts' state (see docs/api.md)
+        #: called at every publish for the moving averages' state (`alerts.MovingAverages.state`)
         self.mavg_source: Callable[[], list[dict[str, Any]]] | None = None
-        self.alerts_source: Callable[[], dict[str, list[dict[str, Any]]]] | None = None
+        averages = getattr(monitoring, "averages", None)
+        if averages is not None and hasattr(averages, "state"):
+            self.mavg_source = averages.state
+        self.past_alerts_max = past_alerts
+        self._active: dict[tuple, dict[str, Any]] = {}
+        self._past: deque[dict[str, Any]] = deque(maxlen=past_alerts)
         self._by_exp = np.zeros((64, 3), dtype=np.uint64)  # flows, bytes, packets per exporter index
         self.flows = 0
         self._objects: dict[str, list[int]] = {}  # name → [flows, bytes, packets]
@@ -224,7 +232,7 @@ class LiveState:
         probe = self._probe()
         objects = self._objects_list(now)
         mavg = self._call(self.mavg_source, [])
-        alerts = self._call(self.alerts_source, {"active": [], "past": []})
+        alerts = self._alerts(mavg)
         status = self._status(stats, exporters, objects, probe, now)
         snap = Snapshot(
             seq=self._seq, time=self.wall(), status=status, exporters=exporters, objects=objects,
@@ -243,6 +251,22 @@ class LiveState:
         except Exception:  # the API must never stop the collector
             log.exception("live API: state source failed")
             return empty
+
+    def _alerts(self, mavg: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """Active alerts from the moving averages' state; those gone since the last publish
+        become past alerts (ended at this publish, to within the publish period)."""
+        now = self.wall()
+        active: dict[tuple, dict[str, Any]] = {}
+        for m in mavg:
+            for a in m.get("alerts", []):
+                doc = {"mo": m["mo"], "mavg": m["mavg"], **a}
+                ident = (m["mo"], m["mavg"], a["level"], a["direction"], tuple(a["key"]), a["since"])
+                active[ident] = doc
+        for ident, doc in self._active.items():
+            if ident not in active:
+                self._past.append({**doc, "ended_at": now})
+        self._active = active
+        return {"active": list(active.values()), "past": list(self._past)[::-1]}
 
     def _exporters(self, stats: dict[str, Any], now: float) -> list[dict[str, Any]]:
         sampling: dict[str, list[dict[str, Any]]] = {}

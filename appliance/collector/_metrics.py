@@ -1,7 +1,7 @@
 """Prometheus text exposition (format 0.0.4) of a live-API snapshot.
 
 Labels are bounded by configuration, never by traffic: ``exporter`` (the routers and the
-probe), ``object``, ``window``, ``level`` and the fixed decode-error ``kind``. Per-IP numbers
+probe), ``object``, ``window``, ``mavg``, ``level`` and the fixed decode-error ``kind``. Per-IP numbers
 (top talkers) are JSON-only (``/api/v1/windows``).
 """
 
@@ -13,7 +13,7 @@ from appliance.collector._livestate import Snapshot
 
 __all__ = ["render_metrics", "LABELS"]
 
-LABELS = frozenset({"exporter", "object", "window", "level", "kind"})
+LABELS = frozenset({"exporter", "object", "window", "mavg", "level", "kind"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -117,15 +117,18 @@ def render_metrics(snap: Snapshot) -> str:
         if key in mon and isinstance(mon[key], (int, float)):
             o.metric(f"monitoring_{key}", "gauge", f"monitoring gauge {key}", [({}, mon[key])])
 
-    levels: dict[tuple[str, str, str], int] = {}
-    for m in snap.mavg:
-        lvl = m.get("level")
-        if lvl:
-            k = (m.get("object", ""), m.get("mavg", ""), lvl)
-            levels[k] = levels.get(k, 0) + 1
-    o.metric("mavg_keys_over_level", "gauge", "moving-average keys currently at a level",
-             [({"object": a, "window": b, "level": c}, n) for (a, b, c), n in sorted(levels.items())])  # fmt: skip
-    o.metric("alerts_active", "gauge", "active alerts", [({}, len(snap.alerts.get("active", [])))])
+    mv = snap.mavg
+    o.metric("mavg_keys", "gauge", "keys in the moving-average table",
+             [({"object": m["mo"], "mavg": m["mavg"]}, m["keys"]) for m in mv])  # fmt: skip
+    o.metric("mavg_refused_keys_total", "counter", "new keys refused: the table was at mem-m",
+             [({"object": m["mo"], "mavg": m["mavg"]}, m["refused_keys"]) for m in mv])  # fmt: skip
+    active: dict[tuple[str, str, str], int] = {}
+    for a in snap.alerts.get("active", []):
+        k = (a["mo"], a["mavg"], a["level"])
+        active[k] = active.get(k, 0) + 1
+    o.metric("alerts_active", "gauge", "keys with a raised level, per level",
+             [({"object": a, "mavg": b, "level": c}, n) for (a, b, c), n in sorted(active.items())])  # fmt: skip
+    o.metric("alerts_past", "gauge", "ended alerts kept for /api/v1/alerts", [({}, len(snap.alerts.get("past", [])))])
 
     pr = snap.probe
     o.metric("probe_up", "gauge", "1 if the probe's statistics are present and fresh",

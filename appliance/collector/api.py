@@ -46,7 +46,7 @@ ENDPOINTS = {
     "/api/v1/windows/{object}/{window}": "one window",
     "/api/v1/flows?object=NAME&limit=N": "the most recent flows of an object (all flows without object)",
     "/api/v1/mavg": "moving averages: value, threshold, level and state per key",
-    "/api/v1/alerts": "active and past alerts with script results",
+    "/api/v1/alerts": "active alerts and the ones that ended recently",
     "/api/v1/probe": "the probe's statistics (from its stats.json)",
     "/api/v1/schema": "JSON schemas of every response",
     "/metrics": "Prometheus text exposition",
