@@ -68,6 +68,7 @@ EXPORTER = obj({
     "decode_errors": {"type": "object", "additionalProperties": INT},
     "decode_errors_total": INT,
     "sampling": arr(obj({"source_id": INT, "sampler_id": _opt(INT), "rate": INT})),
+    "sampling_rate": INT,
     "rates": _rates("bps", "pps", "flows", "datagrams", "records", "errors"),
     "counters": {"type": "object", "additionalProperties": INT},
 })  # fmt: skip

@@ -40,12 +40,15 @@ _PROBE_STALE_S = 10.0
 
 
 @njit(cache=True, nogil=True)
-def _count_by_exporter(idx: np.ndarray, nbytes: np.ndarray, npkts: np.ndarray, acc: np.ndarray) -> None:
+def _count_by_exporter(idx: np.ndarray, nbytes: np.ndarray, npkts: np.ndarray, rate: np.ndarray,
+                       acc: np.ndarray) -> None:  # fmt: skip
     for i in range(idx.shape[0]):
         e = idx[i]
         acc[e, 0] += 1
         acc[e, 1] += nbytes[i]
         acc[e, 2] += npkts[i]
+        if rate[i] > acc[e, 3]:
+            acc[e, 3] = rate[i]
 
 
 @njit(cache=True, nogil=True)
@@ -127,6 +130,7 @@ class LiveState:
         probe_addresses: exporter addresses that are the probe (their role is "probe").
         interval_s: publish period.
         past_alerts: ended alerts kept for ``/api/v1/alerts``.
+        flows_interval_s: least time between two captures into a flow tail (see `FlowTail`).
         clock: monotonic seconds; wall: seconds since the epoch (both injectable).
     """
 
@@ -140,6 +144,7 @@ class LiveState:
         probe_addresses: tuple[str, ...] = ("127.0.0.1", "::1"),
         interval_s: float = 1.0,
         past_alerts: int = 200,
+        flows_interval_s: float = 0.1,
         clock: Callable[[], float] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -151,6 +156,7 @@ class LiveState:
         self.probe_stats = probe_stats
         self.probe_addresses = frozenset(probe_addresses)
         self.flows_per_object = flows_per_object
+        self.flows_interval_s = flows_interval_s
         self.started_at = wall()
         self.started_mono = self.clock()
         #: called at every publish for the moving averages' state (`alerts.MovingAverages.state`)
@@ -161,11 +167,12 @@ class LiveState:
         self.past_alerts_max = past_alerts
         self._active: dict[tuple, dict[str, Any]] = {}
         self._past: deque[dict[str, Any]] = deque(maxlen=past_alerts)
-        self._by_exp = np.zeros((64, 3), dtype=np.uint64)  # flows, bytes, packets per exporter index
+        # per exporter index: flows, bytes, packets, highest sampling rate applied
+        self._by_exp = np.zeros((64, 4), dtype=np.uint64)
         self.flows = 0
         self._objects: dict[str, list[int]] = {}  # name → [flows, bytes, packets]
         self._tails: dict[str, FlowTail] = {}
-        self._all_tail = FlowTail(flows_per_object, self.clock)
+        self._all_tail = FlowTail(flows_per_object, self.clock, flows_interval_s)
         self._windows: dict[tuple[str, str], dict[str, Any]] = {}
         self._meter = RateMeter()
         self._exp_meters: dict[str, RateMeter] = {}
@@ -188,10 +195,10 @@ class LiveState:
         idx = batch["exporter_index"]
         top = int(idx.max())
         if top >= self._by_exp.shape[0]:
-            grown = np.zeros((max(top + 1, 2 * self._by_exp.shape[0]), 3), dtype=np.uint64)
+            grown = np.zeros((max(top + 1, 2 * self._by_exp.shape[0]), 4), dtype=np.uint64)
             grown[: self._by_exp.shape[0]] = self._by_exp
             self._by_exp = grown
-        _count_by_exporter(idx, batch["bytes"], batch["packets"], self._by_exp)
+        _count_by_exporter(idx, batch["bytes"], batch["packets"], batch["sampling_rate"], self._by_exp)
         self.flows += batch.n
         self._all_tail.offer(batch, None, self.collector.decoder)
 
@@ -205,7 +212,7 @@ class LiveState:
         acc[2] += int(p)
         tail = self._tails.get(mo)
         if tail is None:
-            tail = self._tails[mo] = FlowTail(self.flows_per_object, self.clock)
+            tail = self._tails[mo] = FlowTail(self.flows_per_object, self.clock, self.flows_interval_s)
         tail.offer(batch, rows, self.collector.decoder)
 
     def on_window(self, table: WindowTable) -> None:
@@ -277,7 +284,8 @@ class LiveState:
         for i, e in enumerate(stats["exporters"]):
             c = {k: v for k, v in e.items() if k != "address"}
             addr = e["address"]
-            flows, nbytes, npkts = (int(x) for x in self._by_exp[i]) if i < len(self._by_exp) else (0, 0, 0)
+            flows, nbytes, npkts, applied = (int(x) for x in self._by_exp[i]) if i < len(self._by_exp) \
+                else (0, 0, 0, 0)  # fmt: skip
             meter = self._exp_meters.setdefault(addr, RateMeter())
             errors = {k: c.get(f"err_{k}", 0) for k in DECODE_ERROR_KINDS}
             meter.add(now, {"datagrams": c["packets"], "records": c["records"], "flows": flows,
@@ -303,6 +311,7 @@ class LiveState:
                 "decode_errors": errors,
                 "decode_errors_total": sum(errors.values()),
                 "sampling": sampling.get(addr, []),
+                "sampling_rate": max(applied, 1),
                 "rates": _traffic_rates(rates, ("datagrams", "records", "errors")),
                 "counters": c,
             })  # fmt: skip

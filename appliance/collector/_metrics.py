@@ -87,8 +87,8 @@ def render_metrics(snap: Snapshot) -> str:
                  lambda e: e["sequence"]["lost_flows"])  # fmt: skip
     per_exporter("exporter_sequence_resets_total", "counter", "sequence numbers that went backwards",
                  lambda e: e["sequence"]["resets"])  # fmt: skip
-    per_exporter("exporter_sampling_rate", "gauge", "highest sampling rate learned or configured (1 = unsampled)",
-                 lambda e: max((s["rate"] for s in e["sampling"]), default=1))  # fmt: skip
+    per_exporter("exporter_sampling_rate", "gauge", "highest sampling rate applied to its flows (1 = unsampled)",
+                 lambda e: e["sampling_rate"])  # fmt: skip
     o.metric("exporter_decode_errors_total", "counter", "malformed input by kind",
              [({"exporter": e["address"], "kind": k}, v) for e in ex for k, v in e["decode_errors"].items()])  # fmt: skip
 

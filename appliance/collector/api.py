@@ -94,12 +94,16 @@ class ApiSettings:
         probe_stats: the probe's stats.json [``probe-stats``].
         probe_addresses: exporter addresses shown as the probe [``probe-address``].
         flows: records in each flow tail [``api-flows``].
+        flows_interval_s: least time between two captures into a tail (0: every batch).
+        interval_s: how often the collector's thread publishes a snapshot.
     """
 
     address: tuple[str, int] | None = ("127.0.0.1", 8787)
     probe_stats: Path | None = DEFAULT_PROBE_STATS
     probe_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
     flows: int = DEFAULT_FLOWS
+    flows_interval_s: float = 0.1
+    interval_s: float = 1.0
 
 
 def settings_from_config(raw: dict[str, Any], api: str | None = None, probe_stats: Path | None = None,
@@ -277,7 +281,9 @@ class LiveApi:
         self.settings = settings or ApiSettings()
         self.state = LiveState(collector, monitoring, flows_per_object=self.settings.flows,
                                probe_stats=self.settings.probe_stats,
-                               probe_addresses=self.settings.probe_addresses, clock=clock)  # fmt: skip
+                               probe_addresses=self.settings.probe_addresses,
+                               flows_interval_s=self.settings.flows_interval_s,
+                               interval_s=self.settings.interval_s, clock=clock)  # fmt: skip
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
