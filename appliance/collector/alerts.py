@@ -471,7 +471,7 @@ def attach(collector: Any, monitor: Any, cfg: Any, objects: list[Any], live: boo
     replay the monitor is fed through a `ReplaySlicer` so the packets' time rules.
     """
     notif = getattr(cfg, "notifications_dir", None)
-    if notif is not None:
+    if notif is not None and any(getattr(o, "averages", ()) for o in objects):
         try:
             Path(notif).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
