@@ -261,8 +261,8 @@ class LiveState:
 
     def _alerts(self, mavg: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Active alerts from the moving averages' state; those gone since the last publish
-        become past alerts (ended at this publish, to within the publish period)."""
-        now = self.wall()
+        become past alerts, ended when last seen active (in the alerts' own time: the packets'
+        on replay), so to within the publish period."""
         active: dict[tuple, dict[str, Any]] = {}
         for m in mavg:
             for a in m.get("alerts", []):
@@ -271,7 +271,7 @@ class LiveState:
                 active[ident] = doc
         for ident, doc in self._active.items():
             if ident not in active:
-                self._past.append({**doc, "ended_at": now})
+                self._past.append({**doc, "ended_at": doc["since"] + doc["over_s"]})
         self._active = active
         return {"active": list(active.values()), "past": list(self._past)[::-1]}
 
