@@ -11,7 +11,8 @@ spacing of the flows (xenoeye's ``N − (Δt/T)·N + V`` is its first-order appr
 A key's threshold row ``limrow[s]`` (0 = the defaults, else a line of a limits file) is
 looked up once when the key is created; ``over[s]`` has one bit per level that is
 currently raised, so each crossing is reported once as an event. Keys with a raised bit
-are never evicted.
+are never evicted, nor keys whose limits row is one of the first ``pinned`` rows (the keys
+an underlimit's limits file lists: tracked from the start, see `seed`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from numba import njit
 
 from appliance.collector._aggregate import _mix
 
-__all__ = ["update", "rebuild", "find", "scan_under"]
+__all__ = ["update", "rebuild", "find", "scan_under", "seed"]
 
 # state[]: what the kernels count (int64 so Python can read it without a return tuple)
 COUNT, MAX_KEYS, REFUSED, NEVENTS, REFUSE_MODE = range(5)
@@ -82,6 +83,7 @@ def update(
     na = valcols.shape[0]
     mask = np.uint64(keys.shape[0] - 1)
     inv_t = 1.0 / time_ns * 1e9  # N → per second
+    one_row = 1 if thr.shape[0] == 1 else 0
     count = state[COUNT]
     nev = state[NEVENTS]
     for r in range(start, rows.shape[0]):
@@ -127,7 +129,7 @@ def update(
                 tprev[slot] = t
             for a in range(na):
                 vals[slot, a] += float(valcols[a, i])
-        lr = limrow[slot]
+        lr = limrow[slot] if one_row == 0 else 0  # without limits files: no extra memory read
         near = False  # most flows are below every level: one comparison per counter
         for a in range(na):
             if vals[slot, a] * inv_t >= thrmin[lr, a]:
@@ -158,17 +160,18 @@ def rebuild(
     limrow: np.ndarray, over: np.ndarray,
     nkeys: np.ndarray, nvals: np.ndarray, ntprev: np.ndarray, nused: np.ndarray,
     nlimrow: np.ndarray, nover: np.ndarray,
-    nk: int, now: int, idle_ns: int,
+    nk: int, now: int, idle_ns: int, pinned: int,
 ) -> int:  # fmt: skip
     """Copy the slots into the new (empty) arrays, leaving out keys idle longer than
-    ``idle_ns`` (idle_ns < 0: keep all) unless a level is raised on them; returns the count."""
+    ``idle_ns`` (idle_ns < 0: keep all) unless a level is raised on them or their limits row
+    is ≤ ``pinned``; returns the count."""
     na = vals.shape[1]
     mask = np.uint64(nkeys.shape[0] - 1)
     count = 0
     for s in range(keys.shape[0]):
         if used[s] == 0:
             continue
-        if idle_ns >= 0 and over[s] == 0 and now - tprev[s] > idle_ns:
+        if idle_ns >= 0 and over[s] == 0 and now - tprev[s] > idle_ns and not 0 < limrow[s] <= pinned:
             continue
         h = np.uint64(0x9E3779B97F4A7C15)
         for k in range(nk):
@@ -262,3 +265,51 @@ def scan_under(
                         nev += 1
                     break
     return nev
+
+
+@njit(cache=True, nogil=True)
+def seed(
+    keys: np.ndarray, vals: np.ndarray, tprev: np.ndarray, used: np.ndarray,
+    limrow: np.ndarray, over: np.ndarray,
+    new_keys: np.ndarray, new_rows: np.ndarray, nk: int, state: np.ndarray,
+) -> int:  # fmt: skip
+    """Insert keys not in the table with a zero sum, last seen "never" (tprev 0: any time
+    decays it to nothing) and their limits row; keys beyond ``state[MAX_KEYS]`` are refused
+    and counted. Returns how many were inserted."""
+    na = vals.shape[1]
+    mask = np.uint64(keys.shape[0] - 1)
+    count = state[COUNT]
+    added = 0
+    for i in range(new_keys.shape[0]):
+        h = np.uint64(0x9E3779B97F4A7C15)
+        for k in range(nk):
+            h = _mix(h, new_keys[i, k])
+        slot = h & mask
+        found = False
+        while used[slot] != 0:
+            same = True
+            for k in range(nk):
+                if keys[slot, k] != new_keys[i, k]:
+                    same = False
+                    break
+            if same:
+                found = True
+                break
+            slot = (slot + np.uint64(1)) & mask
+        if found:
+            continue
+        if count >= state[MAX_KEYS]:
+            state[REFUSED] += 1
+            continue
+        used[slot] = 1
+        for k in range(nk):
+            keys[slot, k] = new_keys[i, k]
+        for a in range(na):
+            vals[slot, a] = 0.0
+        tprev[slot] = 0
+        limrow[slot] = new_rows[i]
+        over[slot] = 0
+        count += 1
+        added += 1
+    state[COUNT] = count
+    return added

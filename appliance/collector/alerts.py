@@ -41,6 +41,7 @@ log = logging.getLogger("mirrorflow.mavg")
 _NS = 1_000_000_000
 _REFRESH_NS = 3 * _NS  # notification files: rewritten with the current value
 _UNDER_EVERY_NS = _NS
+_REFUSED_LOG_NS = 60 * _NS
 
 
 @dataclass(slots=True)
@@ -111,6 +112,7 @@ class MovingAverages:
         self._last_under = 0
         self._last_dump: dict[tuple[str, str], int] = {}
         self._notif_error_logged = False
+        self._refused_logged: dict[tuple[str, str], tuple[int, int | None]] = {}  # refused count, when
         self.replace(objects)
 
     # ---- configuration ---------------------------------------------------------------------
@@ -129,6 +131,7 @@ class MovingAverages:
                     avg.set_levels(spec)
                 else:
                     avg = MovingAverage(spec, o.name)
+                    self._refused_logged.pop((o.name, spec.name), None)
                 self._avgs[(o.name, spec.name)] = avg
                 self._by_mo.setdefault(o.name, []).append(avg)
         for ident, a in list(self.alerts.items()):
@@ -172,15 +175,31 @@ class MovingAverages:
         if self.start is None and self.now:
             self.start = self.now
         self._process_raised()
+        for avg in self._avgs.values():  # a table new after a reload starts its own clock
+            if avg.start_ns is None and self.now:
+                avg.start_ns = self.now
         if self.now - self._last_under >= _UNDER_EVERY_NS:
             self._last_under = self.now
             for avg in self._avgs.values():
-                if self.start is not None and self.now - self.start >= avg.time_ns:
+                if avg.start_ns is not None and self.now - avg.start_ns >= avg.time_ns:
                     for r in avg.scan_under(self.now):
                         self._raise(avg, r, self.now)
         for a in list(self.alerts.values()):
             self._evaluate(a)
         self._dumps()
+        self._log_refused()
+
+    def _log_refused(self) -> None:
+        """New keys refused for mem-m: logged when it starts, then at most once a minute."""
+        for ident, avg in self._avgs.items():
+            logged, at = self._refused_logged.get(ident, (0, None))
+            n = avg.refused
+            if n <= logged or (at is not None and self.now - at < _REFUSED_LOG_NS):
+                continue
+            self._refused_logged[ident] = (n, self.now)
+            log.warning("%s %s: the key table is full (mem-m %g MiB, %d keys): %d new keys refused%s; "
+                        "raise mem-m or narrow the key fields", avg.mo, avg.spec.name, avg.spec.mem_m, avg.count,
+                        n - logged, f" in the last {(self.now - at) / _NS:.0f} s" if at is not None else "")  # fmt: skip
 
     def _process_raised(self) -> None:
         pending, self._raised = self._raised, []

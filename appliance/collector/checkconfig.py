@@ -166,8 +166,11 @@ def run_check_config(args: argparse.Namespace) -> int:
         for w in rt.warnings:
             print(w, file=sys.stderr)
         nwin = sum(len(o.windows) for o in rt.objects)
+        navg = sum(len(getattr(o, "averages", ())) for o in rt.objects)
+        nlev = sum(len(m.levels) for o in rt.objects for m in getattr(o, "averages", ()))
         print(f"configuration OK: {len(rt.objects)} monitoring objects, {nwin} windows, "
-              f"{len(rt.iplists)} IP lists, {len(rt.devices)} devices")  # fmt: skip
+              f"{len(rt.iplists)} IP lists, {len(rt.devices)} devices, "
+              f"{navg} moving averages ({nlev} levels)")  # fmt: skip
     return 0
 
 

@@ -66,6 +66,8 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export-dir", type=Path, help="write each closed window as a xenoeye-style .sql file here")
     p.add_argument("--db", metavar="DSN", help="load windows into PostgreSQL (COPY through the spool)")
     p.add_argument("--spool-dir", type=Path, help="windows waiting for the database (default /var/lib/mirrorflow/spool)")
+    p.add_argument("--notifications-dir", type=Path, metavar="DIR",
+                   help="moving-average alert files (default /var/lib/mirrorflow/notifications)")
     p.add_argument("--api", metavar="ADDR:PORT",
                    help="live API + Prometheus /metrics (default 127.0.0.1:8787 live, off with --pcap; 'off')")
     p.add_argument("--probe-stats", type=Path, metavar="FILE",
@@ -85,7 +87,8 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
                         ("rcvbuf_mb", args.rcvbuf_mb), ("stats_interval_s", args.stats_interval),
                         ("stats_file", args.stats_file), ("mo_dir", args.mo_dir),
                         ("iplists_dir", args.iplists_dir), ("export_dir", args.export_dir),
-                        ("db", args.db), ("spool_dir", args.spool_dir)):  # fmt: skip
+                        ("db", args.db), ("spool_dir", args.spool_dir),
+                        ("notifications_dir", args.notifications_dir)):  # fmt: skip
         if value is not None:
             setattr(cfg, attr, value)
     return cfg

@@ -440,6 +440,9 @@ class MovingAverage:
         self.cap_max = max(cap, 2)
         self.state = np.zeros(5, dtype=np.int64)
         self.evicted = 0
+        self.pinned = 0  # limits rows 1..pinned: keys tracked from the start (underlimit files)
+        #: when the alerts first saw this table (underlimits are checked one T later)
+        self.start_ns: int | None = None
         self._alloc(min(1024, self.cap_max))
         self._ev = (np.zeros(_EVENTS, np.int64), np.zeros(_EVENTS, np.int64), np.zeros(_EVENTS, np.int64))
         self.set_levels(spec)
@@ -447,11 +450,22 @@ class MovingAverage:
     # ---- configuration ---------------------------------------------------------------------
 
     def set_levels(self, spec: MavgSpec) -> None:
-        """(Re)build the threshold tables; existing keys are matched against the new limits."""
+        """(Re)build the threshold tables; existing keys are matched against the new limits.
+
+        Keys an underlimit level's limits file lists (with a threshold) are put in the table
+        now, with a zero rate, and never evicted: traffic that should be there and never
+        shows up raises the level one T after the start, like traffic that stops.
+        """
         assert spec.core == self.spec.core
         self.spec = spec
         self.nover = sum(not lv.under for lv in spec.levels)
         rows: dict[tuple[int, ...], int] = {}
+        for lv in spec.levels:  # tracked keys first: rows 1..pinned
+            if lv.under:
+                for key, values in lv.limits:
+                    if any(v is not None for v in values):
+                        rows.setdefault(key, len(rows) + 1)
+        self.pinned = len(rows)
         for lv in spec.levels:
             for key, _ in lv.limits:
                 rows.setdefault(key, len(rows) + 1)
@@ -476,6 +490,22 @@ class MovingAverage:
         used = np.flatnonzero(self.used)
         for s in used:  # few after a reload; the kernels look limits up only for new keys
             self.limrow[s] = rows.get(tuple(int(w) for w in self.keys[s, : self.nk]), 0)
+        if self.pinned:
+            self._seed(list(rows)[: self.pinned])
+
+    def _seed(self, keys: list[tuple[int, ...]]) -> None:
+        need = self.count + len(keys)
+        cap = self.used.shape[0]
+        if need > self.state[_mavg.MAX_KEYS] and cap < self.cap_max:
+            while need > cap // 2 and cap < self.cap_max:
+                cap *= 2
+            self._rebuild(cap)
+        words = np.zeros((len(keys), max(self.nk, 1)), np.uint64)
+        for i, key in enumerate(keys):
+            words[i, : self.nk] = key
+        rows = np.arange(1, len(keys) + 1, dtype=np.int32)
+        _mavg.seed(self.keys, self.vals, self.tprev, self.used, self.limrow, self.over, words, rows,
+                   self.nk, self.state)  # fmt: skip
 
     def _alloc(self, cap: int) -> None:
         self.keys = np.zeros((cap, max(self.nk, 1)), np.uint64)
@@ -495,7 +525,7 @@ class MovingAverage:
         old = (self.keys, self.vals, self.tprev, self.used, self.limrow, self.over)
         self._alloc(cap)
         n = _mavg.rebuild(*old, self.keys, self.vals, self.tprev, self.used, self.limrow, self.over,
-                          self.nk, now, idle_ns)  # fmt: skip
+                          self.nk, now, idle_ns, self.pinned)  # fmt: skip
         self.evicted += int(self.state[_mavg.COUNT]) - n
         self.state[_mavg.COUNT] = n
 
@@ -571,7 +601,8 @@ class MovingAverage:
         return self._events()
 
     def evict_idle(self, now: int, idle_s: float) -> None:
-        """Drop keys idle for longer than idle_s (unless a level is raised on them)."""
+        """Drop keys idle for longer than idle_s (unless a level is raised on them or an
+        underlimit's limits file lists them)."""
         self._rebuild(self.used.shape[0], now, int(idle_s * _NS))
 
     # ---- reading ---------------------------------------------------------------------------

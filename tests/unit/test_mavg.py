@@ -370,3 +370,87 @@ def test_config_errors(tmp_path: Path, mavg: str, message: str) -> None:
     with pytest.raises(ConfigErrors) as exc:
         load_objects(tmp_path / "mo")
     assert message in str(exc.value)
+
+
+# ---- underlimit keys listed in a limits file: tracked from the start ------------------------
+
+
+def underlimit_rig(tmp: Path, listed: str = "10.0.0.1,10000\n10.0.0.3,10000\n") -> Rig:
+    (tmp / "expected.csv").write_text(listed)
+    return Rig(tmp, '{"name": "pps", "time": 2, "fields": ["src host", "packets"], '
+                    + level(tmp, "gone", "[null]", b2n=2, under=True, limits=str(tmp / "expected.csv")) + "}")  # fmt: skip
+
+
+def test_underlimit_key_that_never_shows_up_alerts_one_t_after_start(tmp_path: Path) -> None:
+    rig = underlimit_rig(tmp_path)
+    C = A + 2  # 10.0.0.3: listed, never sends anything
+    avg = rig.avgs.average("lab", "pps")
+    assert avg.count == 2 and avg.rate(key4(C), T0).tolist() == [0.0]
+    rig.run(1.9, {A: 50_000, B: 1000})  # B is not listed and the default is null: never checked
+    assert not rig.scripts("act.sh")
+    rig.run(0.3, {A: 50_000, B: 1000})  # T = 2 s after the first tick (0.1 s)
+    assert rig.scripts("act.sh") == [["lab", "pps", "gone", str(rig.notif / "lab-pps-gone-10.0.0.3"), "10.0.0.3",
+                                      "0", "10000"]]  # fmt: skip
+    assert rig.runner.calls[0][1]["MIRRORFLOW_DIRECTION"] == "under"
+    assert (rig.notif / "lab-pps-gone-10.0.0.3").read_text() == " '10.0.0.3'  0 10000\n"
+    # it shows up: back to normal after back2norm-time; the listed key that sends never alerted
+    rig.run(6, {A: 50_000, C: 50_000})
+    assert [a[4] for a in rig.scripts("b2n.sh")] == ["10.0.0.3"]
+    assert [a[4] for a in rig.scripts("act.sh")] == ["10.0.0.3"]
+
+
+def test_tracked_keys_are_never_evicted_and_follow_a_reload(tmp_path: Path) -> None:
+    rig = underlimit_rig(tmp_path, "10.0.0.3,10000\n")
+    avg = rig.avgs.average("lab", "pps")
+    rig.run(0.5, {A: 1000, B: 1000})
+    avg.evict_idle(rig.now + 10 * NS, 1.0)  # every key idle: A and B go, the listed key stays
+    assert avg.count == 1 and avg.slot(key4(A + 2)) >= 0 and avg.evicted == 2
+    # a reload that lists another key: it is tracked too (and the old one is no longer pinned)
+    (tmp_path / "expected.csv").write_text("10.0.0.4,10000\n")
+    rig.avgs.replace(load_objects(tmp_path / "mo"))
+    assert rig.avgs.average("lab", "pps") is avg
+    assert avg.slot(key4(A + 3)) >= 0 and avg.count == 2
+    avg.evict_idle(rig.now + 10 * NS, 1.0)
+    assert avg.slot(key4(A + 2)) < 0 and avg.slot(key4(A + 3)) >= 0
+
+
+def test_refused_keys_are_logged_at_most_once_a_minute(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mo = tmp_path / "mo" / "lab"
+    mo.mkdir(parents=True)
+    (mo / "mo.conf").write_text('{"mavg": [{"name": "pps", "time": 1, "mem-m": %r, "fields": ["src host", "packets"]}]}'
+                                % (4096 * 41 / 2**20))  # room for 3072 keys  # fmt: skip
+    avgs = MovingAverages(load_objects(tmp_path / "mo"), None, None, FakeRunner())
+    t = T0
+    caplog.set_level("WARNING", logger="mirrorflow.mavg")
+    for i in range(130):  # 130 s, 100 new keys a second while all 3072 stay busy
+        t += NS
+        busy = np.arange(3072) + 0x0B000000
+        avgs.add("lab", flows(np.full(3072, t, np.uint64), busy, 1), np.arange(3072))
+        new = np.arange(100) + 0x0C000000 + i * 100
+        avgs.add("lab", flows(np.full(100, t, np.uint64), new, 1), np.arange(100))
+        avgs.tick(t)
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 3, lines  # at the first refusal, then after 60 s and 120 s
+    assert lines[0].startswith("lab pps: the key table is full (mem-m 0.16") and "3072 keys): 100 new keys refused;" in lines[0]
+    assert "6000 new keys refused in the last 60 s" in lines[1]
+    assert avgs.stats()["mavg_refused_keys"] == 13000
+
+
+def test_check_config_counts_moving_averages_and_collect_takes_notifications_dir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import argparse
+
+    from appliance.cli import main
+    from appliance.collector.cli import _config, add_collect_parser
+
+    mo = tmp_path / "mo" / "lab"
+    mo.mkdir(parents=True)
+    (mo / "mo.conf").write_text('{"mavg": [{"name": "pps", "fields": ["src host", "packets"], "overlimit": '
+                                '[{"default": [1]}, {"default": [2]}]}, {"name": "bps", "fields": ["bits"]}]}')  # fmt: skip
+    assert main(["check-config", "--mo-dir", str(tmp_path / "mo")]) == 0
+    assert ", 2 moving averages (2 levels)" in capsys.readouterr().out
+    ap = argparse.ArgumentParser()
+    add_collect_parser(ap.add_subparsers())
+    args = ap.parse_args(["collect", "--notifications-dir", str(tmp_path / "n")])
+    assert _config(args).notifications_dir == tmp_path / "n"
+    assert _config(ap.parse_args(["collect"])).notifications_dir == Path("/var/lib/mirrorflow/notifications")
