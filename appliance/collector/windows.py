@@ -16,7 +16,20 @@ means ``src``, as xenoeye does):
     proto, tcp-flags, min-ttl, max-ttl, frag-id, endreason, bgp-nh, dir, fwdst, smplr,
     dev-ip (exporter, IPv4 or IPv6), dev-id
 
-and every field of the registry by its own name (``src_addr``, ``in_if``, ``l4_dst_port``…).
+and every field of the registry by its own name (``src_addr``, ``in_if``, ``l4_dst_port``…),
+text fields too (``if_name``, ``vrf_name``, ``http_host``…: grouped by a 128-bit hash of the
+bytes in numba, exported as TEXT).
+
+xenoeye's functions (`appliance.collector._functions`): ``div(a, b)``, ``div_r(a, b, N)``,
+``div_l(a, b, N)`` (also spelled ``divr``/``divl`` as in xenoeye's docs) over aggregates,
+``min(f1, f2)``, ``mfreq(f1, f2)``, and the TEXT-valued ``tfstr(tcp-flags)``,
+``portstr(port)``, ``ppstr(p1, p2)``. Arguments of two-sided fields need ``src``/``dst``
+(``min(src port, dst port)``), as in xenoeye. The column name is xenoeye's: the text with
+every non-alphanumeric character replaced by ``_`` (``div(octets, packets)`` →
+``div_octets__packets_``). Text keys sort by their text. The GeoIP and AS functions
+(``country()``, ``asn()``, ``asd()``, …) need xenoeye's geo databases, which Mirrorflow does
+not read: they are refused with a message saying so.
+
 The time column of a row is the window's end (what xenoeye writes).
 """
 
@@ -31,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from appliance.collector import _functions as fn
 from appliance.collector._aggregate import HashTable
 from appliance.collector.flowbatch import FlowBatch
 from appliance.netflow.registry import REGISTRY, FieldType
@@ -78,9 +92,16 @@ _AGGREGATES: dict[str, tuple[str | None, int]] = {
     "flows": (None, 1), "ioctets": ("initiator_bytes", 1), "roctets": ("responder_bytes", 1),
     "ipackets": ("initiator_packets", 1), "rpackets": ("responder_packets", 1),
 }  # fmt: skip
-_FUNCTIONS = ("div", "div_r", "div_l", "divr", "divl", "min", "mfreq", "tfstr", "portstr",
-              "ppstr", "continent", "country_code", "country", "state", "city", "zip", "lat",
-              "long", "asn", "asd")  # fmt: skip
+#: function name as written → (canonical name, number of field arguments, takes N)
+_FUNCTIONS: dict[str, tuple[str, int, bool]] = {
+    "div": ("div", 2, False), "div_r": ("div_r", 2, True), "divr": ("div_r", 2, True),
+    "div_l": ("div_l", 2, True), "divl": ("div_l", 2, True), "min": ("min", 2, False),
+    "mfreq": ("mfreq", 2, False), "tfstr": ("tfstr", 1, False), "portstr": ("portstr", 1, False),
+    "ppstr": ("ppstr", 2, False),
+}  # fmt: skip
+_GEO_FUNCTIONS = ("continent", "country_code", "country", "state", "city", "zip", "lat", "long", "asn", "asd")
+#: functions whose value is text (computed as a code, rendered at export)
+TEXT_FUNCTIONS = frozenset({"tfstr", "portstr", "ppstr"})
 
 
 class FieldError(ValueError):
@@ -93,10 +114,13 @@ class KeyKind(enum.IntEnum):
     IPV6 = 2  # inet, two words
     IP_ANY = 3  # inet: the IPv6 column when set, else the IPv4 one (as ::ffff:a.b.c.d)
     MAC = 4  # macaddr
+    TEXT = 5  # text field of the registry: two hash words, one representative text per key
+    CODE = 6  # text function (tfstr, portstr, ppstr): one code word, rendered at export
 
 
 _SQL_TYPES = {KeyKind.NUMBER: "BIGINT", KeyKind.IPV4: "INET", KeyKind.IPV6: "INET",
-              KeyKind.IP_ANY: "INET", KeyKind.MAC: "MACADDR"}  # fmt: skip
+              KeyKind.IP_ANY: "INET", KeyKind.MAC: "MACADDR", KeyKind.TEXT: "TEXT",
+              KeyKind.CODE: "TEXT"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +142,9 @@ class FieldSpec:
         source6: for `KeyKind.IP_ANY`, the IPv6 registry field.
         multiplier: for aggregates (``bits`` = bytes × 8).
         kind: for keys, how the words become an SQL value.
+        func: a function's canonical name (``div_r``, ``tfstr``…), None for fields.
+        args: a function's field arguments.
+        param: a function's N (div_r, div_l).
     """
 
     text: str
@@ -128,17 +155,46 @@ class FieldSpec:
     source6: str | None = None
     multiplier: int = 1
     kind: KeyKind = KeyKind.NUMBER
+    func: str | None = None
+    args: tuple[FieldSpec, ...] = ()
+    param: int = 0
 
     @property
     def words(self) -> int:
-        return 0 if self.aggregate else (2 if self.kind in (KeyKind.IPV6, KeyKind.IP_ANY) else 1)
+        return 0 if self.aggregate else (2 if self.kind in (KeyKind.IPV6, KeyKind.IP_ANY, KeyKind.TEXT) else 1)
+
+    @property
+    def columns_read(self) -> tuple[str, ...]:
+        """Registry names this field (or function) reads."""
+        if self.func is not None:
+            return tuple(c for a in self.args for c in a.columns_read)
+        return tuple(c for c in (self.source, self.source6) if c)
 
     @property
     def sqltype(self) -> str:
         return "BIGINT" if self.aggregate else _SQL_TYPES[self.kind]
 
-    def key_words(self, batch: FlowBatch) -> list[np.ndarray]:
-        """The key's uint64 words for every row of the batch."""
+    def key_words(self, batch: FlowBatch, rows: np.ndarray | None = None,
+                  freq: np.ndarray | None = None) -> list[np.ndarray]:  # fmt: skip
+        """The key's uint64 words for every row of the batch.
+
+        Args:
+            batch: the flows.
+            rows: the rows that count (int64 indices, in order): only these are computed for
+                text fields and ``mfreq`` (the others are 0); None = all.
+            freq: ``mfreq``'s running frequency map (uint64[65536]), updated in place;
+                None = a fresh one.
+        """
+        if self.func is not None:
+            return [self._function(batch, rows, freq)]
+        if self.kind == KeyKind.TEXT:
+            if rows is None:
+                rows = np.arange(batch.n, dtype=np.int64)
+            h1 = np.zeros(batch.n, dtype=np.uint64)
+            h2 = np.zeros(batch.n, dtype=np.uint64)
+            refs = batch[self.source]
+            fn.hash_texts(refs if refs.dtype == np.uint64 else refs.astype(np.uint64), batch.raw, rows, h1, h2)
+            return [h1, h2]
         if self.kind == KeyKind.IP_ANY:
             v6 = batch[self.source6] if self.source6 in batch else None
             v4 = batch[self.source]
@@ -153,6 +209,41 @@ class FieldSpec:
         if arr.ndim == 2:
             return [arr[:, 0], arr[:, 1]]
         return [arr]
+
+    def _function(self, batch: FlowBatch, rows: np.ndarray | None, freq: np.ndarray | None) -> np.ndarray:
+        f = self.func
+        if f in ("div", "div_r", "div_l"):
+            a, b = (x.values(batch) for x in self.args)
+            out = np.empty(batch.n, dtype=np.uint64)
+            fn.div_values(np.ascontiguousarray(a, np.uint64), np.ascontiguousarray(b, np.uint64),
+                          {"div": 0, "div_r": 1, "div_l": 2}[f], self.param, out)  # fmt: skip
+            return out
+        cols = [x.key_words(batch)[0].astype(np.uint64, copy=False) for x in self.args]
+        if f == "min":
+            return np.minimum(cols[0], cols[1])
+        if f == "mfreq":
+            out = np.zeros(batch.n, dtype=np.uint64)
+            if rows is None:
+                rows = np.arange(batch.n, dtype=np.int64)
+            if freq is None:
+                freq = np.zeros(1 << 16, dtype=np.uint64)
+            fn.mfreq_values(cols[0], cols[1], rows.astype(np.int64, copy=False), freq, out)
+            return out
+        if f == "tfstr":
+            return cols[0] & np.uint64(0xFF)
+        if f == "portstr":
+            return cols[0] & np.uint64(0xFFFF)
+        assert f == "ppstr"
+        return fn.pp_code(cols[0], cols[1])
+
+    def render(self, codes: np.ndarray) -> np.ndarray:
+        """Text of a CODE field's codes (an object array)."""
+        if self.func == "tfstr":
+            return np.array(fn.TFSTR, dtype=object)[codes.astype(np.int64)]
+        if self.func == "portstr":
+            return np.array(fn.port_texts(), dtype=object)[codes.astype(np.int64)]
+        uniq, inv = np.unique(codes, return_inverse=True)
+        return np.array([fn.pp_text(int(c)) for c in uniq], dtype=object)[inv.reshape(-1)]
 
     def values(self, batch: FlowBatch) -> np.ndarray:
         """The aggregate's contribution of every row (counters are already scaled by sampling)."""
@@ -184,11 +275,7 @@ def parse_field(text: str) -> FieldSpec:
     column = _column_name(bare).lower()
     func = re.match(r"\s*([A-Za-z_]+)\s*\(", bare)
     if func:
-        name = func.group(1).lower()
-        if name in _FUNCTIONS:
-            raise FieldError(f"{text!r}: the function {name}() is not supported yet; "
-                             "remove it from fields (or use the plain field)")
-        raise FieldError(f"{text!r}: unknown function {name}()")
+        return parse_call(text, bare, column, desc)
     direction = None
     if len(words) == 2 and words[0].lower() in ("src", "dst"):
         direction = words[0].lower()
@@ -219,12 +306,85 @@ def parse_field(text: str) -> FieldSpec:
     if name in ("host", "net") and reg in _ANY_FAMILY:
         return FieldSpec(text, column, desc, False, reg, _ANY_FAMILY[reg], kind=KeyKind.IP_ANY)
     if f.ftype in (FieldType.STRING, FieldType.BYTES):
-        raise FieldError(f"{text!r}: text fields cannot be window keys yet; remove it from fields")
+        return FieldSpec(text, column, desc, False, reg, kind=KeyKind.TEXT)
     if reg == "dev_ip6":
         return FieldSpec(text, column, desc, False, reg, kind=KeyKind.IPV6)
     kind = {FieldType.IPV4: KeyKind.IPV4, FieldType.IPV6: KeyKind.IPV6,
             FieldType.MAC: KeyKind.MAC}.get(f.ftype, KeyKind.NUMBER)  # fmt: skip
     return FieldSpec(text, column, desc, False, reg, kind=kind)
+
+
+def parse_call(text: str, bare: str, column: str | None = None, desc: bool = False) -> FieldSpec:
+    """Resolve a function call (``div_r(octets, packets, 100)``, ``tfstr(tcp-flags)``).
+
+    Args:
+        text: the whole entry, for messages.
+        bare: the call without asc/desc.
+
+    Raises:
+        FieldError: unknown function, wrong arguments, GeoIP/AS functions.
+    """
+    m = re.fullmatch(r"\s*([A-Za-z_]+)\s*\((.*)\)\s*", bare, re.S)
+    name = re.match(r"\s*([A-Za-z_]+)", bare).group(1).lower()  # type: ignore[union-attr]
+    if name in _GEO_FUNCTIONS:
+        raise FieldError(f"{text!r}: {name}() needs xenoeye's GeoIP/AS databases (geodb, built by "
+                         "xemkgeodb), which Mirrorflow does not read; remove it (use 'as' for AS numbers "
+                         "the exporter sends)")  # fmt: skip
+    if name not in _FUNCTIONS:
+        known = ", ".join(sorted({v[0] for v in _FUNCTIONS.values()}))
+        raise FieldError(f"{text!r}: unknown function {name}(); known: {known}")
+    if m is None:
+        raise FieldError(f"{text!r}: expected {name}(ARG, ...) with a closing ')'")
+    canon, nargs, takes_n = _FUNCTIONS[name]
+    parts = [a.strip() for a in m.group(2).split(",")]
+    want = nargs + (1 if takes_n else 0)
+    usage = {"div": "div(octets, packets)", "div_r": f"{name}(octets, packets, 100)",
+             "div_l": f"{name}(octets, packets, 10)", "min": "min(src port, dst port)",
+             "mfreq": "mfreq(src port, dst port)", "tfstr": "tfstr(tcp-flags)",
+             "portstr": "portstr(dst port)", "ppstr": "ppstr(src port, dst port)"}[canon]  # fmt: skip
+    if len(parts) != want or not all(parts):
+        raise FieldError(f"{text!r}: {name}() takes {want} argument(s), like {usage}")
+    args: list[FieldSpec] = []
+    for a in parts[:nargs]:
+        if re.match(r"\s*[A-Za-z_]+\s*\(", a):
+            raise FieldError(f"{text!r}: function arguments are fields, not functions ({a!r})")
+        try:
+            spec = parse_field(a)
+        except FieldError as exc:
+            raise FieldError(f"{text!r}: argument {a!r}: {str(exc).split(': ', 1)[-1]}") from None
+        if spec.desc or a.split()[-1].lower() in ("asc", "desc"):
+            raise FieldError(f"{text!r}: asc/desc go after the whole call: {usage} desc")
+        if canon.startswith("div"):
+            if not spec.aggregate:
+                raise FieldError(f"{text!r}: {name}() divides aggregates (octets, bits, packets, flows, "
+                                 f"ioctets, …), not {a!r}: {usage}")  # fmt: skip
+        else:
+            if spec.aggregate:
+                raise FieldError(f"{text!r}: {name}() takes key fields, not the aggregate {a!r}: {usage}")
+            words = a.split()
+            if len(words) == 1 and words[0].lower() in _TWO_SIDED:
+                raise FieldError(f"{text!r}: {a!r} has a source and a destination: write 'src {a}' or "
+                                 f"'dst {a}' ({usage})")  # fmt: skip
+            if spec.kind != KeyKind.NUMBER:
+                raise FieldError(f"{text!r}: {name}() works on numbers (ports, flags, vlans, …), "
+                                 f"not on {a!r}")  # fmt: skip
+            if canon in ("mfreq", "portstr", "ppstr") and REGISTRY[spec.source].size > 2:  # type: ignore[index]
+                raise FieldError(f"{text!r}: {name}() works on 16-bit values (ports, vlans), "
+                                 f"{a!r} is wider")  # fmt: skip
+        args.append(spec)
+    param = 0
+    if takes_n:
+        try:
+            param = int(parts[-1], 0)
+        except ValueError:
+            raise FieldError(f"{text!r}: the last argument of {name}() is a number: {usage}") from None
+        low = 2 if canon == "div_l" else 1
+        if param < low:
+            raise FieldError(f"{text!r}: {name}()'s N must be ≥ {low}: {usage}")
+    kind = KeyKind.CODE if canon in TEXT_FUNCTIONS else KeyKind.NUMBER
+    if column is None:
+        column = _column_name(bare.strip()).lower()
+    return FieldSpec(text, column, desc, False, None, kind=kind, func=canon, args=tuple(args), param=param)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +454,11 @@ class FixedWindow:
         self.flows = 0
         self._nk = sum(f.words for f in spec.keys)
         self._ht = HashTable(self._nk, len(spec.aggregates))
+        # mfreq's frequency maps live as long as the window's definition (as in xenoeye)
+        self._freq = {i: np.zeros(1 << 16, dtype=np.uint64) for i, f in enumerate(spec.keys) if f.func == "mfreq"}
+        # text keys: (hash words) → the text, for the keys of the current window
+        self._texts: dict[int, dict[tuple[int, int], str]] = {
+            i: {} for i, f in enumerate(spec.keys) if f.kind == KeyKind.TEXT}  # fmt: skip
 
     # ---- feeding -------------------------------------------------------------------------
 
@@ -325,18 +490,32 @@ class FixedWindow:
 
     def _add(self, batch: FlowBatch, rows: np.ndarray) -> None:
         n = batch.n
+        rows = rows.astype(np.int64, copy=False)
         keycols = np.empty((self._nk, n), dtype=np.uint64)
         k = 0
-        for f in self.spec.keys:
-            for word in f.key_words(batch):
+        for i, f in enumerate(self.spec.keys):
+            words = f.key_words(batch, rows, self._freq.get(i))
+            if f.kind == KeyKind.TEXT:
+                self._remember_texts(batch, f, rows, words, self._texts[i])
+            for word in words:
                 keycols[k] = word
                 k += 1
         aggs = self.spec.aggregates
         valcols = np.empty((len(aggs), n), dtype=np.uint64)
         for a, f in enumerate(aggs):
             valcols[a] = f.values(batch)
-        self._ht.add(rows.astype(np.int64, copy=False), keycols, valcols)
+        self._ht.add(rows, keycols, valcols)
         self.flows += len(rows)
+
+    @staticmethod
+    def _remember_texts(batch: FlowBatch, f: FieldSpec, rows: np.ndarray, words: list[np.ndarray],
+                        known: dict[tuple[int, int], str]) -> None:  # fmt: skip
+        """Keep one text per new key: decoded once per distinct text and batch, not per flow."""
+        pairs = np.stack([words[0][rows], words[1][rows]], axis=1)
+        uniq, first = np.unique(pairs, axis=0, return_index=True)
+        for (a, b), j in zip(uniq.tolist(), first.tolist()):
+            if (a, b) not in known:
+                known[(a, b)] = batch.text(f.source, int(rows[j])).replace("\x00", "")  # type: ignore[arg-type]
 
     def tick(self, now_ns: int) -> list[WindowTable]:
         """Close the current window if ``now_ns`` is past its end."""
@@ -361,16 +540,41 @@ class FixedWindow:
         table.flows = self.flows
         self._ht.clear()
         self.flows = 0
+        for known in self._texts.values():
+            known.clear()
         return [table]
 
-    def order(self, keys: np.ndarray, sums: np.ndarray) -> np.ndarray:
-        """Row order: by the fields as listed, each ascending or descending."""
+    def texts(self, keys: np.ndarray) -> dict[int, np.ndarray]:
+        """Per text-valued field (index in `spec.fields`): the text of every key row."""
+        out: dict[int, np.ndarray] = {}
+        k = ki = 0
+        for i, f in enumerate(self.spec.fields):
+            if f.aggregate:
+                continue
+            if f.kind == KeyKind.CODE:
+                out[i] = f.render(keys[:, k])
+            elif f.kind == KeyKind.TEXT:
+                known = self._texts[ki]
+                out[i] = np.array([known.get((int(a), int(b)), "") for a, b in zip(keys[:, k].tolist(),
+                                   keys[:, k + 1].tolist())], dtype=object)  # fmt: skip
+            k += f.words
+            ki += 1
+        return out
+
+    def order(self, keys: np.ndarray, sums: np.ndarray, texts: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """Row order: by the fields as listed, each ascending or descending (text by its text)."""
+        if texts is None:
+            texts = self.texts(keys)
         sort_keys: list[np.ndarray] = []  # most significant first
         k = a = 0
-        for f in self.spec.fields:
+        for i, f in enumerate(self.spec.fields):
             if f.aggregate:
                 cols = [sums[:, a]]
                 a += 1
+            elif i in texts:
+                rank = np.unique(texts[i].astype(str), return_inverse=True)[1].reshape(-1)
+                cols = [rank.astype(np.uint64)]
+                k += f.words
             else:
                 cols = [keys[:, k + j] for j in range(f.words)]
                 k += f.words
@@ -381,22 +585,23 @@ class FixedWindow:
 
     def result(self, keys: np.ndarray, sums: np.ndarray, wid: int) -> WindowTable:
         spec = self.spec
-        idx = self.order(keys, sums)
+        texts = self.texts(keys)
+        idx = self.order(keys, sums, texts)
         shown = idx[: spec.limit] if spec.limit else idx
-        rows = [self._row(keys[i], sums[i]) for i in shown]
+        rows = [self._row(keys[i], sums[i], {c: t[i] for c, t in texts.items()}) for i in shown]
         if spec.limit and len(idx) >= spec.limit:
             rest = sums[idx[spec.limit :]].sum(axis=0, dtype=np.uint64) if len(idx) > spec.limit \
                 else np.zeros(len(spec.aggregates), dtype=np.uint64)  # fmt: skip
-            rows.append(self._row(None, rest))
+            rows.append(self._row(None, rest, {}))
         columns = [Column(f.column, f.sqltype) for f in spec.fields]
         end = (wid + 1) * spec.time
         return WindowTable(self.table, end, spec.time, columns, rows, spec.create_index,
                            self.mo, spec.name)  # fmt: skip
 
-    def _row(self, key: np.ndarray | None, sums: np.ndarray) -> tuple:
+    def _row(self, key: np.ndarray | None, sums: np.ndarray, texts: dict[int, str]) -> tuple:
         out: list[object] = []
         k = a = 0
-        for f in self.spec.fields:
+        for i, f in enumerate(self.spec.fields):
             if f.aggregate:
                 out.append(int(sums[a]))
                 a += 1
@@ -406,7 +611,9 @@ class FixedWindow:
                 k += f.words
                 continue
             w = int(key[k])
-            if f.kind == KeyKind.NUMBER:
+            if i in texts:
+                out.append(texts[i])
+            elif f.kind == KeyKind.NUMBER:
                 out.append(w)
             elif f.kind == KeyKind.IPV4:
                 out.append(_ip4(w))

@@ -207,9 +207,9 @@ def test_field_names(text: str, column: str, sqltype: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("src hots", "unknown field"), ("asn(src host)", "not supported yet"), ("src proto", "no src/dst"),
+    [("src hots", "unknown field"), ("asn(src host)", "GeoIP/AS databases"), ("src proto", "no src/dst"),
      ("dst octets", "no direction"), ("desc", "name must come"), ("", "non-empty"),
-     ("if_name", "text fields")],
+     ("country(dst host)", "GeoIP/AS databases"), ("asd(src host) desc", "does not read")],
 )  # fmt: skip
 def test_bad_fields(text: str, words: str) -> None:
     with pytest.raises(FieldError, match=words):

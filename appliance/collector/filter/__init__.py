@@ -42,8 +42,16 @@ whole flags value, as in xenoeye: ``tcp-flags 2`` (or ``0x02``) is "only SYN".
 Fields missing from a batch compare as 0 (addresses as 0.0.0.0 / ::), strings as ''. So an
 IPv6 flow has src_addr 0.0.0.0 and ``not net 10.0.0.0/8`` is true for it.
 
-Not supported yet: xenoeye's functions in filters (``tfstr(...)``, ``div(...)``, GeoIP),
-``dev-mark``, ``class*``, sFlow payload fields (``dns-name``, ``sni``); floating-point fields.
+Functions (xenoeye's): ``div(octets, packets) 100-1500``, ``div_r(a, b, N)`` / ``divr``,
+``div_l(a, b, N)`` / ``divl``, ``min(src port, dst port) 0-1023``, ``mfreq(src port, dst port) 80``
+take numbers and ranges; ``tfstr(tcp-flags) SYN or 'ACK+PSH'``, ``portstr(dst port) 'https (443)'``,
+``ppstr(src port, dst port) '40000 -> https(443)'`` take texts, compared case-insensitively
+(see `appliance.collector._functions` for their exact values). mfreq's frequency map belongs
+to the compiled filter and counts every flow the filter is applied to (for a nested object:
+the flows its parent matched), each argument once.
+
+Not supported: GeoIP/AS functions (they need xenoeye's geo databases), ``dev-mark``,
+``class*``, sFlow payload fields (``dns-name``, ``sni``); floating-point fields.
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.collector.filter._fields import TCP_FLAGS, FilterField
 
 __all__ = ["IntRange", "Flags", "Net", "ListRef", "Text", "Value",
-           "Rule", "Not", "And", "Or", "MatchAll", "Node"]
+           "Rule", "FuncRule", "Not", "And", "Or", "MatchAll", "Node"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,22 @@ class Rule:
 
 
 @dataclass(frozen=True, eq=False)
+class FuncRule:
+    """``FUNC(args) value {or value}``: xenoeye's functions (div, min, mfreq, tfstr, ...).
+
+    ``call`` is the resolved call (a windows `FieldSpec` with ``func`` set); values are
+    numbers/ranges for numeric functions, case-insensitive texts for text functions.
+    """
+
+    call: Any
+    values: tuple[Value, ...]
+    pos: int
+
+    def __str__(self) -> str:
+        return f"{self.call.text} " + " or ".join(str(v) for v in self.values)
+
+
+@dataclass(frozen=True, eq=False)
 class Not:
     child: Node
 
@@ -119,7 +136,7 @@ class MatchAll:
         return ""
 
 
-Node = Rule | Not | And | Or | MatchAll
+Node = Rule | FuncRule | Not | And | Or | MatchAll
 
 
 def _bracket(node: Node) -> str:

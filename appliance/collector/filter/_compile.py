@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.collector.filter._ast import (And, Flags, IntRange, ListRef, MatchAll, Net, Node,
-                                             Not, Or, Rule, Text)
+from appliance.collector import _functions as fn
+from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net,
+                                             Node, Not, Or, Rule, Text)
 from appliance.collector.filter._fields import ValueKind
 from appliance.collector.filter._iplists import IPLists, merge_ranges
 from appliance.collector.filter._kernels import (bucket_index, or_in_ranges, or_in_ranges6,
@@ -47,9 +48,10 @@ def compile_filter(text: str, iplists: IPLists | None = None, source: str = "<fi
     lists = iplists or IPLists.empty()
     tree = parse(text, source, lists)
     used: set[str] = set()
-    fn = _compile(tree, lists, used)
+    ctx = _Context()
+    evaluate = _compile(tree, lists, used, ctx)
     order = {f.name: f.column for f in REGISTRY.fields}
-    return Filter(text, tree, fn, tuple(sorted(used, key=order.__getitem__)))
+    return Filter(text, tree, evaluate, tuple(sorted(used, key=order.__getitem__)), ctx)
 
 
 class Filter:
@@ -96,13 +98,15 @@ class Filter:
         return f"Filter({self.text!r})"
 
 
-def _compile(node: Node, lists: IPLists, used: set[str]) -> _Eval | None:
+def _compile(node: Node, lists: IPLists, used: set[str], ctx: _Context) -> _Eval | None:
     if isinstance(node, MatchAll):
         return None
     if isinstance(node, Rule):
         return _compile_rule(node, lists, used)
+    if isinstance(node, FuncRule):
+        return _compile_function(node, used, ctx)
     if isinstance(node, Not):
-        child = _compile(node.child, lists, used)
+        child = _compile(node.child, lists, used, ctx)
         assert child is not None
 
         def negate(batch: FlowBatch) -> np.ndarray:
@@ -111,7 +115,7 @@ def _compile(node: Node, lists: IPLists, used: set[str]) -> _Eval | None:
 
         return negate
     assert isinstance(node, (And, Or))
-    parts = [_compile(c, lists, used) for c in node.children]
+    parts = [_compile(c, lists, used, ctx) for c in node.children]
     first, rest = parts[0], parts[1:]
     assert first is not None and all(p is not None for p in rest)
     if isinstance(node, And):
@@ -223,3 +227,65 @@ def _compile_rule(rule: Rule, lists: IPLists, used: set[str]) -> _Eval:
         return out
 
     return rule_mask
+
+
+def _compile_function(rule: FuncRule, used: set[str], ctx: _Context) -> _Eval:
+    """A function rule: the function's value per flow (numba/numpy), then the value test.
+
+    ``mfreq`` keeps its frequency map in the compiled filter, counting the flows the filter
+    is applied to (``within``: a nested object's parent mask), each argument once.
+    """
+    call = rule.call
+    used.update(call.columns_read)
+    func = call.func
+    freq = np.zeros(1 << 16, dtype=np.uint64) if func == "mfreq" else None
+    member: np.ndarray | None = None  # text functions: code → matches
+    codes: np.ndarray | None = None
+    lo = hi = None
+    if func in ("tfstr", "portstr"):
+        wanted = {v.value.decode("utf-8", "replace").lower() for v in rule.values if isinstance(v, Text)}
+        table = fn.TFSTR if func == "tfstr" else fn.port_texts()
+        member = np.array([t.lower() in wanted for t in table], dtype=np.bool_)
+    elif func == "ppstr":
+        wanted = [v.value.decode("utf-8", "replace") for v in rule.values if isinstance(v, Text)]
+        codes = np.array(sorted({c for w in wanted for c in _pp_codes(w)}), dtype=np.uint64)
+    else:
+        m = merge_ranges([(v.lo, v.hi) for v in rule.values if isinstance(v, IntRange)])
+        lo = np.array([a for a, _ in m], dtype=np.uint64)
+        hi = np.array([b for _, b in m], dtype=np.uint64)
+
+    def function_mask(batch: FlowBatch) -> np.ndarray:
+        out = np.zeros(batch.n, dtype=np.bool_)
+        if batch.n == 0:
+            return out
+        rows = None
+        if freq is not None:
+            rows = np.flatnonzero(ctx.within) if ctx.within is not None else np.arange(batch.n, dtype=np.int64)
+        values = call.key_words(batch, rows, freq)[0]
+        if member is not None:
+            return member[values.astype(np.int64)]
+        if codes is not None:
+            return np.isin(values, codes)
+        if len(lo):
+            or_in_ranges(values, lo, hi, out)
+        return out
+
+    return function_mask
+
+
+def _pp_codes(text: str) -> list[int]:
+    """The `fn.pp_code` codes whose ppstr text equals `text` (case-insensitive): 0 or 1."""
+    import re
+
+    side = r"\s*(?:([^\s()]+)\s*\((\d+)\)|(\d+))?\s*"
+    m = re.fullmatch(side + "->" + side, text)
+    if m is None:
+        return []
+    ports = []
+    for name_g, num_g, bare_g in (m.group(1, 2, 3), m.group(4, 5, 6)):
+        ports.append(int(num_g) if num_g else int(bare_g) if bare_g else fn.PP_NONE)
+    k1, k2 = ports
+    if k1 > 0xFFFF and k1 != fn.PP_NONE or k2 > 0xFFFF and k2 != fn.PP_NONE or k1 == k2 == fn.PP_NONE:
+        return []
+    code = k1 << 17 | k2
+    return [code] if fn.pp_text(code).lower() == " ".join(text.split()).lower() else []

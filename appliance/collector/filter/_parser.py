@@ -20,8 +20,8 @@ import difflib
 import ipaddress
 import re
 
-from appliance.collector.filter._ast import (And, Flags, IntRange, ListRef, MatchAll, Net, Node,
-                                             Not, Or, Rule, Text, Value)
+from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net,
+                                             Node, Not, Or, Rule, Text, Value)
 from appliance.collector.filter._errors import FilterError
 from appliance.collector.filter._fields import (FILTER_FIELDS, PROTOCOL_SHORTHANDS, PROTOCOLS,
                                                 TCP_FLAGS, UNSUPPORTED, FilterField, ValueKind,
@@ -39,6 +39,11 @@ _MAC = re.compile(r"([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}|([0-9a-fA-F]{4}\.){2}[
 _LOOKS_IP = re.compile(r"[0-9a-fA-F:.]*[:.][0-9a-fA-F:./]*")
 _OPERATORS = {"&&": "and", "&": "and", "||": "or", "|": "or", "!": "not", "==": "", "=": ""}
 _PROTO_FIELD = FILTER_FIELDS["proto"]
+_FUNCTION_NAMES = frozenset({"div", "div_r", "div_l", "divr", "divl", "min", "mfreq", "tfstr", "portstr",
+                             "ppstr", "continent", "country_code", "country", "state", "city", "zip",
+                             "lat", "long", "asn", "asd"})  # fmt: skip
+#: what a numeric function's values are parsed as: numbers and ranges, no names
+_FUNC_NUMBER = FilterField("function", ValueKind.INT)
 
 _HINTS = {
     "port": "a port number, a range like 1024-65535 or a service name like https",
@@ -90,6 +95,8 @@ class _Parser:
         w = tok.lower
         if w in PROTOCOL_SHORTHANDS:
             return w not in field.names
+        if w in _FUNCTION_NAMES:
+            return True
         return w in ("src", "dst", "not") or w in UNSUPPORTED or lookup_field(w, self.registry) is not None
 
     # ---- grammar ----------------------------------------------------------------------
@@ -138,7 +145,9 @@ class _Parser:
         raise self.error(tok.pos, "expected a rule such as 'dst port 443', 'net 10.0.0.0/8', 'not …' "
                                   f"or '(', got {tok.describe()}")
 
-    def rule(self) -> Rule:
+    def rule(self) -> Rule | FuncRule:
+        if self.peek().lower in _FUNCTION_NAMES and self.peek(1).kind is Kind.LPAREN:
+            return self.function_rule()
         tok = self.take()
         direction = None
         if tok.lower in ("src", "dst"):
@@ -165,6 +174,59 @@ class _Parser:
             raise self.error(self.peek().pos, "values are separated by 'or', not ','")
         return Rule(field, direction if field.directional else None, tuple(values), tok.pos)
 
+    def function_rule(self) -> FuncRule:
+        """``div(octets, packets) 100-1500``, ``tfstr(tcp-flags) 'SYN' or 'ACK+PSH'``."""
+        from appliance.collector.windows import FieldError, parse_call
+
+        name = self.take()
+        self.take()  # '('
+        depth, parts, cur = 1, [], []
+        while True:
+            tok = self.take()
+            if tok.kind is Kind.END:
+                raise self.error(name.pos, f"'{name.text}(' is not closed; add ')'")
+            if tok.kind is Kind.LPAREN:
+                depth += 1
+            elif tok.kind is Kind.RPAREN:
+                depth -= 1
+                if depth == 0:
+                    parts.append(" ".join(cur))
+                    break
+            if tok.kind is Kind.COMMA and depth == 1:
+                parts.append(" ".join(cur))
+                cur = []
+                continue
+            cur.append(tok.text if tok.kind is not Kind.STRING else repr(tok.text))
+        text = f"{name.lower}({', '.join(parts)})"
+        try:
+            call = parse_call(text, text)
+        except FieldError as exc:
+            raise self.error(name.pos, str(exc).split(": ", 1)[-1]) from None
+        values: list[Value] = [self.function_value(call, name)]
+        while self.is_kw(self.peek(), "or") and not self.starts_rule(self.peek(1), _FUNC_NUMBER):
+            self.take()
+            values.append(self.function_value(call, name))
+        return FuncRule(call, tuple(values), name.pos)
+
+    def function_value(self, call: object, name: Token) -> Value:
+        tok = self.peek()
+        text_valued = getattr(call, "func", None) in ("tfstr", "portstr", "ppstr")
+        if text_valued:
+            if tok.kind is Kind.STRING or (tok.kind is Kind.WORD and tok.lower not in _KEYWORDS):
+                self.take()
+                return Text(tok.text.encode("utf-8"))
+            raise self.error(tok.pos, f"expected a text after '{name.text}(...)', like 'SYN' or "
+                                      f"'https (443)', got {tok.describe()}")  # fmt: skip
+        if tok.kind is not Kind.WORD or tok.lower in _KEYWORDS:
+            raise self.error(tok.pos, f"expected a number or a range lo-hi after '{name.text}(...)', "
+                                      f"got {tok.describe()}")  # fmt: skip
+        self.take()
+        try:
+            return self.number(_FUNC_NUMBER, tok.text, tok.pos)
+        except FilterError:
+            raise self.error(tok.pos, f"'{tok.text}' is not a number or a range lo-hi; "
+                                      f"'{name.text}(...)' compares numbers") from None
+
     def field(self, tok: Token) -> FilterField:
         word = tok.lower
         if word in UNSUPPORTED:
@@ -180,7 +242,8 @@ class _Parser:
             hint = f"write '{alt}'" if alt else "write the value right after the field ('port 80')"
             raise self.error(tok.pos, f"'{tok.text}' is not part of the filter language; {hint}")
         if word.endswith("(") or self.peek().kind is Kind.LPAREN:
-            raise self.error(tok.pos, f"functions such as '{tok.text}(...)' are not supported in filters yet")
+            raise self.error(tok.pos, f"unknown function '{tok.text}(...)'; filters know div, div_r, div_l, "
+                                      "min, mfreq, tfstr, portstr and ppstr")
         if _LOOKS_IP.fullmatch(tok.text) or tok.text in self.iplists:
             raise self.error(tok.pos, f"a value needs a field before it: write 'host {tok.text}' or 'net {tok.text}'")
         if _DEC.fullmatch(tok.text):
