@@ -432,6 +432,7 @@ class MovingAverage:
         self.nk = sum(f.words for f in spec.keys)
         self.na = len(spec.counters)
         self.time_ns = spec.time * _NS
+        self._keys, self._counters = spec.keys, spec.counters  # per batch: not recomputed
         self.nover = sum(not lv.under for lv in spec.levels)
         self.slot_bytes = 8 * max(self.nk, 1) + 8 * self.na + 8 + 1 + 4 + 4
         cap = 1
@@ -549,12 +550,12 @@ class MovingAverage:
         n = batch.n
         keycols = np.empty((self.nk, n), dtype=np.uint64)
         k = 0
-        for f in self.spec.keys:
+        for f in self._keys:
             for word in f.key_words(batch):
                 keycols[k] = word
                 k += 1
         valcols = np.empty((self.na, n), dtype=np.uint64)
-        for a, f in enumerate(self.spec.counters):
+        for a, f in enumerate(self._counters):
             valcols[a] = f.values(batch)
         times = batch["recv_time_ns"]
         rows = rows.astype(np.int64, copy=False)
@@ -572,7 +573,8 @@ class MovingAverage:
             start = _mavg.update(start, rows, keycols, valcols, times, self.time_ns, self.keys, self.vals,
                                  self.tprev, self.used, self.limrow, self.over, self.lkeys, self.lrow,
                                  self.thr, self.thrmin, self.nover, self.state, *self._ev)  # fmt: skip
-            raised += self._events()  # before a rebuild: slots move
+            if self.state[_mavg.NEVENTS]:
+                raised += self._events()  # before a rebuild: slots move
             if start >= len(rows):
                 return raised
             # full: grow if mem-m allows, else drop keys idle for longer than T, else refuse
