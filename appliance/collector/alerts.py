@@ -138,7 +138,10 @@ class MovingAverages:
             avg = self._avgs.get((a.avg.mo, a.avg.spec.name))
             names = [(lv.name, lv.under) for lv in avg.spec.levels] if avg is a.avg else []
             if (a.level.name, a.level.under) not in names:
-                self._end(a, run_script=False)  # the level is gone: no script, just tidy up
+                # the level (or its whole table) is gone: end the alert as a return to normal,
+                # so whatever its action script did (a ban, a route) is undone by its
+                # back2norm script rather than left in place forever
+                self._end(a, run_script=True)
                 continue
             a.index = names.index((a.level.name, a.level.under))
             a.level = avg.spec.levels[a.index]

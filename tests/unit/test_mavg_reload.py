@@ -89,8 +89,10 @@ def test_changed_definition_starts_afresh(tmp_path: Path) -> None:
     live.sighup()
     avg = live.mon.averages.average("lab", "pps")
     assert avg is not old and avg.count == 0 and avg.rate(key4(A), live.now).tolist() == [0.0]
-    # the raised level is dropped with its table: file removed, no back2norm script
+    # the raised level ends with its table: file removed, and its back2norm script runs so
+    # that what the action did is undone
     assert live.mon.averages.state()[0]["alerts"] == [] and not notif.exists()
-    assert live.events() == [("act.sh", "10.0.0.1")]
+    assert live.events() == [("act.sh", "10.0.0.1"), ("b2n.sh", "10.0.0.1")]
     live.run(5, {A: 100_000, B: 1000})  # and is raised again by the new table
-    assert live.events() == [("act.sh", "10.0.0.1"), ("act.sh", "10.0.0.1")] and notif.exists()
+    assert live.events() == [("act.sh", "10.0.0.1"), ("b2n.sh", "10.0.0.1"), ("act.sh", "10.0.0.1")]
+    assert notif.exists()
