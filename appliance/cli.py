@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.collector.checkconfig import add_parsers as add_config_parsers
 
     add_config_parsers(sub)
+    from appliance.tui.cli import add_parser as add_tui_parser
+
+    add_tui_parser(sub)
     try:
         from appliance.probe.cli import add_parser as add_probe_parser
     except ImportError:  # the probe needs bcc only when it runs, but be safe

@@ -1,0 +1,34 @@
+"""Key/value drill-downs: one exporter's counters, one alert (flattened JSON, every key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.tui.table import Cell, Column, Row
+
+COLUMNS = [Column("key", "key"), Column("value", "value")]
+
+
+def flatten(doc: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(doc, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in doc.items():
+            out += flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(doc, list) and doc and any(isinstance(v, (dict, list)) for v in doc):
+        out = []
+        for i, v in enumerate(doc):
+            out += flatten(v, f"{prefix}[{i}]")
+        return out
+    return [(prefix, doc)]
+
+
+def render(doc: dict[str, Any] | None) -> tuple[list[Column], list[Row]]:
+    if doc is None:
+        return COLUMNS, [Row("gone", ["(gone)", "no longer in the API"])]
+    rows = []
+    for k, v in flatten(doc):
+        text = "null" if v is None else (" ".join(map(str, v)) if isinstance(v, list) else str(v))
+        style = "red" if ("err" in k or "lost" in k) and v not in (0, None, [], "") else ""
+        rows.append(Row(k, [Cell(k, "bold"), Cell(text, style, v if not isinstance(v, list) else text)]))
+    return COLUMNS, rows

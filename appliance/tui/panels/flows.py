@@ -1,0 +1,52 @@
+"""The flow tail of one object (``/api/v1/flows?object=NAME``): the Enter drill-down of Objects."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+from appliance.tui import units
+from appliance.tui.panels import View
+from appliance.tui.table import Cell, Column, Row, num
+
+COLUMNS = [Column("time", "received"), Column("src", "source"), Column("dst", "destination"),
+           Column("proto", "proto", True), Column("bytes", "bytes", True), Column("packets", "pkts", True),
+           Column("exporter", "exporter")]  # fmt: skip
+
+LIMIT = 200
+
+
+def path(obj: str, limit: int = LIMIT) -> str:
+    return f"/api/v1/flows?object={quote(obj)}&limit={limit}"
+
+
+def _endpoint(f: dict[str, Any], side: str) -> str:
+    addr = f.get(f"{side}_addr") or f.get(f"{side}_addr6") or f.get(f"{side}_ip") or "?"
+    port = f.get(f"{side}_port")
+    if port is None:
+        return str(addr)
+    return f"[{addr}]:{port}" if ":" in str(addr) else f"{addr}:{port}"
+
+
+def render(doc: dict[str, Any], view: View) -> tuple[list[Column], list[Row]]:
+    rows = []
+    for i, f in enumerate(reversed(doc.get("flows", []))):  # newest first
+        ns = f["recv_time_ns"]
+        scaled = f.get("sampling_rate", 1) > 1
+        octets = f.get("bytes")
+        rows.append(Row(f"{ns}-{i}", [
+            Cell(time.strftime("%H:%M:%S", time.localtime(ns / 1e9)), "", ns),
+            Cell(_endpoint(f, "src")), Cell(_endpoint(f, "dst")),
+            num(str(f.get("proto", "-")), f.get("proto")),
+            num(units.volume(octets, True, scaled) if octets is not None else "-", octets),
+            num(units.count(f.get("packets"), "", scaled), f.get("packets")),
+            Cell(str(f.get("exporter", ""))),
+        ]))  # fmt: skip
+    return COLUMNS, rows
+
+
+def title(doc: dict[str, Any]) -> str:
+    if "error" in doc:
+        return f"flows: {doc['error']['message']}"
+    return f"flow tail of {doc.get('object')}: newest {doc.get('count')} of {doc.get('offered')} matched"
