@@ -18,11 +18,11 @@ test:
 	scripts/setup --quiet $(SETUP_FLAGS)
 	scripts/test $(ARGS)
 
-# The appliance as far as it exists: the collector on UDP 2055 (IPv4 and IPv6) printing flows.
+# The whole appliance on this machine with generated traffic (mirrorflow demo --help; as root).
 demo:
 	scripts/setup --quiet $(SETUP_FLAGS)
 	@mkdir -p "$(NUMBA_CACHE_DIR)"
-	$(VENV)/bin/mirrorflow collect --listen 0.0.0.0:2055 --listen '[::]:2055' --dump-flows stdout $(ARGS)
+	$(VENV)/bin/mirrorflow demo $(ARGS)
 
 bench:
 	scripts/setup --quiet $(SETUP_FLAGS)

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
             from appliance.probe.cli import run as run_probe
 
             probe.set_defaults(func=run_probe)
+    from appliance.demo.cli import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
     return parser
 
 
