@@ -17,12 +17,16 @@ from textual.widgets import DataTable
 __all__ = ["Cell", "Column", "Row", "LiveTable"]
 
 
-class Cell(Text):
-    """Rendered text plus the raw value it shows (sorting and export use the raw value)."""
+_TEXT = object()
 
-    def __init__(self, text: str, style: str = "", value: Any = None, justify: Any = None) -> None:
+
+class Cell(Text):
+    """Rendered text plus the raw value it shows (sorting and export use the raw value;
+    without one, the text is the value)."""
+
+    def __init__(self, text: str, style: str = "", value: Any = _TEXT, justify: Any = None) -> None:
         super().__init__(text, style=style, justify=justify)
-        self.value = text if value is None else value
+        self.value = text if value is _TEXT else value
 
     @property
     def signature(self) -> tuple[str, str]:

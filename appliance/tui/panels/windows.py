@@ -50,7 +50,7 @@ def render_table(w: dict[str, Any] | None, view: View) -> tuple[list[Column], li
         cells = [_cell(c, v, view) for c, v in zip(last["columns"], last["other"])]
         first_key = next((i for i, v in enumerate(last["other"]) if v is None), None)
         if first_key is not None:
-            cells[first_key] = Cell("(other)", "italic dim", "(other)")
+            cells[first_key] = Cell("(other)", "italic dim", None)  # the .sql remainder row: NULL keys
         rows.append(Row("other", [Cell(c.plain, "italic", c.value, justify=c.justify) for c in cells], pinned=True))
     return columns, rows
 
