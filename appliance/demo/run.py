@@ -259,15 +259,18 @@ class Demo:
         (dest / "scripts" / "alert.sh").chmod(0o755)
         return dest
 
-    def setup(self) -> None:
-        opts = self.opts
-        missing = check(probe=opts.probe, db=opts.db)
+    def check_prerequisites(self) -> None:
+        """Raises PrerequisiteError naming everything missing; mentions what is only optional."""
+        missing = check(probe=self.opts.probe, db=self.opts.db)
         for m in missing:
             if not m.fatal:
                 self.say(str(m))
         fatal = [m for m in missing if m.fatal]
         if fatal:
             raise PrerequisiteError("cannot start, missing:\n" + "\n".join(f"  {m}" for m in fatal))
+
+    def setup(self) -> None:
+        opts = self.opts
         for what in remove_stale_runs():
             self.say(f"removed a crashed run's leftover: {what}")
         self.work = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid():x}-"))
@@ -421,7 +424,8 @@ class Demo:
         return summary
 
     def _script_log(self) -> list[str]:
-        assert self.work is not None
+        if self.work is None:
+            return []
         path = self.work / "mo" / "alerts.log"
         return path.read_text().splitlines() if path.exists() else []
 
@@ -432,7 +436,11 @@ class Demo:
             for child in [c for c in self.children if c.name == name]:
                 self._terminate(child)
             if name == "softflowd":
-                time.sleep(1.0)  # the probe's and softflowd's last exports reach the collector
+                time.sleep(1.5)  # the probe's and softflowd's last exports reach the collector
+                collector = self._child("collector")
+                if self.api_url and collector is not None and collector.proc.poll() is None:
+                    time.sleep(1.0)  # one more live-API snapshot (published about once a second)
+                    summary.update(self.collect_summary())
         for child in self.children:
             self._terminate(child)
         summary["scripts"] = self._script_log()
@@ -460,6 +468,11 @@ class Demo:
                       file=self.out, flush=True)
             self.stop.set()
 
+        try:
+            self.check_prerequisites()
+        except PrerequisiteError as exc:
+            print(f"mirrorflow demo: {exc}", file=sys.stderr, flush=True)
+            return 2
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             handlers[sig] = signal.signal(sig, on_signal)
         summary: dict[str, Any] = {}
@@ -477,14 +490,11 @@ class Demo:
                         self.say("the TUI is not there yet (appliance/tui): running headless")
                     self.say(f"running for {self.opts.duration:g} s (Ctrl-C stops earlier)")
                     self.watch_headless(self.opts.duration)
-                summary = self.collect_summary()
             except Interrupted:
-                summary = self.collect_summary() if self.api_url else {}
+                pass
             except DemoError as exc:
                 print(f"mirrorflow demo: {exc}", file=sys.stderr, flush=True)
-                status = 2 if isinstance(exc, PrerequisiteError) else 1
-                if isinstance(exc, PrerequisiteError):
-                    return status
+                status = 1
         finally:
             if not isinstance(summary, dict):
                 summary = {}
