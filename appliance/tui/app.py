@@ -68,7 +68,7 @@ class MirrorflowApp(App[None]):
     #hdr-status { height: 1; padding: 0 1; }
     #hdr-line { height: 2; }
     #hdr-rates { width: 1fr; padding: 0 1; }
-    #spark { width: 30; height: 2; margin-right: 1; }
+    #spark { width: 24; height: 2; margin-right: 1; }
     TabbedContent { height: 1fr; }
     TabPane { padding: 0; }
     LiveTable { height: 1fr; }

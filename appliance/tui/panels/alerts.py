@@ -8,7 +8,7 @@ from typing import Any
 from appliance.tui import units
 from appliance.tui.client import Snapshot
 from appliance.tui.panels import View
-from appliance.tui.panels.mavg import key_text, percent
+from appliance.tui.panels.mavg import counter_unit, key_text, percent
 from appliance.tui.table import Cell, Column, Row, num
 
 COLUMNS = [Column("state", "state"), Column("alert", "object/mavg/level"), Column("key", "key"),
@@ -41,7 +41,7 @@ def render(alerts: dict[str, list[dict[str, Any]]], view: View) -> tuple[list[Co
                 Cell(state, style, state),
                 Cell(f"{a['mo']}/{a['mavg']}/{a['level']}", style if active else "dim"),
                 Cell(key_text(a["key"])),
-                num(units.count(a.get("rate"), "", view.sampled), a.get("rate")),
+                num(units.count(a.get("rate"), counter_unit(a.get("counter", "")), view.sampled), a.get("rate")),
                 num("-" if pct is None else f"{pct:.0f}%", pct, style),
                 Cell(since, "", a["since"]),
                 num(units.duration(length), length),

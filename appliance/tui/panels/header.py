@@ -59,8 +59,9 @@ def render_rates(data: HeaderData, view: View) -> Text:
         out.append(" ")
         out.append(units.pps(pps, view.sampled), "bold")
         out.append("  ")
-    if view.sampled:
-        out.append(f"{units.SAMPLED_MARK}=scaled by sampling", "yellow")
+    out.rstrip()
+    if view.sampled:  # on the second line: the rates must fit 80 columns beside the sparkline
+        out.append(f"\n{units.SAMPLED_MARK} = estimated: scaled by the sampling rate", "yellow")
     return out
 
 

@@ -33,7 +33,7 @@ def colour(pct: float | None, raised: bool, direction: str = "over") -> str:
     return "green"
 
 
-def _counter_unit(counter: str) -> str:
+def counter_unit(counter: str) -> str:
     return {"packets": "p/s", "octets": "B/s", "bytes": "B/s", "flows": "f/s"}.get(counter, "/s")
 
 
@@ -45,7 +45,7 @@ def render(mavgs: list[dict[str, Any]], view: View) -> tuple[list[Column], list[
     rows = []
     for m in mavgs:
         counter = (m.get("counters") or ["?"])[0]
-        unit = _counter_unit(counter)
+        unit = counter_unit(counter)
         for entry in m.get("top", []):
             rate = entry["rates"][0] if entry.get("rates") else None
             # the level closest to tripping decides the threshold shown
