@@ -144,7 +144,7 @@ def test_converge_chroot_idempotent_and_check_mode(chroot_root: Path, ansible_en
     assert "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_ADMIN" in probe_unit
     assert "Restart=on-failure" in probe_unit
     collector_unit = (r / "etc/systemd/system/mirrorflow-collector.service").read_text()
-    assert "User=mirrorflow" in collector_unit and "MemoryDenyWriteExecute" not in collector_unit
+    assert "User=mirrorflow" in collector_unit and "\nMemoryDenyWriteExecute=" not in collector_unit
     assert "NUMBA_CACHE_DIR=/var/cache/mirrorflow/collector/numba" in collector_unit
     assert "CapabilityBoundingSet=\n" in collector_unit and "Restart=on-failure" in collector_unit
     wants = r / "etc/systemd/system/multi-user.target.wants"
