@@ -9,7 +9,7 @@ export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 SETUP_FLAGS ?=
 ARGS ?=
 
-.PHONY: setup test demo bench lint
+.PHONY: setup test demo bench lint ansible-test image
 
 setup:
 	scripts/setup $(SETUP_FLAGS)
@@ -35,3 +35,12 @@ lint:
 	  echo "make lint: ruff is not installed; '$(VENV)/bin/pip install ruff' (it is not among the test extras yet)" >&2; \
 	  exit 1; }; \
 	set -x; $$ruff check $(wildcard appliance tests bench) $(ARGS)
+
+# Deployment: the Ansible roles (lint, converge into a chroot) and the appliance image (build,
+# boot under QEMU with mirrored traffic). Root; ~10-15 min.
+ansible-test:
+	scripts/setup --quiet $(SETUP_FLAGS)
+	scripts/test tests/integration/test_ansible.py tests/integration/test_vm_image.py $(ARGS)
+
+image:
+	vm-image/build $(ARGS)
