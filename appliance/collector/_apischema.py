@@ -128,8 +128,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "/api/v1/objects": _envelope({"objects": arr(OBJECT)}),
     "/api/v1/windows": _envelope({"windows": arr(WINDOW)}),
     "/api/v1/windows/{object}/{window}": _envelope({"window": WINDOW}),
-    "/api/v1/flows": _envelope({"object": _opt(STR), "limit": INT, "count": INT, "offered": INT,
-                                "flows": arr(FLOW)}),  # fmt: skip
+    "/api/v1/flows": _envelope({"object": _opt(STR), "filter": _opt(STR), "limit": INT, "count": INT,
+                                "offered": INT, "flows": arr(FLOW)}),  # fmt: skip
     "/api/v1/mavg": _envelope({"mavg": arr(MAVG)}),
     "/api/v1/alerts": _envelope({"active": arr(ALERT), "past": arr(ALERT)}),
     "/api/v1/probe": _envelope({"probe": PROBE}),

@@ -148,3 +148,30 @@ def tail_records(chunks: tuple[TailChunk, ...], limit: int) -> list[dict[str, An
         recs = chunk.records()
         out.extend(recs[-want:] if want < len(recs) else recs)
     return out
+
+
+def matching_records(chunks: tuple[TailChunk, ...], limit: int, keep: Callable[[FlowBatch], np.ndarray],
+                     scan: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    """The newest ``limit`` records among the newest ``scan`` of the chunks for which ``keep``
+    (a filter's ``evaluate``) is true, oldest first; ``scan`` 0: every record held.
+
+    Only the records picked are turned into dicts; the mask is computed on the columns.
+    """
+    picked: list[tuple[TailChunk, np.ndarray]] = []
+    need, budget = limit, scan if scan > 0 else sum(c.batch.n for c in chunks)
+    for chunk in reversed(chunks):
+        if need <= 0 or budget <= 0:
+            break
+        n = chunk.batch.n
+        rows = np.flatnonzero(keep(chunk.batch))
+        rows = rows[rows >= n - budget]  # only the newest `budget` records of this chunk
+        budget -= n
+        if len(rows):
+            rows = rows[-need:]
+            picked.append((chunk, rows))
+            need -= len(rows)
+    out: list[dict[str, Any]] = []
+    for chunk, rows in reversed(picked):
+        recs = chunk.records()
+        out.extend(recs[int(i)] for i in rows)
+    return out

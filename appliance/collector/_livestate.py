@@ -76,6 +76,8 @@ class Snapshot:
     probe: dict[str, Any] = field(default_factory=dict)
     flows: dict[str, tuple[TailChunk, ...]] = field(default_factory=dict)
     all_flows: tuple[TailChunk, ...] = ()
+    flows_kept: int = 0  # records per tail (a filter looks at the newest this many)
+    iplists: Any = None  # the IP lists filters may name (`filter.IPLists`), None: none
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -245,6 +247,7 @@ class LiveState:
             seq=self._seq, time=self.wall(), status=status, exporters=exporters, objects=objects,
             windows=self._windows_list(), mavg=mavg, alerts=alerts, probe=probe,
             flows={name: t.chunks() for name, t in self._tails.items()}, all_flows=self._all_tail.chunks(),
+            flows_kept=self.flows_per_object, iplists=getattr(self.monitoring, "iplists", None),
         )  # fmt: skip
         self.snapshot = snap  # one reference assignment: readers see the old or the new one
         return snap

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,9 +25,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from appliance import MirrorflowError
 from appliance.collector._apischema import SCHEMAS
-from appliance.collector._flowtail import tail_records
+from appliance.collector._flowtail import matching_records, tail_records
 from appliance.collector._livestate import API_VERSION, LiveState, Snapshot
 from appliance.collector._metrics import CONTENT_TYPE, render_metrics
+from appliance.collector.filter import Filter, FilterError, compile_filter
 
 __all__ = ["ApiSettings", "ApiAddressError", "LiveApi", "parse_api_address", "settings_from_config",
            "DEFAULT_API", "DEFAULT_PROBE_STATS"]  # fmt: skip
@@ -37,6 +39,8 @@ DEFAULT_API = "127.0.0.1:8787"
 DEFAULT_PROBE_STATS = Path("/run/mirrorflow/probe/stats.json")
 DEFAULT_FLOWS = 1000
 MAX_FLOWS_LIMIT = 10_000
+MAX_FILTER_TEXT = 4096
+FILTER_CACHE = 64  # compiled filters kept (a TUI asks for the same one every second)
 
 ENDPOINTS = {
     "/api/v1/status": "collector health, uptime, totals and rates (1 s / 1 min / 5 min)",
@@ -44,7 +48,8 @@ ENDPOINTS = {
     "/api/v1/objects": "monitoring objects with their current bps / pps / flows/s",
     "/api/v1/windows": "every fixed window with its last exported table (top-N and the 'other' row)",
     "/api/v1/windows/{object}/{window}": "one window",
-    "/api/v1/flows?object=NAME&limit=N": "the most recent flows of an object (all flows without object)",
+    "/api/v1/flows?object=NAME&filter=EXPR&limit=N":
+        "the most recent flows of an object (all flows without object), those matching EXPR if given",
     "/api/v1/mavg": "moving averages: value, threshold, level and state per key",
     "/api/v1/alerts": "active alerts and the ones that ended recently",
     "/api/v1/probe": "the probe's statistics (from its stats.json)",
@@ -177,17 +182,52 @@ def route(snap: Snapshot, path: str, query: dict[str, list[str]]) -> dict[str, A
     raise _NotFound(f"no endpoint {path!r}: see / for the list")
 
 
+class _FilterCache:
+    """Compiled filters by text, the least recently used dropped beyond ``size``.
+
+    Evaluation holds the lock: a compiled filter keeps per-call state (``mfreq()``'s
+    frequency map, the ``within`` mask) and the server answers from several threads.
+    """
+
+    def __init__(self, size: int = FILTER_CACHE) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self._filters: OrderedDict[str, Filter] = OrderedDict()
+        self._iplists: Any = None
+
+    def get(self, text: str, iplists: Any) -> Filter:
+        """The compiled ``text`` (raises `FilterError`); call with the lock held."""
+        if iplists is not self._iplists:  # reloaded: names may mean other addresses now
+            self._filters.clear()
+            self._iplists = iplists
+        flt = self._filters.get(text)
+        if flt is None:
+            flt = compile_filter(text, iplists, source="filter")
+            self._filters[text] = flt
+            while len(self._filters) > self.size:
+                self._filters.popitem(last=False)
+        else:
+            self._filters.move_to_end(text)
+        return flt
+
+
+_filters = _FilterCache()
+
+
 def _flows(snap: Snapshot, query: dict[str, list[str]]) -> dict[str, Any]:
-    unknown = set(query) - {"object", "limit", "pretty"}
+    unknown = set(query) - {"object", "limit", "filter", "pretty"}
     if unknown:
-        raise _BadRequest(f"unknown parameter(s) {', '.join(sorted(unknown))}: use object=NAME&limit=N")
+        raise _BadRequest(f"unknown parameter(s) {', '.join(sorted(unknown))}: use object=NAME&filter=EXPR&limit=N")
     obj = query.get("object", [None])[-1]
+    text = query.get("filter", [None])[-1]
     try:
         limit = int(query.get("limit", ["100"])[-1])
     except ValueError:
         raise _BadRequest("limit must be an integer") from None
     if not 1 <= limit <= MAX_FLOWS_LIMIT:
         raise _BadRequest(f"limit must be between 1 and {MAX_FLOWS_LIMIT}")
+    if text is not None and len(text) > MAX_FILTER_TEXT:
+        raise _BadRequest(f"filter is longer than {MAX_FILTER_TEXT} characters")
     if obj is None:
         chunks = snap.all_flows
     else:
@@ -196,8 +236,16 @@ def _flows(snap: Snapshot, query: dict[str, list[str]]) -> dict[str, Any]:
         chunks = snap.flows.get(obj, ())
     offered = next((o["flows"] for o in snap.objects if o["name"] == obj), None) if obj else \
         snap.status.get("totals", {}).get("records", 0)  # fmt: skip
-    recs = tail_records(chunks, limit)
-    return _envelope(snap, object=obj, limit=limit, count=len(recs), offered=offered or 0, flows=recs)
+    if text is None or not text.strip():
+        recs = tail_records(chunks, limit)
+    else:
+        with _filters.lock:
+            try:
+                flt = _filters.get(text, snap.iplists)
+            except FilterError as exc:
+                raise _BadRequest(f"bad filter: {exc}") from None
+            recs = matching_records(chunks, limit, flt.evaluate, snap.flows_kept)
+    return _envelope(snap, object=obj, filter=text, limit=limit, count=len(recs), offered=offered or 0, flows=recs)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -234,6 +234,8 @@ class Monitoring:
                                dumper_factory=lambda target: FlowDumper(target, collector.decoder))  # fmt: skip
         self._reload = threading.Event()
         self._live = live
+        #: the IP lists of the running configuration (the live API's flow filters name them)
+        self.iplists = runtime.iplists
         #: +1 per applied reload, and when (the live API shows both)
         self.generation = 1
         self.loaded_at = time.time()
@@ -270,6 +272,7 @@ class Monitoring:
         self.monitor.replace(rt.objects)
         self.averages.replace(rt.objects)
         self.collector.decoder.set_devices(rt.devices)
+        self.iplists = rt.iplists
         self.generation += 1
         self.loaded_at = self._time_ns() / 1e9
         for w in rt.warnings:

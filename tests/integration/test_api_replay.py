@@ -255,6 +255,47 @@ def test_flow_tails_are_the_last_records_as_decode_prints_them(served: dict) -> 
     assert get(served["url"], "/api/v1/flows?object=tcp&limit=10000")["count"] == TAIL  # bounded
 
 
+EXPRESSIONS = {
+    "proto udp or dst port 80": lambda r: r.get("proto") == 17 or r.get("dst_port") == 80,
+    "not tcp and src net 0.0.0.0/1": lambda r: r.get("proto") != 6 and ":" not in r.get("src_addr", "")
+                                               and int(r.get("src_addr", "0.0.0.0").split(".")[0]) < 128,
+    "src port 179 or dst port 2222": lambda r: r.get("src_port") == 179 or r.get("dst_port") == 2222,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("expr", EXPRESSIONS)
+def test_flow_filter_keeps_exactly_the_matching_flows_of_the_tail(served: dict, expr: str) -> None:
+    """The expression runs on the columns of the tail; the oracle is Python on decode's dicts."""
+    from urllib.parse import quote
+
+    keep = EXPRESSIONS[expr]
+    matched = 0
+    for name, in_object in [*FILTERS.items(), (None, lambda r: True)]:
+        tail = [r for r in served["records"] if in_object(r)][-TAIL:]
+        want = [r for r in tail if keep(r)]
+        where = f"object={name}&" if name else ""
+        doc = get(served["url"], f"/api/v1/flows?{where}filter={quote(expr)}&limit=1000")
+        validate(doc, SCHEMAS["/api/v1/flows"])
+        assert doc["filter"] == expr and doc["flows"] == want, (name, expr)
+        assert doc["count"] == len(want)
+        matched += len(want)
+        if len(want) > 2:  # limit: the newest matches
+            assert get(served["url"], f"/api/v1/flows?{where}filter={quote(expr)}&limit=2")["flows"] == want[-2:]
+    assert matched > 0  # the expression selects something
+
+
+def test_flow_filter_errors_are_400_with_the_position(served: dict) -> None:
+    from urllib.parse import quote
+
+    code, doc = get_error(served["url"], "/api/v1/flows?object=top&filter=" + quote("proto udp and dst port"))
+    assert code == 400
+    msg = doc["error"]["message"]
+    assert msg.startswith("bad filter: filter:1:23: expected a port number") and msg.endswith("^")
+    assert get_error(served["url"], "/api/v1/flows?filter=" + quote("host 10.0.0.300"))[0] == 400
+    # empty: everything, as without a filter
+    assert get(served["url"], "/api/v1/flows?object=top&filter=&limit=5")["flows"] == served["records"][-5:]
+
+
 def test_probe_statistics_are_the_probes_own_file(served: dict) -> None:
     probe = get(served["url"], "/api/v1/probe")["probe"]
     assert probe["stats"] == PROBE_SNAPSHOT
