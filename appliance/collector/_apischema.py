@@ -38,8 +38,8 @@ def _rates(*names: str) -> dict[str, Any]:
 META = obj({"seq": INT, "time": NUM})
 
 
-def _envelope(payload: dict[str, Any]) -> dict[str, Any]:
-    return obj({"api_version": {"type": "integer", "enum": [1]}, "snapshot": META, **payload})
+def _envelope(payload: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    return obj({"api_version": {"type": "integer", "enum": [1]}, "snapshot": META, **payload}, optional=optional)
 
 
 STATUS = obj({
@@ -129,7 +129,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "/api/v1/windows": _envelope({"windows": arr(WINDOW)}),
     "/api/v1/windows/{object}/{window}": _envelope({"window": WINDOW}),
     "/api/v1/flows": _envelope({"object": _opt(STR), "filter": _opt(STR), "limit": INT, "count": INT,
-                                "offered": INT, "flows": arr(FLOW)}),  # fmt: skip
+                                "offered": INT, "flows": arr(FLOW)}, optional=("filter",)),  # fmt: skip
     "/api/v1/mavg": _envelope({"mavg": arr(MAVG)}),
     "/api/v1/alerts": _envelope({"active": arr(ALERT), "past": arr(ALERT)}),
     "/api/v1/probe": _envelope({"probe": PROBE}),

@@ -18,8 +18,8 @@ from textual.widgets import DataTable, Footer, Input, Sparkline, Static, TabbedC
 
 from appliance.tui import keys
 from appliance.tui.client import DEFAULT_URL, ApiClient, Snapshot
-from appliance.tui.panels import View, alerts, details, exporters, flows, header, mavg, objects, sampled, windows
-from appliance.tui.screens import DetailScreen, HelpScreen
+from appliance.tui.panels import View, alerts, details, exporters, header, mavg, objects, sampled, windows
+from appliance.tui.screens import DetailScreen, FlowTailScreen, HelpScreen
 from appliance.tui.table import Column, LiveTable, Row
 
 __all__ = ["MirrorflowApp", "PANES"]
@@ -278,8 +278,18 @@ class MirrorflowApp(App[None]):
                 event.input.remove_class("shown")
             self.current_table().focus()
 
+    def action_expr_filter(self) -> None:
+        if isinstance(self.screen, FlowTailScreen):
+            self.screen.open_expr()
+        else:
+            self.notify("the expression filter is for flow tails: Enter on an object (1 Objects)", timeout=3)
+
     def action_back(self) -> None:
         box = self.query_one("#filter", Input)
+        if isinstance(self.screen, FlowTailScreen) and self.screen.expr_open:
+            self.screen.set_expr("")
+            self.poll_now()
+            return
         if isinstance(self.screen, DetailScreen):
             if self.screen.table.filter_text:
                 self.screen.table.set_filter("")
@@ -354,11 +364,7 @@ class MirrorflowApp(App[None]):
 
     def _drill_screen(self, table_id: str, key: str) -> DetailScreen | None:
         if table_id == "objects-table":
-            def tail(s: Snapshot, v: View) -> tuple[str, list[Column], list[Row]]:
-                doc = s.extra.get(f"flows:{key}") or self._newest_extra(f"flows:{key}")
-                return (flows.title(doc) if doc else f"flow tail of {key}: loading…", *flows.render(doc, v))
-
-            return DetailScreen(f"flows {key}", tail, {f"flows:{key}": flows.path(key)})
+            return FlowTailScreen(key, self._newest_extra)
         if table_id in ("windows", "top-table"):
             name = key if table_id == "windows" else (self.window_key or "")
 

@@ -33,6 +33,7 @@ KEYS: tuple[Key, ...] = (
     Key("s", "sort", "Sort", "sort by the next column (or click its header)", "table", True),
     Key("S", "reverse", "Reverse", "reverse the sort order", "table"),
     Key("slash", "filter", "Filter", "quick filter: rows containing the text (Esc clears)", "table", True),
+    Key("f", "expr_filter", "Expr", "flow tail: collector filter expression (Esc clears)", "table"),
     Key("w", "next_window", "Window", "top talkers: show the next window", "table"),
     Key("p,space", "pause", "Pause", "pause the display (data keeps arriving)", "view", True),
     Key("left_square_bracket", "travel(-1)", "Older", "time travel: one update back (pauses)", "view"),

@@ -235,6 +235,23 @@ async def test_keys_sort_filter_drill_pause_units(api: str, tmp_path: Path) -> N
         assert f"of {doc['offered']} matched" in screen_text(app)
         rows = shown(app.screen.table)
         assert len(rows) == doc["count"] and rows[0][6] == "127.0.0.1"
+
+        # f: an expression in the collector's filter language; the rows are the API's matches
+        await pilot.press("f", *"proto udp", "enter")
+        await until(pilot, lambda: "flow tail of all where proto udp:" in screen_text(app))
+        doc = get(api + "/api/v1/flows?object=all&limit=200&filter=proto%20udp")
+        tail = get(api + "/api/v1/flows?object=all&limit=10000")["flows"]  # all it keeps (api-flows)
+        assert doc["flows"] == [f for f in tail if f["proto"] == 17][-200:] and doc["count"] > 0
+        await until(pilot, lambda: len(shown(app.screen.table)) == doc["count"])
+        assert {r[3] for r in shown(app.screen.table)} == {"17"}
+        # a bad one: the API's message with the position, no rows
+        await pilot.press("f", *" and port", "enter")
+        await until(pilot, lambda: "bad filter: filter:1:" in screen_text(app))
+        assert "^" in screen_text(app) and shown(app.screen.table) == []
+        # Esc clears the expression (the whole tail again), Esc once more goes back
+        await pilot.press("escape")
+        assert app.screen.expr == "" and isinstance(app.screen, DetailScreen)
+        await until(pilot, lambda: len(shown(app.screen.table)) == min(200, len(tail)))
         await pilot.press("escape")
         assert not isinstance(app.screen, DetailScreen)
 

@@ -17,8 +17,10 @@ COLUMNS = [Column("time", "received"), Column("src", "source"), Column("dst", "d
 LIMIT = 200
 
 
-def path(obj: str, limit: int = LIMIT) -> str:
-    return f"/api/v1/flows?object={quote(obj)}&limit={limit}"
+def path(obj: str, limit: int = LIMIT, expr: str = "") -> str:
+    """The API path of an object's tail; ``expr``: only flows matching it (the filter language)."""
+    where = f"&filter={quote(expr)}" if expr.strip() else ""
+    return f"/api/v1/flows?object={quote(obj)}{where}&limit={limit}"
 
 
 def _endpoint(f: dict[str, Any], side: str) -> str:
@@ -48,5 +50,11 @@ def render(doc: dict[str, Any], view: View) -> tuple[list[Column], list[Row]]:
 
 def title(doc: dict[str, Any]) -> str:
     if "error" in doc:
-        return f"flows: {doc['error']['message']}"
-    return f"flow tail of {doc.get('object')}: newest {doc.get('count')} of {doc.get('offered')} matched"
+        return f"flows: {doc['error']['message'].splitlines()[0]}"
+    where = f" where {doc['filter']}" if doc.get("filter") else ""
+    return f"flow tail of {doc.get('object')}{where}: newest {doc.get('count')} of {doc.get('offered')} matched"
+
+
+def error(doc: dict[str, Any]) -> str | None:
+    """The API's whole error message (a bad filter: position and caret), None when fine."""
+    return doc["error"]["message"] if "error" in doc else None
