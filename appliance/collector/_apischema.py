@@ -99,13 +99,21 @@ _NUMS = arr({"type": ["number", "null"]})
 LEVEL = obj({"level": STR, "direction": {"type": "string", "enum": ["over", "under"]}, "thresholds": _NUMS,
              "raised": BOOL})  # fmt: skip
 
+#: one run of an alert's action or back2norm script (`actions.new_report`)
+SCRIPT = obj({
+    "script": STR,
+    "status": {"type": "string", "enum": ["queued", "running", "exited", "timed_out", "not_started", "skipped"]},
+    "exit": _opt({"type": "integer"}), "duration_s": _opt(NUM), "output": STR,
+})  # fmt: skip
+_SCRIPTS = obj({"action": {**SCRIPT, "type": ["object", "null"]}, "back2norm": {**SCRIPT, "type": ["object", "null"]}})
+
 #: one active (or, with ended_at, past) alert: a raised level of one key
 ALERT = obj({
     "mo": STR, "mavg": STR, "level": STR, "direction": {"type": "string", "enum": ["over", "under"]},
     "key": arr(STR), "counter": STR, "rate": NUM, "threshold": NUM, "rates": _NUMS, "thresholds": _NUMS,
     "since": NUM, "over_s": NUM, "back2norm_in_s": _opt(NUM), "notification_file": _opt(STR),
-    "ext": arr(STR), "ended_at": NUM,
-}, extra=True, optional=("ended_at",))  # fmt: skip
+    "ext": arr(STR), "scripts": _SCRIPTS, "ended_at": NUM,
+}, extra=True, optional=("ended_at", "scripts"))  # fmt: skip
 
 #: one moving average (``mavg`` entry of an object): its table and its top keys
 MAVG = obj({
@@ -114,7 +122,8 @@ MAVG = obj({
     "evicted_keys": INT,
     "top": arr(obj({"key": arr(STR), "rates": arr(NUM), "levels": arr(LEVEL)})),
     "alerts": arr({**ALERT, "required": [k for k in ALERT["required"] if k not in ("mo", "mavg")]}),
-}, extra=True)  # fmt: skip
+    "ended": arr(obj({"level": STR, "direction": STR, "key": arr(STR), "since": NUM, "scripts": _SCRIPTS})),
+}, extra=True, optional=("ended",))  # fmt: skip
 
 PROBE = obj({"stats_file": _opt(STR), "available": BOOL, "age_s": _opt(NUM), "stale": _opt(BOOL),
              "error": _opt(STR), "stats": {"type": ["object", "null"]}})  # fmt: skip

@@ -276,6 +276,16 @@ class LiveState:
             if ident not in active:
                 self._past.append({**doc, "ended_at": doc["since"] + doc["over_s"]})
         self._active = active
+        # script results keep arriving after the end (back2norm runs then, the action may
+        # still run): the moving averages report them for the alerts that ended recently
+        ended = {(m["mo"], m["mavg"], e["level"], e["direction"], tuple(e["key"]), e["since"]): e["scripts"]
+                 for m in mavg for e in m.get("ended", [])}  # fmt: skip
+        if ended:
+            for doc in self._past:
+                scripts = ended.get((doc["mo"], doc["mavg"], doc["level"], doc["direction"], tuple(doc["key"]),
+                                     doc["since"]))  # fmt: skip
+                if scripts is not None:
+                    doc["scripts"] = scripts
         return {"active": list(active.values()), "past": list(self._past)[::-1]}
 
     def _exporters(self, stats: dict[str, Any], now: float) -> list[dict[str, Any]]:

@@ -14,16 +14,29 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["ScriptRunner", "notification_text", "write_notification", "SCRIPT_PATH"]
+__all__ = ["ScriptRunner", "new_report", "notification_text", "write_notification", "SCRIPT_PATH"]
 
 log = logging.getLogger("mirrorflow.actions")
 
 SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _OUTPUT_MAX = 4096
+REPORT_OUTPUT_MAX = 1024  # characters of output kept per script for the live API
+
+
+def new_report(argv: Sequence[str]) -> dict[str, object]:
+    """What the live API shows of one script run; `ScriptRunner.run` updates it in place.
+
+    ``status``: queued, running, exited, timed_out, not_started or skipped (queue full);
+    ``exit``: the exit code once exited; ``duration_s``: from start to exit or kill;
+    ``output``: the tail of stdout+stderr (at most `REPORT_OUTPUT_MAX` characters).
+    """
+    return {"script": str(argv[0]) if argv else "", "status": "queued", "exit": None, "duration_s": None,
+            "output": ""}  # fmt: skip
 
 
 class ScriptRunner:
@@ -46,8 +59,10 @@ class ScriptRunner:
         #: (argv, exit code or None on timeout/error, output) of the last scripts, newest last
         self.recent: list[tuple[list[str], int | None, str]] = []
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], after: Future | None = None) -> Future | None:
-        """Queue one script; ``after``: start only once that one finished (action before back2norm).
+    def run(self, argv: Sequence[str], env: Mapping[str, str], after: Future | None = None,
+            report: dict[str, object] | None = None) -> Future | None:  # fmt: skip
+        """Queue one script; ``after``: start only once that one finished (action before back2norm);
+        ``report``: a `new_report` dict updated as the script runs and ends.
 
         Returns:
             a future of the exit code (None: timed out or not started), or None when skipped.
@@ -56,16 +71,18 @@ class ScriptRunner:
             if self._queued >= self.max_queued:
                 self.counters["skipped_queue_full"] += 1
                 log.error("script %s skipped: %d scripts already waiting", argv[0], self._queued)
+                if report is not None:
+                    report["status"] = "skipped"
                 return None
             self._queued += 1
         argv, env = list(argv), dict(env)
         if after is None or after.done():
-            return self._pool.submit(self._run, argv, env)
+            return self._pool.submit(self._run, argv, env, report)
         out: Future = Future()
 
         def chain(_: Future) -> None:
             try:
-                inner = self._pool.submit(self._run, argv, env)
+                inner = self._pool.submit(self._run, argv, env, report)
             except RuntimeError:  # shut down meanwhile
                 out.set_result(None)
                 return
@@ -78,20 +95,25 @@ class ScriptRunner:
         with self._lock:
             self.counters[key] += 1
 
-    def _run(self, argv: list[str], env: dict[str, str]) -> int | None:
+    def _run(self, argv: list[str], env: dict[str, str], report: dict[str, object] | None = None) -> int | None:
+        rep: dict[str, object] = report if report is not None else {}
+        start = time.monotonic()
+        rep["status"] = "running"
         try:
-            return self._execute(argv, env)
+            return self._execute(argv, env, rep)
         finally:
+            rep["duration_s"] = round(time.monotonic() - start, 3)
             with self._lock:
                 self._queued -= 1
 
-    def _execute(self, argv: list[str], env: dict[str, str]) -> int | None:
+    def _execute(self, argv: list[str], env: dict[str, str], rep: dict[str, object]) -> int | None:
         try:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True, cwd="/")  # fmt: skip
         except OSError as exc:
             self._count("not_started")
             log.error("script %s could not start: %s", argv[0], exc)
+            rep.update(status="not_started", output=str(exc)[-REPORT_OUTPUT_MAX:])
             self._remember(argv, None, str(exc))
             return None
         self._count("started")
@@ -110,6 +132,7 @@ class ScriptRunner:
             self._count("timed_out")
             text = out[-_OUTPUT_MAX:].decode(errors="replace")
             log.error("script %s killed after %.0f s (timeout); output: %s", " ".join(argv), self.timeout_s, text.strip())
+            rep.update(status="timed_out", output=text[-REPORT_OUTPUT_MAX:])
             self._remember(argv, None, text)
             return None
         text = out[-_OUTPUT_MAX:].decode(errors="replace")
@@ -119,6 +142,7 @@ class ScriptRunner:
         else:
             self._count("failed")
             log.error("script %s: exit %d; output: %s", " ".join(argv), proc.returncode, text.strip())
+        rep.update(status="exited", exit=proc.returncode, output=text[-REPORT_OUTPUT_MAX:])
         self._remember(argv, proc.returncode, text)
         return proc.returncode
 

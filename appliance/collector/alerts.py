@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.collector.actions import SCRIPT_PATH, ScriptRunner, notification_text, write_notification
+from appliance.collector.actions import SCRIPT_PATH, ScriptRunner, new_report, notification_text, write_notification
 from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.mavg import LevelSpec, MavgSpec, MovingAverage, Raised, format_key
 from appliance.collector.windows import KeyKind
@@ -42,6 +43,7 @@ _NS = 1_000_000_000
 _REFRESH_NS = 3 * _NS  # notification files: rewritten with the current value
 _UNDER_EVERY_NS = _NS
 _REFUSED_LOG_NS = 60 * _NS
+_ENDED_KEPT = 200  # ended alerts whose script results the live API still shows
 
 
 @dataclass(slots=True)
@@ -65,6 +67,8 @@ class Alert:
     ext: tuple[tuple[str, str], ...] = ()
     rates: list[float] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
+    #: "action" / "back2norm": the script's `actions.new_report`, updated while it runs
+    scripts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ident(self) -> tuple:
@@ -75,6 +79,11 @@ def _labels(spec: MavgSpec) -> list[str]:
     """Level names for files/arguments; an underlimit sharing an overlimit's name gets ``under-``."""
     over = {lv.name for lv in spec.levels if not lv.under}
     return [f"under-{lv.name}" if lv.under and lv.name in over else lv.name for lv in spec.levels]
+
+
+def _scripts(a: Alert) -> dict[str, dict[str, Any] | None]:
+    """Copies: the reports change under the script's worker thread."""
+    return {role: (dict(a.scripts[role]) if role in a.scripts else None) for role in ("action", "back2norm")}
 
 
 class MovingAverages:
@@ -103,6 +112,8 @@ class MovingAverages:
         self.now = 0
         self.start: int | None = None
         self.alerts: dict[tuple, Alert] = {}
+        #: alerts that ended, newest last: their back2norm script runs (and reports) afterwards
+        self.ended: deque[Alert] = deque(maxlen=_ENDED_KEPT)
         self.counters = {"raised": 0, "back_to_normal": 0, "notification_errors": 0, "dumps_written": 0}
         self._raised: list[tuple[MovingAverage, list[Raised], int]] = []
         self._ext_on: dict[tuple[str, str], set[tuple]] = {}
@@ -231,7 +242,7 @@ class MovingAverages:
         self._write(a)
         self._switch_ext(a, lv.ext)
         if lv.action_script is not None:
-            a.action = self._script(a, lv.action_script, "raised")
+            a.action = self._script(a, lv.action_script, "raised", "action")
 
     def _measure(self, a: Alert) -> bool:
         """Update the alert's rates; True when the key is (still) on the raised side."""
@@ -267,13 +278,14 @@ class MovingAverages:
             except OSError as exc:
                 self._notif_error(exc)
         self._switch_ext(a, ())
+        self.ended.append(a)
         if run_script:
             self.counters["back_to_normal"] += 1
             log.warning("%s %s %s: %s back to normal after %.0f s (%s/s, threshold %s/s)", a.avg.mo,
                         a.avg.spec.name, a.label, " ".join(a.key_text), (self.now - a.since_ns) / _NS,
                         a.value, a.limit)  # fmt: skip
             if a.level.back2norm_script is not None:
-                self._script(a, a.level.back2norm_script, "back2norm", after=a.action)
+                self._script(a, a.level.back2norm_script, "back2norm", "back2norm", after=a.action)
 
     def _switch_ext(self, a: Alert, ext: tuple[tuple[str, str], ...]) -> None:
         """The windows this alert holds on become ``ext``; a window goes off with its last holder."""
@@ -316,7 +328,7 @@ class MovingAverages:
         numeric = [f.kind in (KeyKind.NUMBER,) for f in a.avg.spec.keys]
         write_notification(a.file, notification_text(a.key_text, numeric, a.value, a.limit), self._notif_error)
 
-    def _script(self, a: Alert, script: Path, event: str, after: Any = None) -> Any:
+    def _script(self, a: Alert, script: Path, event: str, role: str, after: Any = None) -> Any:
         spec = a.avg.spec
         file = str(a.file) if a.file is not None else ""
         argv = [str(script), a.avg.mo, spec.name, a.label, file, *a.key_text, str(a.value), str(a.limit)]
@@ -343,7 +355,8 @@ class MovingAverages:
         }  # fmt: skip
         for f, text in zip(spec.keys, a.key_text, strict=True):
             env[f"MIRRORFLOW_KEY_{f.column.upper()}"] = text
-        return self.runner.run(argv, env, after=after)
+        a.scripts[role] = report = new_report(argv)
+        return self.runner.run(argv, env, after=after, report=report)
 
     def _dumps(self) -> None:
         for avg in self._avgs.values():
@@ -415,6 +428,9 @@ class MovingAverages:
                 "top": [{"key": format_key(spec.keys, keys[i]), "rates": [float(x) for x in rates[i]],
                          "levels": levels_of(int(limrow[i]), int(raised[i]))} for i in order],
                 "alerts": [self._alert_state(a) for a in self.alerts.values() if a.avg is avg],
+                "ended": [{"level": a.label, "direction": "under" if a.level.under else "over", "key": a.key_text,
+                           "since": a.since_ns / _NS, "scripts": _scripts(a)}
+                          for a in self.ended if a.avg.mo == avg.mo and a.avg.spec.name == spec.name],
             })  # fmt: skip
         return out
 
@@ -428,7 +444,7 @@ class MovingAverages:
             "rates": a.rates, "thresholds": [None if math.isnan(t) else t for t in a.thresholds],
             "since": a.since_ns / _NS, "over_s": (self.now - a.since_ns) / _NS,
             "back2norm_in_s": countdown, "notification_file": str(a.file) if a.file else None,
-            "ext": [f"{m}/{w}" for m, w in a.ext],
+            "ext": [f"{m}/{w}" for m, w in a.ext], "scripts": _scripts(a),
         }  # fmt: skip
 
     def stats(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ fed in small slices so that snapshots are taken while the alert is up and after 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,17 @@ def test_alert_is_active_then_past(tmp_path: Path) -> None:
     capture(pcap)
     mo = tmp_path / "mo" / "lab"
     mo.mkdir(parents=True)
+    act, b2n = tmp_path / "act.sh", tmp_path / "b2n.sh"
+    act.write_text("#!/bin/sh\nfor i in $(seq 1 300); do echo \"ban line $i\"; done\nsleep 0.2\nexit 3\n")
+    b2n.write_text("#!/bin/sh\necho \"unban $MIRRORFLOW_KEY\"\n")
+    act.chmod(0o755)
+    b2n.chmod(0o755)
     (mo / "mo.conf").write_text(json.dumps({
         "filter": "",
         "fwm": [{"name": "total", "time": 10, "fields": ["packets"]}],
         "mavg": [{"name": "pps", "time": 2, "fields": ["src host", "packets"],
-                  "overlimit": [{"name": "ddos", "default": [50000], "back2norm-time": 5}]}]}))  # fmt: skip
+                  "overlimit": [{"name": "ddos", "default": [50000], "back2norm-time": 5,
+                                 "action-script": str(act), "back2norm-script": str(b2n)}]}]}))  # fmt: skip
     cfg = CollectorConfig(mo_dir=tmp_path / "mo", stats_interval_s=0)
     collector = Collector(cfg)
     monitoring = Monitoring(collector, cfg, load_runtime(cfg), live=False)
@@ -46,6 +53,13 @@ def test_alert_is_active_then_past(tmp_path: Path) -> None:
                 if seen_active is None and live.state.snapshot.alerts["active"]:
                     seen_active = {p: get(live.url + p) for p in ("/api/v1/alerts", "/api/v1/mavg", "/metrics")}
         monitoring.monitor.flush()
+        # the scripts run on their own threads: wait for both to end, then publish
+        deadline = time.monotonic() + 20
+        while not (monitoring.averages.ended and all(
+                (r := monitoring.averages.ended[-1].scripts.get(k)) and r["status"] == "exited"
+                for k in ("action", "back2norm"))):  # fmt: skip
+            assert time.monotonic() < deadline, "scripts did not finish"
+            time.sleep(0.05)
         live.publish()
         after = get(live.url + "/api/v1/alerts")
         mavg = get(live.url + "/api/v1/mavg")
@@ -74,3 +88,12 @@ def test_alert_is_active_then_past(tmp_path: Path) -> None:
     assert past["key"] == ["10.9.9.9"] and past["since"] == alert["since"]
     # last seen up at 37.7 s at the latest (back to normal at 37 s, test_mavg_replay), slices of 16 datagrams
     assert T0 + 36 <= past["ended_at"] <= T0 + 38
+    # script results: the action's while the alert is up (it may still run), both afterwards
+    assert alert["scripts"]["action"]["script"] == str(act)
+    assert alert["scripts"]["action"]["status"] in ("queued", "running", "exited")
+    assert alert["scripts"]["back2norm"] is None
+    action, back = past["scripts"]["action"], past["scripts"]["back2norm"]
+    assert (action["status"], action["exit"]) == ("exited", 3) and action["duration_s"] >= 0.2
+    assert len(action["output"]) == 1024 and action["output"].endswith("ban line 299\nban line 300\n")
+    assert (back["script"], back["status"], back["exit"], back["output"]) == (str(b2n), "exited", 0, "unban 10.9.9.9\n")
+    assert 0 <= back["duration_s"] < 5

@@ -69,7 +69,12 @@ def api(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Iterator[
     """A collector with one object (two windows, one moving average) that has seen the capture."""
     tmp = tmp_path_factory.mktemp("tui")
     (tmp / "mo" / "all").mkdir(parents=True)
-    (tmp / "mo" / "all" / "mo.conf").write_text(json.dumps(MO_CONF))
+    act = tmp / "act.sh"  # its result shows in the alert's drill-down
+    act.write_text('#!/bin/sh\necho "banned $MIRRORFLOW_KEY"\nexit 2\n')
+    act.chmod(0o755)
+    conf = json.loads(json.dumps(MO_CONF))
+    conf["mavg"][0]["overlimit"][0]["action-script"] = str(act)
+    (tmp / "mo" / "all" / "mo.conf").write_text(json.dumps(conf))
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/mirrorflow-numba"), "TZ": "UTC"}
     udp, http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     proc = subprocess.Popen(
@@ -266,6 +271,12 @@ async def test_keys_sort_filter_drill_pause_units(api: str, tmp_path: Path) -> N
         assert rows["records"] == str(RECORDS) and rows["counters.records"] == str(RECORDS)
         await pilot.press("escape", "4", "enter")
         assert isinstance(app.screen, DetailScreen) and "threshold" in dict(shown(app.screen.table))
+        # the action script's result: exit status, duration, output (newlines shown as ⏎)
+        await until(pilot, lambda: dict(shown(app.screen.table)).get("scripts.action.status") == "exited")
+        rows = dict(shown(app.screen.table))
+        key = rows["key"]
+        assert rows["scripts.action.exit"] == "2" and rows["scripts.action.output"] == f"banned {key} ⏎"
+        assert float(rows["scripts.action.duration_s"]) < 5 and rows["scripts.back2norm"] == "null"
         await pilot.press("escape", "2", "enter")
         assert isinstance(app.screen, DetailScreen) and dict(shown(app.screen.table))["mo"] == "all"
         await pilot.press("escape")

@@ -44,7 +44,7 @@ class FakeRunner:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], dict[str, str]]] = []
 
-    def run(self, argv, env, after=None):  # noqa: ANN001, ANN201
+    def run(self, argv, env, after=None, report=None):  # noqa: ANN001, ANN201
         self.calls.append((list(argv), dict(env)))
 
     def stats(self) -> dict[str, int]:
