@@ -104,8 +104,12 @@ def chroot_root(ansible_env: dict[str, str]) -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"debootstrap failed (no Debian mirror?): {proc.stderr.strip()[-400:]}")
     yield root
-    subprocess.run(["umount", "-R", "-l", str(root / "proc"), str(root / "sys"), str(root / "dev")],
-                   capture_output=True, check=False)  # fmt: skip
+    for sub in ("dev/pts", "dev", "sys", "proc"):
+        subprocess.run(["umount", "-R", "-l", str(root / sub)], capture_output=True, check=False)
+    # Never delete through a mount that is still there (it would reach the host's /sys or /dev).
+    still = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+             if line.split()[1].startswith(f"{root}/")]  # fmt: skip
+    assert not still, f"still mounted, {root} left in place: {still}"
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -49,12 +49,13 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root: debootstrap, chroot and loop devices")
     reuse = os.environ.get("MIRRORFLOW_VM_IMAGE")
     if reuse:
-        return Path(reuse)
+        yield Path(reuse)
+        return
     tools = subprocess.run([str(REPO / "ansible" / "install-tools")], capture_output=True, text=True)
     if tools.returncode != 0:
         pytest.skip(f"ansible/install-tools failed: {tools.stderr.strip()[-400:]}")
@@ -67,7 +68,8 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.skip("debootstrap failed (no Debian mirror?): " + proc.stderr[-400:])
         pytest.fail("vm-image/build failed:\n" + proc.stdout[-3000:] + proc.stderr[-3000:])
     print(proc.stdout)
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)  # ~3.5 GB; keep one with `vm-image/build --out DIR`
 
 
 def test_build_artifacts(image_dir: Path) -> None:
