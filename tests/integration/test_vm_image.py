@@ -232,6 +232,11 @@ def _db_rows(guest: Guest, sources: tuple[str, ...]) -> dict[str, int]:
     return {s: int(rows[s]) for s in sources if s in rows}
 
 
+@pytest.mark.skipif(
+    os.environ.get("MIRRORFLOW_DEPLOY_TESTS") != "1",
+    reason="the boot test runs with `make ansible-test` (MIRRORFLOW_DEPLOY_TESTS=1): ~16 min under "
+    "TCG, and it timed out once in a clean-clone CI run on a loaded machine; not yet trusted in CI",
+)
 def test_boot_mirror_probe_collector_postgresql_and_reboot(guest: Guest) -> None:
     timings: dict[str, float] = {}
     timings["boot_to_ssh"] = guest.wait_ssh()
