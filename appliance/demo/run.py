@@ -176,6 +176,7 @@ class Demo:
         self.dbname = "mirrorflow"
         self.started = 0.0
         self._lock = threading.Lock()
+        self._replayer: threading.Thread | None = None
 
     # -- output ----------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -185,7 +186,7 @@ class Demo:
     def spawn(self, name: str, argv: list[str], *, new_session: bool = True) -> Child:
         assert self.work is not None
         log = self.work / f"{name}.log"
-        with self._lock:
+        with self._lock:  # held through the start: teardown never misses a child started meanwhile
             if self.stop.is_set() and name != "tui":
                 raise Interrupted("stopping")
             fh = log.open("ab")
@@ -330,7 +331,8 @@ class Demo:
         traces = corpus_traces() if self.opts.traces and shutil.which("tcpreplay") else []
         if traces:
             self.say(f"replaying {len(traces)} corpus traces with tcpreplay alongside")
-            threading.Thread(target=self._replay, args=(traces,), daemon=True).start()
+            self._replayer = threading.Thread(target=self._replay, args=(traces,), daemon=True)
+            self._replayer.start()
 
     def _replay(self, traces: list[Path]) -> None:
         assert self.topology is not None
@@ -431,10 +433,14 @@ class Demo:
 
     def teardown(self, summary: dict) -> None:
         """Stops everything in order, reads PostgreSQL, removes every trace; fills ``summary``."""
+        with self._lock:
+            self.stop.set()  # no child starts from here on (the corpus replay loop ends)
         order = ["tui", "tcpreplay", "traffic", "probe", "softflowd", "collector"]
         for name in order:
             for child in [c for c in self.children if c.name == name]:
                 self._terminate(child)
+            if name == "tcpreplay" and self._replayer is not None:
+                self._replayer.join(30)
             if name == "softflowd":
                 time.sleep(1.5)  # the probe's and softflowd's last exports reach the collector
                 collector = self._child("collector")
