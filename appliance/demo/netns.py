@@ -1,9 +1,9 @@
-"""Network namespaces and veth pairs of a demo run, and removal of a crashed run's leftovers.
+"""Network namespaces and veth pairs, and removal of a crashed run's leftovers.
 
-Every namespace and interface is named ``mfd<owner pid, 6 hex digits><role>``, so a later
-run tells a crashed run's leftovers (owner dead) from a running demo's (owner alive). The
-same logic as the tests' fixture (tests/conftest.py), with its own prefix so that neither
-removes the other's objects.
+Every namespace and interface is named ``<prefix><owner pid, 6 hex digits><role>``, so a later
+run tells a crashed run's leftovers (owner dead) from a running one's (owner alive). The demo
+uses the prefix ``mfd``; the tests' fixtures (tests/conftest.py) build on these functions with
+their own prefix, so that neither removes the other's objects.
 """
 
 from __future__ import annotations
@@ -12,19 +12,22 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import DemoError
+from ._proc import process_alive
 
 __all__ = ["Topology", "build_topology", "remove_leftovers", "list_namespaces", "list_links",
-           "process_alive", "owned_names", "PREFIX"]
+           "process_alive", "owned_names", "PREFIX", "ip", "command", "add_namespace", "add_veth",
+           "remove_namespaces_and_links"]  # fmt: skip
 
 PREFIX = "mfd"
 _NAME = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})[a-z]\d*$")
 
 
-def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs ``ip [-n netns] args``; raises DemoError if it fails and ``check`` is set."""
     cmd = ["ip", *args] if netns is None else ["ip", "-n", netns, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     if check and proc.returncode != 0:
@@ -32,38 +35,72 @@ def _ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.
     return proc
 
 
+def command(netns: str | None, *argv: str) -> list[str]:
+    """The argv that runs ``argv`` inside ``netns`` (None: the root namespace)."""
+    return list(argv) if netns is None else ["ip", "netns", "exec", netns, *argv]
+
+
 def _sh(netns: str | None, *argv: str) -> None:
-    cmd = list(argv) if netns is None else ["ip", "netns", "exec", netns, *argv]
+    cmd = command(netns, *argv)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0:
         raise DemoError(f"'{' '.join(cmd)}' failed: {proc.stderr.strip()}")
 
 
 def list_namespaces() -> list[str]:
-    return [ln.split()[0] for ln in _ip("netns", "list").stdout.splitlines() if ln.strip()]
+    # Lines look like "name (id: 3)" or just "name".
+    return [ln.split()[0] for ln in ip("netns", "list").stdout.splitlines() if ln.strip()]
 
 
 def list_links(netns: str | None = None) -> list[str]:
-    out = _ip("-o", "link", "show", netns=netns).stdout
+    # Lines look like "7: mfd0012abm0@mfd0012abm1: <BROADCAST,...> ...".
+    out = ip("-o", "link", "show", netns=netns).stdout
     return [ln.split(":", 2)[1].strip().split("@")[0] for ln in out.splitlines()]
 
 
-def process_alive(pid: int) -> bool:
-    """True while pid runs; a zombie counts as dead (init may never reap it here)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def add_namespace(name: str) -> None:
+    """Creates network namespace ``name`` with lo up."""
+    ip("netns", "add", name)
+    ip("link", "set", "lo", "up", netns=name)
 
 
-def _kill_netns_processes(netns: str) -> None:
+def add_veth(name_a: str, netns_a: str | None, name_b: str, netns_b: str | None) -> None:
+    """Creates a veth pair and moves each end into its namespace (None: it stays in the root one)."""
+    ip("link", "add", name_a, "type", "veth", "peer", "name", name_b)
+    for name, netns in ((name_a, netns_a), (name_b, netns_b)):
+        if netns is not None:
+            ip("link", "set", name, "netns", netns)
+
+
+def _delete_namespace(netns: str) -> subprocess.CompletedProcess[str]:
     # A process still inside keeps the namespace (and its interfaces) alive after `ip netns del`.
-    for pid in _ip("netns", "pids", netns, check=False).stdout.split():
+    for pid in ip("netns", "pids", netns, check=False).stdout.split():
         try:
             os.kill(int(pid), signal.SIGKILL)
         except ProcessLookupError:
             pass
+    return ip("netns", "del", netns, check=False)
+
+
+def remove_namespaces_and_links(namespaces: Iterable[str], links: Iterable[str]) -> list[str]:
+    """Removes those of ``links`` (root namespace) and ``namespaces`` that exist.
+
+    Processes still inside a namespace are killed first. Returns what could not be removed.
+    """
+    errors = []
+    present = set(list_links())
+    for name in links:
+        if name in present:
+            proc = ip("link", "del", name, check=False)
+            if proc.returncode != 0 and name in list_links():
+                errors.append(f"link {name}: {proc.stderr.strip()}")
+    present = set(list_namespaces())
+    for name in namespaces:
+        if name in present:
+            proc = _delete_namespace(name)
+            if proc.returncode != 0:
+                errors.append(f"namespace {name}: {proc.stderr.strip()}")
+    return errors
 
 
 def owned_names(pid: int | None = None) -> tuple[list[str], list[str]]:
@@ -73,20 +110,24 @@ def owned_names(pid: int | None = None) -> tuple[list[str], list[str]]:
             [n for n in list_links() if n.startswith(tag)])
 
 
-def remove_leftovers() -> list[str]:
-    """Removes mfd* namespaces and links whose demo run is dead; returns what it removed."""
+def remove_leftovers(names: re.Pattern[str] = _NAME) -> list[str]:
+    """Removes the namespaces and links of runs that are dead; returns what it removed.
+
+    Args:
+        names: what a run's objects are called, the owner's pid (6 hex digits) as group 1;
+            the default is the demo's.
+    """
 
     def stale(name: str) -> bool:
-        match = _NAME.match(name)
+        match = names.match(name)
         return bool(match) and not process_alive(int(match.group(1), 16))
 
     removed = []
     for name in filter(stale, list_namespaces()):
-        _kill_netns_processes(name)
-        _ip("netns", "del", name, check=False)
+        _delete_namespace(name)
         removed.append(f"namespace {name}")
     for name in filter(stale, list_links()):
-        _ip("link", "del", name, check=False)
+        ip("link", "del", name, check=False)
         removed.append(f"link {name}")
     return removed
 
@@ -117,25 +158,11 @@ class Topology:
 
     def command(self, netns: str, *argv: str) -> list[str]:
         """The argv that runs ``argv`` inside ``netns``."""
-        return ["ip", "netns", "exec", netns, *argv]
+        return command(netns, *argv)
 
     def remove(self) -> list[str]:
         """Removes every namespace and link of this run; returns what could not be removed."""
-        errors = []
-        present = set(list_links())
-        for name in self.links:
-            if name in present:
-                proc = _ip("link", "del", name, check=False)
-                if proc.returncode != 0 and name in list_links():
-                    errors.append(f"link {name}: {proc.stderr.strip()}")
-        present = set(list_namespaces())
-        for name in self.namespaces:
-            if name in present:
-                _kill_netns_processes(name)
-                proc = _ip("netns", "del", name, check=False)
-                if proc.returncode != 0:
-                    errors.append(f"namespace {name}: {proc.stderr.strip()}")
-        return errors
+        return remove_namespaces_and_links(self.namespaces, self.links)
 
 
 def build_topology(mtu: int = 1500) -> Topology:
@@ -154,19 +181,16 @@ def build_topology(mtu: int = 1500) -> Topology:
     )  # fmt: skip
     try:
         for ns in (topo.traffic_ns, topo.router_ns):
-            _ip("netns", "add", ns)
             topo.namespaces.append(ns)
-            _ip("link", "set", "lo", "up", netns=ns)
+            add_namespace(ns)
         pairs = ((topo.mirror_if, None, topo.traffic_if, topo.traffic_ns),
                  (topo.span_if, topo.traffic_ns, topo.router_if, topo.router_ns),
                  (topo.export_peer_if, None, topo.export_if, topo.router_ns))  # fmt: skip
         for a, ns_a, b, ns_b in pairs:
-            _ip("link", "add", a, "type", "veth", "peer", "name", b)
             topo.links.append(a)
+            add_veth(a, ns_a, b, ns_b)
             for name, ns in ((a, ns_a), (b, ns_b)):
-                if ns is not None:
-                    _ip("link", "set", name, "netns", ns)
-                _ip("link", "set", name, "mtu", str(mtu), netns=ns)
+                ip("link", "set", name, "mtu", str(mtu), netns=ns)
         # the capture ports stay silent (no IPv6 router solicitations or MLD of their own)
         for name, ns in ((topo.mirror_if, None), (topo.traffic_if, topo.traffic_ns),
                          (topo.span_if, topo.traffic_ns), (topo.router_if, topo.router_ns)):
@@ -174,9 +198,9 @@ def build_topology(mtu: int = 1500) -> Topology:
         for name, ns in ((topo.mirror_if, None), (topo.traffic_if, topo.traffic_ns),
                          (topo.span_if, topo.traffic_ns), (topo.router_if, topo.router_ns),
                          (topo.export_peer_if, None), (topo.export_if, topo.router_ns)):
-            _ip("link", "set", name, "up", netns=ns)
-        _ip("addr", "add", f"{topo.collector_ip}/30", "dev", topo.export_peer_if)
-        _ip("addr", "add", f"{topo.router_ip}/30", "dev", topo.export_if, netns=topo.router_ns)
+            ip("link", "set", name, "up", netns=ns)
+        ip("addr", "add", f"{topo.collector_ip}/30", "dev", topo.export_peer_if)
+        ip("addr", "add", f"{topo.router_ip}/30", "dev", topo.export_if, netns=topo.router_ns)
         # the span: every frame sent on the traffic port is copied to the router's port
         _sh(topo.traffic_ns, "tc", "qdisc", "add", "dev", topo.traffic_if, "clsact")
         # (u32 matching every frame: matchall and flower are modules some kernels lack)
