@@ -124,11 +124,6 @@ def _apply(root: Path, env: dict[str, str], *args: str) -> tuple[str, float]:
 
 @pytest.mark.slow
 @pytest.mark.root
-@pytest.mark.skipif(
-    os.environ.get("MIRRORFLOW_DEPLOY_TESTS") != "1",
-    reason="the chroot converge runs with `make ansible-test` (MIRRORFLOW_DEPLOY_TESTS=1): it failed "
-    "once in a clean-clone CI run (payload vanished from the chroot's /tmp) and is not yet trusted in CI",
-)
 def test_converge_chroot_idempotent_and_check_mode(chroot_root: Path, ansible_env: dict[str, str]) -> None:
     secret = "-e", f"mirrorflow_db_password={_SECRET}"
     first, t_first = _apply(chroot_root, ansible_env, *secret)
@@ -168,6 +163,15 @@ def test_converge_chroot_idempotent_and_check_mode(chroot_root: Path, ansible_en
     proc = subprocess.run(["chroot", str(r), "/opt/mirrorflow/venv/bin/python", "-c", "import bcc, numba, psycopg"],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    # numba's kernels were compiled at install time, as each unit's user (mirrorflow_warm_cache);
+    # the second run found them all cached (changed=0 above).
+    for part, owner in (("collector", "mirrorflow"), ("probe", "root")):
+        indexes = list((r / "var/cache/mirrorflow" / part / "numba").rglob("*.nbi"))
+        assert len(indexes) > 5, f"{part}: {len(indexes)} numba cache indexes"
+        uids = {p.stat().st_uid for p in indexes}
+        expected = int(subprocess.run(["chroot", str(r), "id", "-u", owner], capture_output=True, text=True,
+                                      check=True).stdout)  # fmt: skip
+        assert uids == {expected}, (part, uids, expected)
     # The secret went nowhere but its file (0600 postgres), not even into --diff output.
     assert all(_SECRET not in out for out in (first, second, check))
     assert (r / "etc/postgresql/mirrorflow-db-password").read_text() == _SECRET
