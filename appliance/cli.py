@@ -57,11 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.demo.cli import add_parser as add_demo_parser
 
     add_demo_parser(sub)
+    from appliance.warm import add_parser as add_warm_parser
+
+    add_warm_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    _numba_cache()
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["warm-cache"]:  # fills the cache its caller names: no default, checked before numba loads
+        from appliance.warm import check_cache_dir
+
+        if (status := check_cache_dir(words)) is not None:
+            return status
+    else:
+        _numba_cache()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
