@@ -292,20 +292,6 @@ def abs_ms(value, unit, export_ms):
 
 
 @njit(cache=True, nogil=True)
-def get_index(d, key, counter_slot, meta, cap):
-    """Index for key in dict d, created from meta[counter_slot] if new; -1 if full."""
-    idx = dget(d, key)
-    if idx >= 0:
-        return idx, False
-    n = meta[counter_slot]
-    if n >= cap:
-        return -1, False
-    d[key] = n
-    meta[counter_slot] = n + 1
-    return n, True
-
-
-@njit(cache=True, nogil=True)
 def exporter_index(exp_dict, exp_addr, meta, hi, lo):
     """Index of an exporter address, registering it when new (-1 if the table is full)."""
     key = (hi, lo)
