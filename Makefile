@@ -40,7 +40,7 @@ lint:
 # boot under QEMU with mirrored traffic). Root; ~10-15 min.
 ansible-test:
 	scripts/setup --quiet $(SETUP_FLAGS)
-	MIRRORFLOW_DEPLOY_TESTS=1 scripts/test tests/integration/test_ansible.py tests/integration/test_vm_image.py $(ARGS)
+	scripts/test tests/integration/test_ansible.py tests/integration/test_vm_image.py $(ARGS)
 
 image:
 	vm-image/build $(ARGS)
