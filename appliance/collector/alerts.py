@@ -470,6 +470,13 @@ class ReplaySlicer:
     live (xenoeye's action thread runs every 100 ms): the monitor sees a slice, then the
     moving averages tick at its end.
 
+    A slice is the packets of one step of ``slice_ns`` (steps aligned to multiples of it);
+    steps without packets get no slice and no tick. The rates lose nothing by that: a key's
+    sum is decayed over the whole gap in closed form when it is next read or updated (the
+    level state machine, as before, only moves at ticks, i.e. where packets are). The work
+    is proportional to the packets, never to the time they span: captures jump months or
+    years between packets, and exporters with broken clocks stamp 0 or 2106.
+
     Args:
         monitor: the `Monitor` sink.
         averages: the `MovingAverages` fed by it.
@@ -491,15 +498,13 @@ class ReplaySlicer:
             return
         order = np.argsort(t, kind="stable")
         ts = t[order]
-        edges = np.arange(lo - lo % self.slice_ns + self.slice_ns, hi + 1, self.slice_ns)
-        cuts = np.searchsorted(ts, edges, side="left")
+        step = ts // self.slice_ns  # floor, also before 1970 (a uint64 beyond 2262 reads negative)
+        ends = np.flatnonzero(step[1:] != step[:-1]) + 1
         start = 0
-        for end in [*cuts.tolist(), len(ts)]:
-            if end > start:
-                self.monitor(batch.take(order[start:end]))
-                self.averages.tick(int(ts[end - 1]))
+        for end in [*ends.tolist(), len(ts)]:
+            self.monitor(batch.take(order[start:end]))
+            self.averages.tick(int(ts[end - 1]))
             start = end
-
 
 
 def attach(collector: Any, monitor: Any, cfg: Any, objects: list[Any], live: bool) -> MovingAverages:
