@@ -21,10 +21,16 @@ REPO = Path(__file__).resolve().parents[2]
 MAKE_SEED = REPO / "vm-image" / "make-seed"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHbX0Fh2m3y1mJ2Lrj2bJ4x0mirrorflowKEY1 me@laptop"
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("genisoimage") and shutil.which("isoinfo")),
-    reason="genisoimage/isoinfo missing: run ansible/install-tools image",
-)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _genisoimage() -> None:
+    """genisoimage (and isoinfo) come from the project's ansible/install-tools, as for the image."""
+    if shutil.which("genisoimage") and shutil.which("isoinfo"):
+        return
+    proc = subprocess.run([str(REPO / "ansible" / "install-tools"), "image"], capture_output=True, text=True)
+    if proc.returncode != 0 or not shutil.which("genisoimage"):
+        pytest.skip(f"genisoimage missing and ansible/install-tools image failed: {proc.stderr.strip()[-300:]}")
 
 
 def make_seed(*args: str | Path) -> subprocess.CompletedProcess[str]:
