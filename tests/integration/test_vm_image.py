@@ -79,7 +79,10 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         pytest.fail("vm-image/build failed:\n" + proc.stdout[-3000:] + proc.stderr[-3000:])
     print(proc.stdout)
     yield out
-    shutil.rmtree(out, ignore_errors=True)  # ~3.5 GB; keep one with `vm-image/build --out DIR`
+    if os.environ.get("MIRRORFLOW_KEEP_IMAGE") == "1":
+        print(f"image kept in {out}: rerun with MIRRORFLOW_VM_IMAGE={out}")
+    else:
+        shutil.rmtree(out, ignore_errors=True)  # ~3.5 GB
 
 
 def test_build_artifacts(image_dir: Path) -> None:
@@ -119,6 +122,18 @@ class Guest:
             raise AssertionError(f"ssh {command!r} failed ({proc.returncode}): {proc.stdout}{proc.stderr}"
                                  f"\nconsole tail:\n{self.console_tail()}")  # fmt: skip
         return proc.stdout
+
+    def diagnostics(self) -> str:
+        """What the appliance says about itself: unit states, journals, the collector's status."""
+        try:
+            return self.ssh(
+                "systemctl --no-pager list-units 'mirrorflow*' postgresql\\*; "
+                "for u in mirrorflow-collector mirrorflow-probe mirrorflow-db-setup mirrorflow-firstboot; do "
+                "echo \"== $u\"; journalctl -b --no-pager -o short-monotonic -n 40 -u $u; done; "
+                "echo '== status'; curl -s 127.0.0.1:8787/api/v1/status | head -c 3000",
+                timeout=120, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return "no diagnostics (ssh timed out); console:\n" + self.console_tail()
 
     def console_tail(self) -> str:
         try:
@@ -242,7 +257,7 @@ def _wait(what: str, probe: Callable[[], Any], timeout: float, guest: Guest) -> 
         if last:
             return last
         time.sleep(5)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})\n{guest.console_tail()}")
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})\n{guest.diagnostics()}")
 
 
 def _db_rows(guest: Guest, sources: tuple[str, ...]) -> dict[str, int]:
