@@ -462,6 +462,11 @@ def _probe_datagrams(clock: _FakeClock, run_probe: bool, stats: Path) -> list[_D
             for probe in probes:
                 probe.cache.push(keys, vals)
                 probe.scan()
+                if second == 1:
+                    # A drain of one flow: its field views are contiguous ('C', not 'A'), which
+                    # numba compiles as another signature of the flow table's merge.
+                    probe.cache.push(keys[:1], vals[:1])
+                    probe.scan()
         else:
             flows = np.zeros(len(keys), FLOW_DTYPE)
             flows["key"], flows["val"], flows["end_reason"] = keys, vals, 1

@@ -430,6 +430,10 @@ class _TemplateEncoder(_Source):
     def _header(self, now_ns: int, count: int, length: int) -> bytes:
         raise NotImplementedError
 
+    def resend_templates(self) -> None:
+        """The next packet carries the templates again (a collector may have missed them)."""
+        self._last_template_ns = None
+
     def templates_due(self, now_ns: int | None = None) -> bool:
         """True when the next packet will carry the templates (first packet, or N packets
         or T seconds since they were last sent; 0 disables either trigger)."""

@@ -3,7 +3,9 @@
 One encoder makes one stream (one sequence space, one source id); every destination gets
 every datagram of it, like ipt_netflow. Each destination has its own connected UDP socket, so
 ICMP port-unreachable comes back as ECONNREFUSED on a later send; send errors are counted per
-destination and per cause, and the probe keeps going.
+destination and per cause, and the probe keeps going; after an error the templates and
+options go out again with the next packets (a collector that was not listening yet gets them
+at once, not at the next periodic refresh).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ TEMPLATE_IPV6 = 257
 _TPL_MPLS = 2
 _TPL_DIRECTION = 4
 TEMPLATE_SAMPLER = 264
+#: minimum seconds between two resends of templates and options caused by send errors
+RESEND_AFTER_ERROR_S = 1.0
 TEMPLATE_STATISTICS = 265
 TEMPLATE_INTERFACES = 266
 TEMPLATE_SYSTEM = 267
@@ -328,6 +332,7 @@ class Exporter:
         self._last_options_ns: int | None = None
         self.names_interval_ns = int(names_interval_s * 1e9)
         self._last_names_ns: int | None = None
+        self._resent_after_error = -RESEND_AFTER_ERROR_S
         self.direction_mac = direction_mac
         self.mpls = mpls
         self.flows_exported = 0
@@ -388,10 +393,29 @@ class Exporter:
                     st.errors_by_cause[name] = st.errors_by_cause.get(name, 0) + 1
                     st.flows_lost += nflows
                     st.last_error = f"{name}: {exc.strerror}"
+                    self._collector_missed_something()
                     continue
                 st.packets += 1
                 st.bytes += len(payload)
                 st.flows += nflows
+
+    def _collector_missed_something(self) -> None:
+        """After a send error, templates and options go out again with the next packets.
+
+        ECONNREFUSED reports that an earlier datagram met a closed port (the collector was not
+        listening yet, or restarted): it may have been the one with the templates, and without
+        them the collector cannot decode anything until the periodic refresh (20 packets or
+        30 min later). At most once a second, so a destination that stays down does not put
+        the templates into every packet the others get.
+        """
+        now = time.monotonic()
+        if now - self._resent_after_error < RESEND_AFTER_ERROR_S:
+            return
+        self._resent_after_error = now
+        if isinstance(self.encoder, V9Encoder | IPFIXEncoder):
+            self.encoder.resend_templates()
+        self._last_options_ns = None
+        self._last_names_ns = None
 
     def _flows_in(self, payloads: list[bytes], template_id: int) -> list[int]:
         """Flow records in each payload (walks the sets; records have a fixed length)."""

@@ -42,6 +42,8 @@ SOURCES = ("198.51.100.7", "198.51.100.8", "198.51.100.9")
 DESTINATION = "203.0.113.9"
 PACKETS = 200
 TUI_USER = "noc"
+# The collector's UDP socket is bound (and its live API answers).
+COLLECTOR_UP = "ss -Hlun 'sport = :2055' | grep -q . && curl -sf 127.0.0.1:8787/api/v1/status >/dev/null && echo up"
 MGMT_MAC = "52:54:00:00:00:01"
 
 
@@ -291,6 +293,9 @@ def test_boot_mirror_probe_collector_postgresql_and_reboot(guest: Guest) -> None
     # Wait until the probe is attached (bcc compiles under TCG), then replay.
     _wait("probe stats", lambda: guest.ssh("mirrorflow probe --stats --json", check=False).strip(), 900, guest)
     timings["probe_running"] = time.monotonic() - started
+    # Flows the probe exports before the collector listens are lost, as with any UDP exporter.
+    _wait("collector listening", lambda: guest.ssh(COLLECTOR_UP, check=False).strip(), 600, guest)
+    timings["collector_listening"] = time.monotonic() - started
     guest.replay(SOURCES, PACKETS)
 
     def probe_exported() -> dict | None:
@@ -332,6 +337,7 @@ def test_boot_mirror_probe_collector_postgresql_and_reboot(guest: Guest) -> None
     _wait("units active after reboot", units_active, 300, guest)
     assert guest.ssh("hostname").strip() == "mirror-test"
     _wait("probe stats after reboot", lambda: guest.ssh("mirrorflow probe --stats --json", check=False).strip(), 300, guest)
+    _wait("collector listening after reboot", lambda: guest.ssh(COLLECTOR_UP, check=False).strip(), 300, guest)
     again = ("198.51.100.77",)
     guest.replay(again, PACKETS, sport=41000)
     rows2 = _wait("window rows after reboot", lambda: _db_rows(guest, again), 200, guest)
@@ -340,7 +346,7 @@ def test_boot_mirror_probe_collector_postgresql_and_reboot(guest: Guest) -> None
           f"exporters: {[e.get('address') for e in exporters['exporters']]}")
 
 
-_ANSI = re.compile(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78])")
+_ANSI = re.compile(rb"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78])")
 
 
 def _tui_session(guest: Guest, timeout: float = 240) -> str:

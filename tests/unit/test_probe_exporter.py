@@ -99,6 +99,42 @@ def test_send_errors_are_counted_per_destination_and_the_rest_goes_on():
     assert ex.stats[1].flows_lost == 100
 
 
+def _set_ids(payload: bytes) -> list[int]:
+    off, ids = 20, []  # v9 header
+    while off + 4 <= len(payload):
+        ids.append(int.from_bytes(payload[off : off + 2], "big"))
+        off += int.from_bytes(payload[off + 2 : off + 4], "big")
+    return ids
+
+
+def test_templates_and_options_go_out_again_after_a_refused_send():
+    """A collector that starts after the probe missed the templates: the next packet has them."""
+    t = MemoryTransport()
+    ex = Exporter([parse_destination("127.0.0.1:9")], 9, transports=[t], template_refresh_packets=1000)
+    ex.export(make_flows(1, 0), 0)
+    assert _set_ids(t.sent[0])[0] == 0  # the first packet: template FlowSet (id 0) first
+    ex.export(make_flows(1, 0), 0)
+    assert 0 not in _set_ids(t.sent[1]) and 1 not in _set_ids(t.sent[1])  # not due yet
+    ex.send_options(0, 0)  # sent now: not due again for a minute
+    assert not ex.options_due(ex.clock())
+    t.fail_with = errno.ECONNREFUSED  # ICMP port unreachable for an earlier datagram
+    ex.export(make_flows(1, 0), 0)
+    t.fail_with = None
+    n = len(t.sent)
+    ex.export(make_flows(1, 0), 0)
+    assert _set_ids(t.sent[n])[0] == 0, _set_ids(t.sent[n])
+    assert ex.options_due(ex.clock()) and ex.names_due(ex.clock())
+    # Once a second at most: a second failure right away does not force them again.
+    ex.export(make_flows(1, 0), 0)
+    t.fail_with = errno.ECONNREFUSED
+    ex.export(make_flows(1, 0), 0)
+    t.fail_with = None
+    n = len(t.sent)
+    ex.export(make_flows(1, 0), 0)
+    assert 0 not in _set_ids(t.sent[n])
+    assert ex.stats[0].errors == 2 and ex.stats[0].flows_lost == 2
+
+
 @needs_tshark
 def test_sampler_and_statistics_options_decode(tmp_path):
     import subprocess
