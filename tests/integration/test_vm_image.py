@@ -17,6 +17,7 @@ MIRRORFLOW_VM_IMAGE=DIR reuses artifacts of an earlier ``vm-image/build --out DI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -373,14 +374,19 @@ def _tui_session(guest: Guest, timeout: float = 240) -> str:
             chunk = proc.stdout.read()
             raw += chunk or b""
             time.sleep(0.5)
-        proc.stdin.write(b"q")
-        proc.stdin.flush()
+        if proc.poll() is None:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(b"q")
+                proc.stdin.flush()
         proc.wait(60)
         raw += proc.stdout.read() or b""
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
     text = _ANSI.sub(b"", raw).decode(errors="replace")
     assert "uid=" not in text, f"the TUI user ran a command: {text[-500:]}"
     return text
