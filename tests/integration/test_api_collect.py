@@ -8,44 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from appliance.collector._apischema import SCHEMAS, validate
 from appliance.collector.pcapfile import PcapReader
+from tests.integration._live import free_port, get, wait_for
 from tests.unit.test_api import parse_metrics
 
 CAPTURE = "ipfixcol2/example_flows.pcap"
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        body = resp.read()
-        return json.loads(body) if resp.headers["Content-Type"] == "application/json" else body.decode()
-
-
-def wait_for(pred: Any, timeout: float = 30.0) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            value = pred()
-        except OSError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError("timed out")
-        time.sleep(0.1)
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.netflow.encoder import V9Encoder, template_for
+from tests.integration._live import free_port, poll
 
 ATTACKER = "10.9.9.9"
 TICK_S = 0.05  # one datagram per tick
@@ -27,21 +28,6 @@ THRESHOLD = 50_000
 SCRIPT = """#!/bin/sh
 echo "$(date +%s.%N) $MIRRORFLOW_EVENT $*" >> {log}
 """
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(pred, timeout: float) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _datagrams(enc: V9Encoder, attack: bool) -> list[bytes]:
@@ -69,7 +55,7 @@ def test_burst_over_udp_runs_the_scripts_once(tmp_path: Path) -> None:
                   "overlimit": [{"name": "ddos", "default": [THRESHOLD], "back2norm-time": 2,
                                  "action-script": str(tmp_path / "act.sh"),
                                  "back2norm-script": str(tmp_path / "b2n.sh")}]}]}))  # fmt: skip
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/mirrorflow-numba")}
     err = open(tmp_path / "collect.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -81,7 +67,7 @@ def test_burst_over_udp_runs_the_scripts_once(tmp_path: Path) -> None:
     file = notif / f"lab-pps-ddos-{ATTACKER}"
     seen_file: list[str] = []
     try:
-        assert _wait(lambda: "listening on" in (tmp_path / "collect.log").read_text(), 20), \
+        assert poll(lambda: "listening on" in (tmp_path / "collect.log").read_text(), 20), \
             (tmp_path / "collect.log").read_text()  # fmt: skip
         assert notif.is_dir()  # --notifications-dir, created at start
         tpl = template_for(["src_addr", "dst_addr", "src_port", "dst_port", "proto", "bytes", "packets",

@@ -13,12 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.netflow.encoder import V5Encoder
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration._live import free_port, poll
 
 
 def _send(port: int, n: int) -> None:
@@ -28,15 +23,6 @@ def _send(port: int, n: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for payload in V5Encoder().encode(cols):
             s.sendto(payload, ("127.0.0.1", port))
-
-
-def _wait(pred, timeout: float = 15.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _flows_in(exp: Path, table: str) -> int:
@@ -52,7 +38,7 @@ def test_live_windows_and_sighup(tmp_path: Path) -> None:
     mo, exp = tmp_path / "mo", tmp_path / "exp"
     (mo / "ssh").mkdir(parents=True)
     (mo / "ssh" / "mo.conf").write_text('{"filter": "dst port 22", "fwm": [{"name": "n", "time": 1, "fields": ["flows"]}]}')
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/mirrorflow-numba")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{port}", "--mo-dir", str(mo),
@@ -60,11 +46,11 @@ def test_live_windows_and_sighup(tmp_path: Path) -> None:
         stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
-        assert _wait(lambda: exp.is_dir(), 30)
+        assert poll(lambda: exp.is_dir(), 30)
         time.sleep(0.5)
         _send(port, 50)
         # the window closes by the clock, without further traffic
-        assert _wait(lambda: _flows_in(exp, "ssh_n") == 50), list(exp.iterdir())
+        assert poll(lambda: _flows_in(exp, "ssh_n") == 50), list(exp.iterdir())
         # an invalid configuration: refused, the running one stays
         (mo / "ssh" / "mo.conf").write_text('{"filter": "dst port", "fwm": []}')
         (mo / "all").mkdir()
@@ -72,14 +58,14 @@ def test_live_windows_and_sighup(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         _send(port, 30)
-        assert _wait(lambda: _flows_in(exp, "ssh_n") == 80)
+        assert poll(lambda: _flows_in(exp, "ssh_n") == 80)
         assert not list(exp.glob("all_n_*.sql"))
         # a valid one: applied as a whole
         (mo / "ssh" / "mo.conf").write_text('{"filter": "dst port 23", "fwm": [{"name": "n", "time": 1, "fields": ["flows"]}]}')
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         _send(port, 20)
-        assert _wait(lambda: _flows_in(exp, "all_n") == 20)
+        assert poll(lambda: _flows_in(exp, "all_n") == 20)
         time.sleep(1.5)
         assert _flows_in(exp, "ssh_n") == 80
     finally:

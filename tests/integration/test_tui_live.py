@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from appliance.collector.pcapfile import PcapReader
+from tests.integration._live import free_port, get, wait_for
 from appliance.tui import units
 from appliance.tui._screentext import screen_text
 from appliance.tui.app import MirrorflowApp
@@ -37,31 +37,6 @@ MO_CONF = {
     "mavg": [{"name": "pps", "time": 2, "fields": ["src host", "packets"],
               "overlimit": [{"name": "ddos", "default": [100], "back2norm-time": 3600}]}],
 }  # fmt: skip
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 30.0) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            value = pred()
-        except OSError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError("timed out")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
