@@ -63,11 +63,11 @@ TEMPLATE_IPV6 = 257
 _TPL_MPLS = 2
 _TPL_DIRECTION = 4
 TEMPLATE_SAMPLER = 264
-#: minimum seconds between two resends of templates and options caused by send errors
-RESEND_AFTER_ERROR_S = 1.0
 TEMPLATE_STATISTICS = 265
 TEMPLATE_INTERFACES = 266
 TEMPLATE_SYSTEM = 267
+#: minimum seconds between two resends of templates and options caused by send errors
+RESEND_AFTER_ERROR_S = 1.0
 SAMPLER_ID = 1
 #: observationDomainName in the system options (ipt_netflow sends its version there too).
 VERSION_STRING = f"mirrorflow probe {__version__}"
