@@ -4,6 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from appliance.errors import ConfigError, MirrorflowError
 
-class MirrorflowError(Exception):
-    """Base of every error Mirrorflow raises on purpose (bad config, bad input, ...)."""
+__all__ = ["ConfigError", "MirrorflowError", "__version__"]

@@ -694,7 +694,7 @@ _API_REQUESTS: list[tuple[str, dict[str, list[str]]]] = [
 
 def _collector_config(tmp: Path) -> Any:
     """The monitoring objects, IP lists, limits files and devices.conf of the workload."""
-    from appliance.collector.config import CollectorConfig
+    from appliance.collector.config.settings import CollectorConfig
 
     iplists = tmp / "iplists"
     iplists.mkdir()
@@ -727,24 +727,20 @@ def _collector_config(tmp: Path) -> Any:
 
 def _replay(cfg: Any, captures: list[Path], probe_stats: Path | None) -> None:
     """``mirrorflow collect --pcap A --pcap B --mo-dir ... --export-dir ...``, in-process."""
-    from appliance.collector.api import ApiSettings, LiveApi
-    from appliance.collector.checkconfig import Monitoring, load_runtime
-    from appliance.collector.service import Collector
+    from appliance.collector.api import ApiSettings
+    from appliance.collector.config import load_runtime
+    from appliance.collector.pipeline import Pipeline
 
     cfg.export_dir.mkdir()
-    runtime = load_runtime(cfg)
-    collector = Collector(cfg)
-    monitoring = Monitoring(collector, cfg, runtime, live=False)
-    api = LiveApi(collector, monitoring, ApiSettings(address=None, probe_stats=probe_stats, flows_interval_s=0))
-    api.start()
+    pipeline = Pipeline(cfg, load_runtime(cfg), live=False,
+                        api=ApiSettings(address=None, probe_stats=probe_stats, flows_interval_s=0))  # fmt: skip
+    pipeline.start_api()
     try:
-        collector.run_pcap(captures)
-        _ask_api(api)
+        pipeline.collector.run_pcap(captures)
+        _ask_api(pipeline.api)
     finally:
-        collector.close()
-        monitoring.close()  # the capture's last windows are exported too
-        api.close()
-    collector.log_stats(0)
+        pipeline.close()  # the capture's last windows are exported too
+    pipeline.collector.log_stats(0)
     if not any(cfg.export_dir.iterdir()):
         log.warning("the replay exported no window: the workload misses the window code")
 
@@ -753,33 +749,30 @@ def _live_restart(cfg: Any, captures: list[Path]) -> None:
     """A live collector after a restart: templates from the file the replay saved, receive
     batches the size recvmmsg gives, receive times from the wall clock (so the objects see the
     decoder's own column views, not the replay's time slices), a reload as on SIGHUP."""
-    from appliance.collector.api import ApiSettings, LiveApi
-    from appliance.collector.checkconfig import Monitoring, load_runtime
-    from appliance.collector.pcapfile import PcapReader
-    from appliance.collector.service import Collector
+    from appliance.collector.api import ApiSettings
+    from appliance.collector.config import load_runtime
+    from appliance.collector.pipeline import Pipeline
+    from appliance.collector.receive import PcapReader
 
-    collector = Collector(cfg)
-    monitoring = Monitoring(collector, cfg, load_runtime(cfg), live=True)
-    api = LiveApi(collector, monitoring, ApiSettings(address=None, probe_stats=None, flows_interval_s=0))
-    api.start()
+    pipeline = Pipeline(cfg, load_runtime(cfg), live=True,
+                        api=ApiSettings(address=None, probe_stats=None, flows_interval_s=0))  # fmt: skip
+    pipeline.start_api()
     try:
         for path in captures:
             with PcapReader(path) as reader:
                 for packets in reader.batches(chunk=256):
                     packets.recv_ns[:] = time.time_ns()
-                    collector.process(packets)
-        monitoring.reload()
-        _ask_api(api)
+                    pipeline.collector.process(packets)
+        pipeline.reload()
+        _ask_api(pipeline.api)
     finally:
-        collector.close()
-        monitoring.close()
-        api.close()
+        pipeline.close()
 
 
 def _ask_api(api: Any) -> None:
     """Every endpoint of the live API, answered in-process (no HTTP server is started)."""
-    from appliance.collector._metrics import render_metrics
-    from appliance.collector.api import route
+    from appliance.collector.api.metrics import render_metrics
+    from appliance.collector.api.server import route
 
     snap = api.publish()
     for path, query in _API_REQUESTS:

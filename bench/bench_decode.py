@@ -20,8 +20,8 @@ import os
 import statistics
 import time
 
-from appliance.collector.decoder import Decoder
-from appliance.collector.packets import PacketBatch
+from appliance.collector.decode.decoder import Decoder
+from appliance.collector.receive.packets import PacketBatch
 from bench import _gen
 
 V9_TARGET = 5_000_000

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.collector.checkconfig import load_runtime
-from appliance.collector.config import CollectorConfig
+from appliance.collector.config import load_runtime
+from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.monitor import Monitor
+from appliance.collector.monitoring.monitor import Monitor
 from appliance.netflow.registry import REGISTRY
 
 OBJECTS = {

@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.collector.alerts import MovingAverages
-from appliance.collector.checkconfig import load_runtime
-from appliance.collector.config import CollectorConfig
+from appliance.collector.monitoring.alerts import MovingAverages
+from appliance.collector.config import load_runtime
+from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.mavg import LevelSpec, MavgSpec, MovingAverage
-from appliance.collector.monitor import Monitor
-from appliance.collector.windows import parse_field
+from appliance.collector.config.averages import LevelSpec, MavgSpec
+from appliance.collector.monitoring.mavg import MovingAverage
+from appliance.collector.monitoring.monitor import Monitor
+from appliance.collector.fields import parse_field
 from appliance.netflow.registry import REGISTRY
 from bench import bench_fwm
 

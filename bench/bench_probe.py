@@ -161,8 +161,8 @@ class Receiver(threading.Thread):
 
 def exported_packets(payloads: list[bytes]) -> tuple[int, int]:
     """(packets, flow records) in an export, decoded by the collector's Decoder."""
-    from appliance.collector.decoder import Decoder  # noqa: PLC0415
-    from appliance.collector.packets import PacketBatch  # noqa: PLC0415
+    from appliance.collector.decode.decoder import Decoder  # noqa: PLC0415
+    from appliance.collector.receive.packets import PacketBatch  # noqa: PLC0415
 
     dec = Decoder(apply_sampling=False)
     packets = records = 0

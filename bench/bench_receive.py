@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from appliance.collector.udp import UdpReceiver
+from appliance.collector.receive.udp import UdpReceiver
 
 SIZE = 1352
 

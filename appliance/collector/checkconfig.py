@@ -1,91 +1,18 @@
-"""Loading (and checking) the monitoring configuration; ``mirrorflow check-config`` and ``db load``.
-
-`load_runtime` reads IP lists, devices.conf and the mo-dir tree and either returns all of
-it or raises `ConfigErrors` with every problem found. The collector calls it at start
-(refusing to start on errors) and on SIGHUP (keeping the running configuration on errors);
-``check-config`` prints the same errors.
-"""
+"""``mirrorflow check-config`` (the errors `config.load_runtime` finds) and ``mirrorflow db load``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from appliance import MirrorflowError
-from appliance.collector.config import CollectorConfig, load_config
-from appliance.collector.devices import Device, load_devices
-from appliance.collector.filter import FilterError, IPLists, compile_filter
-from appliance.collector.jsonc import ConfigError
-from appliance.collector.objects import ConfigErrors, MonitoringObject, load_objects
+from appliance.collector.config import CollectorConfig, ConfigError, ConfigErrors, load_config, load_runtime
+from appliance.collector.export.spool import DEFAULT_SPOOL
 
-__all__ = ["Runtime", "load_runtime", "build_exporters", "add_parsers", "DEFAULT_CONFIG", "DEFAULT_SPOOL"]
+__all__ = ["add_parsers", "DEFAULT_CONFIG"]
 
 DEFAULT_CONFIG = Path("/etc/mirrorflow/collector.conf")
-DEFAULT_SPOOL = Path("/var/lib/mirrorflow/spool")
-
-
-@dataclass(slots=True)
-class Runtime:
-    """A complete, valid monitoring configuration."""
-
-    objects: list[MonitoringObject] = field(default_factory=list)
-    iplists: Any = None
-    devices: list[Device] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def load_runtime(cfg: CollectorConfig) -> Runtime:
-    """IP lists, devices.conf and monitoring objects, all validated.
-
-    Raises:
-        ConfigErrors: every problem found (file:line:column and what to do).
-    """
-    errors: list[ConfigError] = []
-    rt = Runtime()
-    rt.iplists = IPLists.empty()
-    if cfg.iplists_dir is not None:
-        try:
-            rt.iplists = IPLists.load(cfg.iplists_dir)
-        except FilterError as exc:
-            errors.append(exc)
-    if cfg.devices_file is not None:
-        try:
-            rt.devices = load_devices(cfg.devices_file)
-        except ConfigError as exc:
-            errors.append(exc)
-        for i, dev in enumerate(rt.devices):
-            for text in dev.mark:
-                try:
-                    compile_filter(text, rt.iplists, f"{cfg.devices_file} entry {i + 1} mark")
-                except FilterError as exc:
-                    errors.append(exc)
-    if cfg.mo_dir is not None:
-        try:
-            rt.objects = load_objects(cfg.mo_dir, rt.iplists, rt.warnings)
-        except ConfigErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise ConfigErrors(errors)
-    return rt
-
-
-def build_exporters(cfg: CollectorConfig) -> list[Any]:
-    """The window sinks the config asks for: .sql files (export-dir) and/or PostgreSQL (db)."""
-    out: list[Any] = []
-    if cfg.export_dir is not None:
-        from appliance.collector.export_sql import SqlFileWriter
-
-        out.append(SqlFileWriter(cfg.export_dir))
-    if cfg.db:
-        from appliance.collector.export_pg import PgExporter
-        from appliance.collector.spool import Spool
-
-        spool = Spool(cfg.spool_dir or DEFAULT_SPOOL, int(cfg.spool_max_mb * 2**20), int(cfg.spool_max_files))
-        out.append(PgExporter(cfg.db, spool))
-    return out
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -175,8 +102,7 @@ def run_check_config(args: argparse.Namespace) -> int:
 
 
 def run_db_load(args: argparse.Namespace) -> int:
-    from appliance.collector.export_pg import PgExporter
-    from appliance.collector.spool import Spool
+    from appliance.collector.export import PgExporter, Spool
 
     try:
         cfg = _config(args.config)
@@ -206,81 +132,3 @@ def run_db_load(args: argparse.Namespace) -> int:
     print(f"loaded {exp.loaded} windows ({exp.loaded_rows} rows), {exp.duplicates} already in the database, "
           f"{exp.failed} refused (moved to {spool_dir / 'failed'})")  # fmt: skip
     return 1 if exp.failed else 0
-
-
-# ---- wiring into the collector --------------------------------------------------------------
-
-
-class Monitoring:
-    """Monitoring objects attached to a running `Collector`, with SIGHUP reload.
-
-    Args:
-        collector: the collector whose batches the objects see.
-        cfg: where mo-dir, iplists-dir, devices and the exporters are configured.
-        runtime: an already validated configuration (from `load_runtime`).
-        live: close windows by the wall clock too (not on replay: there the packets' time rules).
-    """
-
-    def __init__(self, collector: Any, cfg: CollectorConfig, runtime: Runtime, live: bool) -> None:
-        import threading
-        import time
-
-        from appliance.collector.dump import FlowDumper
-        from appliance.collector.monitor import Monitor
-
-        self.cfg = cfg
-        self.collector = collector
-        self.monitor = Monitor(runtime.objects, build_exporters(cfg),
-                               dumper_factory=lambda target: FlowDumper(target, collector.decoder))  # fmt: skip
-        self._reload = threading.Event()
-        self._live = live
-        #: the IP lists of the running configuration (the live API's flow filters name them)
-        self.iplists = runtime.iplists
-        #: +1 per applied reload, and when (the live API shows both)
-        self.generation = 1
-        self.loaded_at = time.time()
-        self._time_ns = time.time_ns
-        collector.sinks.insert(0, self.monitor)
-        collector.tickers.append(self.tick)
-        from appliance.collector.alerts import attach
-
-        self.averages = attach(collector, self.monitor, cfg, runtime.objects, live)
-        if hasattr(collector, "stats_sections"):
-            collector.stats_sections["monitoring"] = self.monitor.stats
-
-    def request_reload(self) -> None:
-        """Safe from a signal handler: the reload happens on the collector's thread."""
-        self._reload.set()
-
-    def tick(self) -> None:
-        if self._reload.is_set():
-            self._reload.clear()
-            self.reload()
-        if self._live:
-            self.monitor.tick(self._time_ns())
-
-    def reload(self) -> bool:
-        """Re-read objects, filters, windows, IP lists and devices; all or nothing."""
-        import logging
-
-        log = logging.getLogger("mirrorflow.collector")
-        try:
-            rt = load_runtime(self.cfg)
-        except ConfigErrors as exc:
-            log.error("reload refused, the running configuration stays: %d error(s):\n%s", len(exc.errors), exc)
-            return False
-        self.monitor.replace(rt.objects)
-        self.averages.replace(rt.objects)
-        self.collector.decoder.set_devices(rt.devices)
-        self.iplists = rt.iplists
-        self.generation += 1
-        self.loaded_at = self._time_ns() / 1e9
-        for w in rt.warnings:
-            log.warning("%s", w)
-        log.info("reloaded: %d monitoring objects, %d windows, %d IP lists, %d devices", len(rt.objects),
-                 sum(len(o.windows) for o in rt.objects), len(rt.iplists), len(rt.devices))  # fmt: skip
-        return True
-
-    def close(self) -> None:
-        self.averages.close()
-        self.monitor.close()

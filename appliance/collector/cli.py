@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from appliance import MirrorflowError
-from appliance.collector.config import CollectorConfig, load_config
+from appliance.collector.config.settings import CollectorConfig, load_config
 
 __all__ = ["add_collect_parser", "add_decode_parser"]
 
@@ -95,26 +95,21 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from appliance.collector.service import Collector
-
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    from appliance.collector.checkconfig import Monitoring, load_runtime
-    from appliance.collector.api import LiveApi, settings_from_config
-    from appliance.collector.objects import ConfigErrors
+    from appliance.collector.api.server import settings_from_config
+    from appliance.collector.config import ConfigErrors, load_runtime
+    from appliance.collector.pipeline import Pipeline
 
-    monitoring = None
     try:
         cfg = _config(args)
         runtime = load_runtime(cfg) if cfg.mo_dir is not None else None
-        collector = Collector(cfg)
-        if runtime is not None:
-            monitoring = Monitoring(collector, cfg, runtime, live=not args.pcap)
-        api = LiveApi(collector, monitoring, settings_from_config(
-            cfg.raw, args.api, args.probe_stats, default_api="off" if args.pcap else "127.0.0.1:8787"))
+        api = settings_from_config(cfg.raw, args.api, args.probe_stats,
+                                   default_api="off" if args.pcap else "127.0.0.1:8787")  # fmt: skip
+        pipeline = Pipeline(cfg, runtime, live=not args.pcap, api=api)
     except ConfigErrors as exc:  # an invalid configuration never starts
         print(f"mirrorflow collect: refusing to start, {len(exc.errors)} configuration error(s):\n{exc}",
               file=sys.stderr)  # fmt: skip
@@ -122,46 +117,36 @@ def run_collect(args: argparse.Namespace) -> int:
     except (MirrorflowError, OSError) as exc:
         print(f"mirrorflow collect: {exc}", file=sys.stderr)
         return 2
-    try:
-        api.start()
-    except OSError as exc:  # collecting matters more than the API: run without it
-        log.error("live API not started: cannot listen on %s: %s (set api / --api to another "
-                  "ADDR:PORT, or off)", api.settings.address, exc)
+    pipeline.start_api()
     if args.pcap:
         try:
-            collector.run_pcap(args.pcap, args.pcap_port)
+            pipeline.run_pcap(args.pcap, args.pcap_port)
         except (MirrorflowError, OSError) as exc:
             print(f"mirrorflow collect: {exc}", file=sys.stderr)
             return 2
         finally:
-            collector.close()
-            if monitoring is not None:
-                monitoring.close()  # the last windows of the capture are exported too
-            api.close()
-        collector.log_stats(0)
+            pipeline.close()
+        pipeline.collector.log_stats(0)
         return 0
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
-        collector.stop()
+        pipeline.stop()
 
     def _hup(_signum: int, _frame: object) -> None:
-        if monitoring is not None:
-            monitoring.request_reload()
+        pipeline.request_reload()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _hup)
     try:
-        collector.run_live()
+        pipeline.run_live()
     except (MirrorflowError, OSError) as exc:
         print(f"mirrorflow collect: {exc}", file=sys.stderr)
         return 2
     finally:
-        if monitoring is not None:
-            monitoring.close()
-        api.close()
-    collector.log_stats(0)
+        pipeline.close()
+    pipeline.collector.log_stats(0)
     return 0
 
 
@@ -185,10 +170,10 @@ def add_decode_parser(sub: argparse._SubParsersAction) -> None:
 def run_decode(args: argparse.Namespace) -> int:
     import json
 
-    from appliance.collector.decoder import Decoder
-    from appliance.collector.devices import load_devices
-    from appliance.collector.dump import format_jsonl, format_text, records
-    from appliance.collector.pcapfile import PcapReader
+    from appliance.collector.decode.decoder import Decoder
+    from appliance.collector.config.devices import load_devices
+    from appliance.collector.decode.dump import format_jsonl, format_text, records
+    from appliance.collector.receive.pcapfile import PcapReader
 
     fmt = format_jsonl if args.format == "jsonl" else format_text
     try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from appliance.errors import MirrorflowError
+
 __all__ = ["ProbeError", "ProbeConfigError", "AttachError", "KernelError"]
 
 
-class ProbeError(Exception):
+class ProbeError(MirrorflowError):
     """Base class of every error the probe raises on purpose."""
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.collector._apischema import SCHEMAS, validate
-from appliance.collector.pcapfile import PcapReader
+from appliance.collector.api.schema import SCHEMAS, validate
+from appliance.collector.receive.pcapfile import PcapReader
 from tests.integration._live import free_port, get, wait_for
 from tests.unit.test_api import parse_metrics
 

@@ -9,12 +9,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from appliance.collector._apischema import SCHEMAS, validate
-from appliance.collector.api import ApiSettings, LiveApi
-from appliance.collector.checkconfig import Monitoring, load_runtime
-from appliance.collector.config import CollectorConfig
-from appliance.collector.pcapfile import PcapReader
-from appliance.collector.service import Collector
+from appliance.collector.api.schema import SCHEMAS, validate
+from appliance.collector.api import ApiSettings
+from appliance.collector.config import load_runtime
+from appliance.collector.pipeline import Pipeline
+from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.receive.pcapfile import PcapReader
 from tests.integration.test_mavg_replay import T0, capture
 from tests.unit.test_api import parse_metrics
 
@@ -41,9 +41,10 @@ def test_alert_is_active_then_past(tmp_path: Path) -> None:
                   "overlimit": [{"name": "ddos", "default": [50000], "back2norm-time": 5,
                                  "action-script": str(act), "back2norm-script": str(b2n)}]}]}))  # fmt: skip
     cfg = CollectorConfig(mo_dir=tmp_path / "mo", stats_interval_s=0)
-    collector = Collector(cfg)
-    monitoring = Monitoring(collector, cfg, load_runtime(cfg), live=False)
-    live = LiveApi(collector, monitoring, ApiSettings(address=("127.0.0.1", 0), probe_stats=None, interval_s=0))
+    pipeline = Pipeline(cfg, load_runtime(cfg), live=False,
+                        api=ApiSettings(address=("127.0.0.1", 0), probe_stats=None, interval_s=0))  # fmt: skip
+    collector, monitoring, live = pipeline.collector, pipeline.monitoring, pipeline.api
+    assert monitoring is not None and live is not None
     live.start()
     seen_active: dict[str, Any] | None = None
     try:
@@ -64,8 +65,7 @@ def test_alert_is_active_then_past(tmp_path: Path) -> None:
         after = get(live.url + "/api/v1/alerts")
         mavg = get(live.url + "/api/v1/mavg")
     finally:
-        live.close()
-        monitoring.close()
+        pipeline.close()
     assert seen_active is not None, "no snapshot showed the alert"
     validate(seen_active["/api/v1/alerts"], SCHEMAS["/api/v1/alerts"])
     validate(seen_active["/api/v1/mavg"], SCHEMAS["/api/v1/mavg"])

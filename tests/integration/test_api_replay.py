@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from appliance.collector._apischema import SCHEMAS, validate
-from appliance.collector._metrics import LABELS
+from appliance.collector.api.schema import SCHEMAS, validate
+from appliance.collector.api.metrics import LABELS
 from appliance.collector.api import ApiSettings, LiveApi
-from appliance.collector.checkconfig import Monitoring, load_runtime
-from appliance.collector.config import CollectorConfig
-from appliance.collector.pcapfile import PcapReader
-from appliance.collector.service import Collector
-from appliance.collector.windows import WindowTable
+from appliance.collector.config import load_runtime
+from appliance.collector.pipeline import Pipeline
+from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.receive.pcapfile import PcapReader
+from appliance.collector.monitoring import WindowTable
 from tests.unit.test_api import parse_metrics
 
 CAPTURE_A = "ipfixcol2/example_flows.pcap"  # 3979 records, exporter 192.0.2.210 (sampling 10 from devices.conf)
@@ -113,13 +113,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> dict[s
     probe_stats.write_text(json.dumps(PROBE_SNAPSHOT, indent=1, sort_keys=True))
     cfg = CollectorConfig(mo_dir=tmp / "mo", export_dir=tmp / "exp", devices_file=devices, stats_interval_s=0)
     clock = FakeClock()
-    collector = Collector(cfg, clock=clock)
-    monitoring = Monitoring(collector, cfg, load_runtime(cfg), live=False)
-    tables: list[WindowTable] = []
-    monitoring.monitor.exporters.append(tables.append)  # what the .sql writer got, in order
     settings = ApiSettings(address=("127.0.0.1", 0), probe_stats=probe_stats, probe_addresses=("192.0.2.210",),
                            flows=TAIL, flows_interval_s=0.0)  # fmt: skip
-    live = LiveApi(collector, monitoring, settings)
+    pipeline = Pipeline(cfg, load_runtime(cfg), live=False, api=settings, clock=clock)
+    collector, monitoring, live = pipeline.collector, pipeline.monitoring, pipeline.api
+    assert monitoring is not None and live is not None
+    tables: list[WindowTable] = []
+    monitoring.monitor.exporters.append(tables.append)  # what the .sql writer got, in order
     live.start()  # first snapshot at t = 1000
     a, b = corpus_dir / "netflow" / CAPTURE_A, corpus_dir / "netflow" / CAPTURE_B
     collector.run_pcap([a])
@@ -133,9 +133,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> dict[s
     recs, stats = decode([a, b], devices)
     yield {"url": live.url, "records": recs, "n_a": len(recs_a), "stats": stats, "tables": tables, "tmp": tmp,
            "probe_stats": probe_stats, "live": live}  # fmt: skip
-    live.close()
-    collector.close()
-    monitoring.close()
+    pipeline.close()
 
 
 PROBE_SNAPSHOT = {

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.collector.decoder import Decoder
-from appliance.collector.dump import records
-from appliance.collector.pcapfile import read_pcap
+from appliance.collector.decode.decoder import Decoder
+from appliance.collector.decode.dump import records
+from appliance.collector.receive.pcapfile import read_pcap
 
 # file → (records we decode that tshark did not, why)
 MORE_THAN_WIRESHARK = {

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.export_pg import BOOKKEEPING_TABLE, PgExporter, PgLoader
-from appliance.collector.spool import Spool, read_spooled
-from appliance.collector.windows import Column, FixedWindow, WindowSpec, WindowTable, parse_field
+from appliance.collector.export.postgres import BOOKKEEPING_TABLE, PgExporter, PgLoader
+from appliance.collector.export.spool import Spool, read_spooled
+from appliance.collector.config import WindowSpec
+from appliance.collector.fields import Column, parse_field
+from appliance.collector.monitoring import FixedWindow, WindowTable
 from tests.unit.test_windows import NS, make_batch
 
 psycopg = pytest.importorskip("psycopg")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from appliance.collector.checkconfig import load_runtime
-from appliance.collector.config import CollectorConfig
-from appliance.collector.monitor import Monitor
-from appliance.collector.service import Collector
-from appliance.collector.windows import WindowTable
+from appliance.collector.config import load_runtime
+from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.monitoring.monitor import Monitor
+from appliance.collector.loop import Collector
+from appliance.collector.monitoring import WindowTable
 
 MYNET = "# our networks\n9.0.0.0/8\n77.0.0.0/8\n\n2001:db8:90::/48"  # last line without newline
 
@@ -158,7 +158,7 @@ def replay(tmp: Path, capture: Path, devices: Path) -> dict[tuple[str, int], lis
     tables: list[WindowTable] = []
     collector = Collector(cfg)
     monitor = Monitor(rt.objects, [tables.append])
-    collector.sinks.insert(0, monitor)
+    collector.sinks = [monitor]
     collector.run_pcap([capture])
     monitor.flush()
     out = {(t.table, t.time): t.rows for t in tables}
@@ -239,12 +239,9 @@ def test_per_object_dump_flows(setup: Path, corpus_dir: Path) -> None:
     devices = devices_conf(setup, 10)
     cfg = CollectorConfig(mo_dir=setup / "mo", iplists_dir=setup / "iplists", devices_file=devices,
                           stats_interval_s=0)  # fmt: skip
-    from appliance.collector.checkconfig import Monitoring
+    from appliance.collector.pipeline import Pipeline
 
-    collector = Collector(cfg)
-    monitoring = Monitoring(collector, cfg, load_runtime(cfg), live=False)
-    collector.run_pcap([path])
-    monitoring.close()
+    Pipeline(cfg, load_runtime(cfg), live=False).run_pcap([path])
     lines = dump.read_text().splitlines()
     want = [r for r in decoded(path, devices) if FILTERS["ssh-scanners"](r)]
     assert len(lines) == len(want) == 187

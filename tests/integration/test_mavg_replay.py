@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.checkconfig import Monitoring, load_runtime
-from appliance.collector.config import CollectorConfig
-from appliance.collector.service import Collector
+from appliance.collector.config import load_runtime
+from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.pipeline import Pipeline
 from appliance.netflow.encoder import V9Encoder, template_for
 from tests.integration._interop_rig import udp_frame, write_pcap
 
@@ -77,11 +77,11 @@ def replayed(tmp_path: Path) -> dict:
     cfg = CollectorConfig(mo_dir=tmp_path / "mo", export_dir=tmp_path / "exp", stats_interval_s=0,
                           notifications_dir=tmp_path / "notif")  # fmt: skip
     (tmp_path / "exp").mkdir()
-    collector = Collector(cfg)
-    monitoring = Monitoring(collector, cfg, load_runtime(cfg), live=False)
-    collector.run_pcap([pcap])
-    stats = monitoring.averages.stats()
-    monitoring.close()
+    pipeline = Pipeline(cfg, load_runtime(cfg), live=False)
+    assert pipeline.monitoring is not None
+    pipeline.collector.run_pcap([pcap])
+    stats = pipeline.monitoring.averages.stats()
+    pipeline.close()
     return {"tmp": tmp_path, "log": log.read_text().splitlines(), "stats": stats}
 
 

@@ -94,9 +94,9 @@ def tshark_flows(payloads: list[bytes], workdir: Path, sports: list[int] | None 
 def decoded_records(payloads: list[bytes], apply_sampling: bool = False) -> list[dict]:
     """Every record (data and options) our collector's `Decoder` makes of the payloads, as
     ``mirrorflow decode --format jsonl`` shows them, plus ``frame`` (index of the payload)."""
-    from appliance.collector.decoder import Decoder  # noqa: PLC0415
-    from appliance.collector.dump import records  # noqa: PLC0415
-    from appliance.collector.packets import PacketBatch  # noqa: PLC0415
+    from appliance.collector.decode.decoder import Decoder  # noqa: PLC0415
+    from appliance.collector.decode.dump import records  # noqa: PLC0415
+    from appliance.collector.receive.packets import PacketBatch  # noqa: PLC0415
 
     if not payloads:
         return []

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from appliance.collector.pcapfile import PcapReader
+from appliance.collector.receive.pcapfile import PcapReader
 from tests.integration._live import free_port, get, wait_for
 from appliance.tui import units
 from appliance.tui._screentext import screen_text

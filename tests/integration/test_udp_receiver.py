@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from appliance import MirrorflowError
-from appliance.collector.packets import PacketBatch, words_to_address
-from appliance.collector.udp import DEFAULT_RCVBUF, ListenAddress, ListenSpecError, UdpReceiver, parse_listen
+from appliance.collector.receive.packets import PacketBatch, words_to_address
+from appliance.collector.receive.udp import DEFAULT_RCVBUF, ListenAddress, ListenSpecError, UdpReceiver, parse_listen
 
 Row = tuple[str, int, bytes]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.collector import api
-from appliance.collector._apischema import SCHEMAS, SchemaError, validate
-from appliance.collector._livestate import Snapshot
-from appliance.collector._metrics import LABELS, render_metrics
+from appliance.collector.api import server as api
+from appliance.collector.api.schema import SCHEMAS, SchemaError, validate
+from appliance.collector.api.livestate import Snapshot
+from appliance.collector.api.metrics import LABELS, render_metrics
 
 # ---- a tiny Prometheus text parser (also used by the integration tests) ----------------------
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.decoder import Decoder, Stat
-from appliance.collector.devices import Device, parse_devices
+from appliance.collector.decode.decoder import Decoder, Stat
+from appliance.collector.config.devices import Device, parse_devices
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.jsonc import ConfigError
-from appliance.collector.packets import PacketBatch
-from appliance.collector.pcapfile import read_pcap
+from appliance.collector.config.jsonc import ConfigError
+from appliance.collector.receive.packets import PacketBatch
+from appliance.collector.receive.pcapfile import read_pcap
 from appliance.netflow import IPFIXEncoder, V5Encoder, V9Encoder, sampler_template, template_for
 
 T0_NS = 1_700_000_000_000_000_000
@@ -258,7 +258,7 @@ def test_sampling_rates_learned_from_real_captures(corpus_dir: Path) -> None:
 
 def test_exporter_table_cap_refuses_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     """A flood of spoofed exporters cannot grow memory without bound."""
-    import appliance.collector.decoder as decoder_module
+    import appliance.collector.decode.decoder as decoder_module
 
     monkeypatch.setattr(decoder_module, "MAX_EXPORTERS", 70)
     dec = Decoder()

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.collector.decoder import Decoder, Stat
+from appliance.collector.decode.decoder import Decoder, Stat
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.packets import PacketBatch
+from appliance.collector.receive.packets import PacketBatch
 from appliance.netflow import (
     IPFIXEncoder,
     V5Encoder,
@@ -553,8 +553,8 @@ def test_pending_overflow_drops_the_oldest() -> None:
 _ORPHAN_FLOOD = textwrap.dedent(
     """
     import struct
-    from appliance.collector.decoder import Decoder
-    from appliance.collector.packets import PacketBatch
+    from appliance.collector.decode.decoder import Decoder
+    from appliance.collector.receive.packets import PacketBatch
     sets = b"".join(struct.pack("!HH", 256 + i % 1000, 4) for i in range(5000))
     pkt = struct.pack("!HHIIII", 9, 5000, 0, 0, 0, 0) + sets
     dec = Decoder(capacity=16)

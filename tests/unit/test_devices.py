@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.collector.devices import load_devices
-from appliance.collector.jsonc import ConfigError
+from appliance.collector.config.devices import load_devices
+from appliance.collector.config.jsonc import ConfigError
 
 
 @pytest.mark.parametrize(

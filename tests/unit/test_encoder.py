@@ -632,8 +632,8 @@ def test_random_columns_round_trip(case: tuple[int, list[str], int, int, int]) -
 
 @pytest.mark.parametrize("version", [5, 9, 10])
 def test_collector_decoder_round_trip(version: int) -> None:
-    decoder_mod = pytest.importorskip("appliance.collector.decoder")
-    from appliance.collector.packets import PacketBatch
+    decoder_mod = pytest.importorskip("appliance.collector.decode.decoder")
+    from appliance.collector.receive.packets import PacketBatch
 
     cols = flow_columns(500, seed=version)
     if version == 5:

@@ -7,10 +7,12 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from appliance.collector import _functions as fn
+from appliance.collector.fields import functions as fn
 from appliance.collector.filter import FilterError, compile_filter
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.windows import FieldError, FixedWindow, WindowSpec, parse_field
+from appliance.collector.config import WindowSpec
+from appliance.collector.fields import FieldError, parse_field
+from appliance.collector.monitoring import FixedWindow
 from appliance.netflow.registry import REGISTRY
 
 NS = 1_000_000_000
@@ -298,7 +300,7 @@ def test_filter_function_errors_point_at_the_call(text: str, col: int, words: st
 
 
 def test_text_keys_export_as_text_columns() -> None:
-    from appliance.collector.export_sql import copy_rows, sql_text
+    from appliance.collector.export.sqlfile import copy_rows, sql_text
 
     rng = np.random.default_rng(2)
     b = make_batch(rng, 300)

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.alerts import MovingAverages
+from appliance.collector.monitoring.alerts import MovingAverages
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.mavg import MavgSpec, MovingAverage, format_key, parse_key
-from appliance.collector.objects import ConfigErrors, load_objects
-from appliance.collector.windows import parse_field
+from appliance.collector.config.averages import MavgSpec, format_key, parse_key
+from appliance.collector.monitoring.mavg import MovingAverage
+from appliance.collector.config.objects import ConfigErrors, load_objects
+from appliance.collector.fields import parse_field
 from appliance.netflow.registry import REGISTRY
 
 NS = 1_000_000_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from appliance.collector.actions import SCRIPT_PATH, ScriptRunner, notification_text
+from appliance.collector.monitoring.actions import SCRIPT_PATH, ScriptRunner, notification_text
 
 
 def script(tmp: Path, name: str, body: str) -> str:

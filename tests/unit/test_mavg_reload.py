@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.collector.checkconfig import Monitoring, load_runtime
-from appliance.collector.config import CollectorConfig
-from appliance.collector.service import Collector
+from appliance.collector.config import load_runtime
+from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.pipeline import Pipeline
 from tests.unit.test_mavg import NS, T0, A, B, FakeRunner, flows, key4, scripts
 
 
@@ -31,7 +31,9 @@ class Live:
         conf(tmp)
         self.cfg = CollectorConfig(mo_dir=tmp / "mo", stats_interval_s=0, notifications_dir=tmp / "notif")
         (tmp / "notif").mkdir()
-        self.mon = Monitoring(Collector(self.cfg), self.cfg, load_runtime(self.cfg), live=False)
+        self.pipeline = Pipeline(self.cfg, load_runtime(self.cfg), live=False)
+        assert self.pipeline.monitoring is not None
+        self.mon = self.pipeline.monitoring
         self.runner = self.mon.averages.runner = FakeRunner()
         self.now = T0
 
@@ -46,8 +48,8 @@ class Live:
                 self.mon.averages.tick(self.now)
 
     def sighup(self) -> None:
-        self.mon.request_reload()  # the signal handler's part
-        self.mon.tick()  # the collector's thread, after its next batch
+        self.pipeline.request_reload()  # the signal handler's part
+        self.pipeline.tick()  # the collector's thread, after its next batch
         self.mon.averages.tick(self.now)
 
     def events(self) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.alerts import ReplaySlicer
+from appliance.collector.monitoring.alerts import ReplaySlicer
 from appliance.collector.flowbatch import FlowBatch
 from tests.unit.test_mavg import NS, T0, A, B, Rig, flows, key4, level
 
@@ -129,7 +129,7 @@ def test_a_batch_spanning_decades_replays_within_a_memory_limit(tmp_path: Path, 
         import resource
         from pathlib import Path
         import numpy as np
-        from appliance.collector.alerts import ReplaySlicer
+        from appliance.collector.monitoring.alerts import ReplaySlicer
         from tests.unit.test_mavg import Rig, flows, A
         from tests.unit.test_mavg_replay_span import vm_size
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.checkconfig import Monitoring, load_runtime
-from appliance.collector.config import CollectorConfig
-from appliance.collector.service import Collector
+from appliance.collector.config import load_runtime
+from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.pipeline import Pipeline
 from tests.unit.test_windows import NS, make_batch
 
 
@@ -21,8 +21,9 @@ def test_monitoring_counters_in_collector_stats(tmp_path: Path, caplog: pytest.L
     (mo / "all" / "mo.conf").write_text('{"fwm": [{"name": "src", "time": 1, "fields": ["octets desc", "src host"], "limit": 3}]}')
     (mo / "all" / "tcp" / "mo.conf").write_text('{"filter": "proto tcp", "fwm": [{"name": "p", "fields": ["flows", "dst port"]}]}')
     cfg = CollectorConfig(mo_dir=mo, export_dir=tmp_path / "exp", stats_file=tmp_path / "stats.json")
-    collector = Collector(cfg)
-    monitoring = Monitoring(collector, cfg, load_runtime(cfg), live=False)
+    pipeline = Pipeline(cfg, load_runtime(cfg), live=False)
+    collector, monitoring = pipeline.collector, pipeline.monitoring
+    assert monitoring is not None
     rng = np.random.default_rng(3)
     batches = [make_batch(rng, 500, 1_700_000_000 * NS + k * NS) for k in range(3)]
     for b in batches:
@@ -43,9 +44,9 @@ def test_monitoring_counters_in_collector_stats(tmp_path: Path, caplog: pytest.L
 
 
 def test_pg_exporter_counters_are_merged(tmp_path: Path) -> None:
-    from appliance.collector.export_pg import PgExporter
-    from appliance.collector.monitor import Monitor
-    from appliance.collector.spool import Spool
+    from appliance.collector.export.postgres import PgExporter
+    from appliance.collector.monitoring.monitor import Monitor
+    from appliance.collector.export.spool import Spool
 
     exp = PgExporter("dbname=none", Spool(tmp_path / "spool", max_files=1), start=False)
     mon = Monitor([], [exp])

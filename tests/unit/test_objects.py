@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.collector.objects import ConfigErrors, load_objects
+from appliance.collector.config.objects import ConfigErrors, load_objects
 
 
 def write(root: Path, rel: str, text: str) -> Path:

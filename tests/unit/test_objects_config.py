@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from appliance.cli import main
-from appliance.collector.checkconfig import Monitoring, load_runtime
-from appliance.collector.config import CollectorConfig
-from appliance.collector.export_sql import sql_text
-from appliance.collector.monitor import Monitor
-from appliance.collector.spool import Spool, read_spooled
-from appliance.collector.windows import Column, WindowTable
+from appliance.collector.config import load_runtime
+from appliance.collector.pipeline import Pipeline
+from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.export.sqlfile import sql_text
+from appliance.collector.monitoring.monitor import Monitor
+from appliance.collector.export.spool import Spool, read_spooled
+from appliance.collector.fields import Column
+from appliance.collector.monitoring import WindowTable
 from tests.unit.test_windows import NS, make_batch
 
 
@@ -69,33 +71,23 @@ def test_filter_error_points_into_mo_conf(tmp_path: Path) -> None:
     assert (err.line, err.column) == (2, 26), str(err)
 
 
-class _FakeCollector:
-    def __init__(self) -> None:
-        self.sinks: list = []
-        self.tickers: list = []
-        self.devices: list = []
-
-        class _Dec:
-            def set_devices(_self, d: list) -> None:  # noqa: N805
-                self.devices = d
-
-        self.decoder = _Dec()
-
-
 def test_sighup_reload_is_all_or_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     tree(tmp_path, {"a": '{"fwm": [{"name": "x", "fields": ["flows"]}, {"name": "y", "fields": ["octets"]}]}'})
     cfg = CollectorConfig(mo_dir=tmp_path / "mo", iplists_dir=tmp_path / "iplists")
-    col = _FakeCollector()
-    m = Monitoring(col, cfg, load_runtime(cfg), live=False)
+    pipeline = Pipeline(cfg, load_runtime(cfg), live=False)
+    m = pipeline.monitoring
+    assert m is not None
+    set_devices: list = []
+    pipeline.collector.decoder.set_devices = set_devices.append  # what a reload hands the decoder
     tables: list[WindowTable] = []
     m.monitor.exporters.append(tables.append)
     b = make_batch(np.random.default_rng(1), 100, 1_700_000_001 * NS, span_s=0.1)
-    col.sinks[0](b)
+    pipeline.collector.sinks[0](b)
     # an invalid new configuration: the running one stays
     (tmp_path / "mo" / "a" / "mo.conf").write_text('{"fwm": [{"name": "x", "fields": ["flow"]}]}')
     with caplog.at_level(logging.ERROR):
-        m.request_reload()
-        m.tick()
+        pipeline.request_reload()
+        pipeline.tick()
     assert "reload refused" in caplog.text
     assert [o.name for o in m.monitor.objects] == ["a"] and len(m.monitor.objects[0].windows) == 2
     # a valid one: x unchanged keeps its state, y changed is exported now, b is new
@@ -104,12 +96,12 @@ def test_sighup_reload_is_all_or_nothing(tmp_path: Path, caplog: pytest.LogCaptu
     tree(tmp_path, {"b": "{}"})
     (tmp_path / "devices.conf").write_text('[{"ip": "192.0.2.1", "sampling-rate": 4}]')
     cfg.devices_file = tmp_path / "devices.conf"
-    m.request_reload()
-    m.tick()
+    pipeline.request_reload()
+    pipeline.tick()
     assert [o.name for o in m.monitor.objects] == ["a", "b"]
     assert [(t.table, t.rows) for t in tables] == [("a_y", [(int(b["bytes"].sum()),)])]
-    assert col.devices[0].sampling_rate == 4
-    m.close()
+    assert set_devices[-1][0].sampling_rate == 4
+    pipeline.close()
     assert [(t.table, t.rows) for t in tables[1:]] == [("a_x", [(100,)])]
 
 

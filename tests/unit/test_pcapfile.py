@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.collector.packets import PacketBatch, words_to_address
-from appliance.collector.pcapfile import PcapFormatError, PcapReader, read_pcap
+from appliance.collector.receive.packets import PacketBatch, words_to_address
+from appliance.collector.receive.pcapfile import PcapFormatError, PcapReader, read_pcap
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 NETFLOW_PCAPS = sorted((CORPUS / "netflow").rglob("*.pcap")) if CORPUS.is_dir() else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from appliance.collector._apischema import SCHEMAS, validate
+from appliance.collector.api.schema import SCHEMAS, validate
 from appliance.tui.client import ApiUnavailable
 
 T = 1795411313.5  # 2026-11-22 00:41:53.5 UTC

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.windows import FieldError, FixedWindow, WindowSpec, parse_field
+from appliance.collector.config import WindowSpec
+from appliance.collector.fields import FieldError, parse_field
+from appliance.collector.monitoring import FixedWindow
 from appliance.netflow.registry import REGISTRY
 
 NS = 1_000_000_000

@@ -46,7 +46,7 @@ Functions (xenoeye's): ``div(octets, packets) 100-1500``, ``div_r(a, b, N)`` / `
 ``div_l(a, b, N)`` / ``divl``, ``min(src port, dst port) 0-1023``, ``mfreq(src port, dst port) 80``
 take numbers and ranges; ``tfstr(tcp-flags) SYN or 'ACK+PSH'``, ``portstr(dst port) 'https (443)'``,
 ``ppstr(src port, dst port) '40000 -> https(443)'`` take texts, compared case-insensitively
-(see `appliance.collector._functions` for their exact values). mfreq's frequency map belongs
+(see `appliance.collector.fields.functions` for their exact values). mfreq's frequency map belongs
 to the compiled filter and counts every flow the filter is applied to (for a nested object:
 the flows its parent matched), each argument once.
 

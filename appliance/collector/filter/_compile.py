@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.collector import _functions as fn
+from appliance.collector.fields import functions as fn
 from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net,
                                              Node, Not, Or, Rule, Text)
-from appliance.collector.filter._fields import ValueKind
+from appliance.collector.fields.names import ValueKind
 from appliance.collector.filter._iplists import IPLists, merge_ranges
 from appliance.collector.filter._kernels import (bucket_index, or_in_ranges, or_in_ranges6,
                                                  or_in_ranges_indexed, or_text_equal)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.collector.jsonc import ConfigError
+from appliance.errors import ConfigError
 
 __all__ = ["FilterError", "line_column"]
 

@@ -23,7 +23,7 @@ import re
 from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net,
                                              Node, Not, Or, Rule, Text, Value)
 from appliance.collector.filter._errors import FilterError
-from appliance.collector.filter._fields import (FILTER_FIELDS, PROTOCOL_SHORTHANDS, PROTOCOLS,
+from appliance.collector.fields.names import (FILTER_FIELDS, PROTOCOL_SHORTHANDS, PROTOCOLS,
                                                 TCP_FLAGS, UNSUPPORTED, FilterField, ValueKind,
                                                 lookup_field, service_port)
 from appliance.collector.filter._iplists import IPLists
@@ -176,7 +176,7 @@ class _Parser:
 
     def function_rule(self) -> FuncRule:
         """``div(octets, packets) 100-1500``, ``tfstr(tcp-flags) 'SYN' or 'ACK+PSH'``."""
-        from appliance.collector.windows import FieldError, parse_call
+        from appliance.collector.fields.spec import FieldError, parse_call
 
         name = self.take()
         self.take()  # '('

@@ -1,0 +1,147 @@
+"""Prometheus text exposition (format 0.0.4) of a live-API snapshot.
+
+Labels are bounded by configuration, never by traffic: ``exporter`` (the routers and the
+probe), ``object``, ``window``, ``mavg``, ``level`` and the fixed decode-error ``kind``. Per-IP numbers
+(top talkers) are JSON-only (``/api/v1/windows``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.collector.api.livestate import Snapshot
+
+__all__ = ["render_metrics", "LABELS"]
+
+LABELS = frozenset({"exporter", "object", "window", "mavg", "level", "kind"})
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v: float | int | bool | None) -> str:
+    if v is None:
+        return "NaN"
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._seen: set[str] = set()
+
+    def metric(self, name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], Any]]) -> None:
+        name = f"mirrorflow_{name}"
+        assert name not in self._seen, name
+        self._seen.add(name)
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            assert set(labels) <= LABELS, labels
+            lab = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+            self.lines.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
+
+
+def render_metrics(snap: Snapshot) -> str:
+    """The whole exposition for one snapshot (ends with a newline)."""
+    o = _Out()
+    st = snap.status
+    one = [({}, None)]
+    o.metric("up", "gauge", "1 while the collector publishes snapshots", [({}, 1)])
+    o.metric("snapshot_seq", "counter", "snapshots published since start", [({}, snap.seq)])
+    o.metric("snapshot_timestamp_seconds", "gauge", "when the snapshot was taken", [({}, snap.time)])
+    o.metric("uptime_seconds", "gauge", "seconds since the collector started", [({}, st.get("uptime_s", 0.0))])
+    o.metric("config_generation", "counter", "monitoring configuration generation (+1 per applied reload)",
+             [({}, st.get("config", {}).get("generation", 0))])  # fmt: skip
+    tot = st.get("totals", {})
+    o.metric("records_total", "counter", "flow records decoded", [({}, tot.get("records", 0))])
+    o.metric("bytes_total", "counter", "bytes of the decoded flows (scaled by sampling)", [({}, tot.get("bytes", 0))])
+    o.metric("packets_total", "counter", "packets of the decoded flows (scaled by sampling)",
+             [({}, tot.get("packets", 0))])  # fmt: skip
+    o.metric("datagrams_total", "counter", "NetFlow/IPFIX datagrams received", [({}, tot.get("datagrams", 0))])
+    drops = st.get("socket_drops")
+    o.metric("socket_drops_total", "counter", "datagrams the kernel dropped on the listen sockets",
+             [({}, drops)] if drops is not None else one)  # fmt: skip
+    o.metric("pending_sets", "gauge", "data sets waiting for their template", [({}, st.get("pending_sets", 0))])
+    o.metric("health_problems", "gauge", "problems listed in /api/v1/status", [({}, len(st.get("problems", [])))])
+
+    ex = snap.exporters
+
+    def per_exporter(name: str, kind: str, help_: str, get: Any) -> None:
+        o.metric(name, kind, help_, [({"exporter": e["address"]}, get(e)) for e in ex])
+
+    per_exporter("exporter_datagrams_total", "counter", "datagrams from the exporter", lambda e: e["datagrams"])
+    per_exporter("exporter_records_total", "counter", "flow records from the exporter", lambda e: e["records"])
+    per_exporter("exporter_bytes_total", "counter", "flow bytes (scaled by sampling)", lambda e: e["bytes"])
+    per_exporter("exporter_packets_total", "counter", "flow packets (scaled by sampling)", lambda e: e["packets"])
+    per_exporter("exporter_templates_total", "counter", "template definitions received", lambda e: e["templates"])
+    per_exporter("exporter_lost_packets_total", "counter", "NetFlow v9 sequence gaps (datagrams)",
+                 lambda e: e["sequence"]["lost_packets"])  # fmt: skip
+    per_exporter("exporter_lost_flows_total", "counter", "v5/IPFIX sequence gaps (records)",
+                 lambda e: e["sequence"]["lost_flows"])  # fmt: skip
+    per_exporter("exporter_sequence_resets_total", "counter", "sequence numbers that went backwards",
+                 lambda e: e["sequence"]["resets"])  # fmt: skip
+    per_exporter("exporter_sampling_rate", "gauge", "highest sampling rate applied to its flows (1 = unsampled)",
+                 lambda e: e["sampling_rate"])  # fmt: skip
+    o.metric("exporter_decode_errors_total", "counter", "malformed input by kind",
+             [({"exporter": e["address"], "kind": k}, v) for e in ex for k, v in e["decode_errors"].items()])  # fmt: skip
+
+    obs = snap.objects
+    for name, key, help_ in (("object_flows_total", "flows", "flow records the object matched"),
+                             ("object_bytes_total", "bytes", "bytes the object matched (scaled by sampling)"),
+                             ("object_packets_total", "packets", "packets the object matched (scaled by sampling)")):  # fmt: skip
+        o.metric(name, "counter", help_, [({"object": m["name"]}, m[key]) for m in obs])
+
+    wins = snap.windows
+    o.metric("window_rows", "gauge", "rows of the last exported table (the 'other' row not counted)",
+             [({"object": w["object"], "window": w["window"]}, len(w["last"]["rows"]) if w["last"] else 0)
+              for w in wins])  # fmt: skip
+    o.metric("window_end_timestamp_seconds", "gauge", "end of the last exported table",
+             [({"object": w["object"], "window": w["window"]}, w["last"]["end"] if w["last"] else None)
+              for w in wins if w["last"]])  # fmt: skip
+    o.metric("window_active", "gauge", "1 if the window aggregates now (extended windows switch)",
+             [({"object": w["object"], "window": w["window"]}, w["active"]) for w in wins])  # fmt: skip
+
+    mon = st.get("monitoring") or {}
+    for key in ("windows_exported", "rows_exported", "export_errors", "db_loaded_windows", "db_errors",
+                "db_failed_windows"):  # fmt: skip
+        if key in mon:
+            o.metric(f"monitoring_{key}_total", "counter", f"monitoring counter {key}", [({}, mon[key])])
+    for key in ("db_up", "spool_files", "spool_bytes"):
+        if key in mon and isinstance(mon[key], (int, float)):
+            o.metric(f"monitoring_{key}", "gauge", f"monitoring gauge {key}", [({}, mon[key])])
+
+    mv = snap.mavg
+    o.metric("mavg_keys", "gauge", "keys in the moving-average table",
+             [({"object": m["mo"], "mavg": m["mavg"]}, m["keys"]) for m in mv])  # fmt: skip
+    o.metric("mavg_refused_keys_total", "counter", "new keys refused: the table was at mem-m",
+             [({"object": m["mo"], "mavg": m["mavg"]}, m["refused_keys"]) for m in mv])  # fmt: skip
+    active: dict[tuple[str, str, str], int] = {}
+    for a in snap.alerts.get("active", []):
+        k = (a["mo"], a["mavg"], a["level"])
+        active[k] = active.get(k, 0) + 1
+    o.metric("alerts_active", "gauge", "keys with a raised level, per level",
+             [({"object": a, "mavg": b, "level": c}, n) for (a, b, c), n in sorted(active.items())])  # fmt: skip
+    o.metric("alerts_past", "gauge", "ended alerts kept for /api/v1/alerts", [({}, len(snap.alerts.get("past", [])))])
+
+    pr = snap.probe
+    o.metric("probe_up", "gauge", "1 if the probe's statistics are present and fresh",
+             [({}, bool(pr.get("available")) and not pr.get("stale"))])  # fmt: skip
+    s = pr.get("stats") or {}
+    kernel = (s.get("kernel") or {}).get("total") or {}
+    for key in ("frames", "accounted_packets", "accounted_bytes", "refused_packets", "new_flows"):
+        if key in kernel:
+            o.metric(f"probe_{key}_total", "counter", f"probe kernel counter {key}", [({}, kernel[key])])
+    exp = s.get("export") or {}
+    if "flows_exported" in exp:
+        o.metric("probe_flows_exported_total", "counter", "flows the probe exported", [({}, exp["flows_exported"])])
+    table = s.get("table") or {}
+    if "active" in table:
+        o.metric("probe_active_flows", "gauge", "flows in the probe's table", [({}, table["active"])])
+    return "\n".join(o.lines) + "\n"

@@ -1,0 +1,102 @@
+"""devices.conf: per-exporter settings in xenoeye's format (IPv4 and IPv6 exporters).
+
+```
+[
+  {"ip": "192.0.2.1", "sampling-rate": 1000},          // every source id of this exporter
+  {"ip": "2001:db8::1", "id": 256, "sampling-rate": 512}, // one source id only
+  {"ip": "192.0.2.2"}                                   // listed without a rate: rate 1
+]
+```
+
+Unlike xenoeye, an entry without ``sampling-rate`` means rate 1 (not 0), an entry with
+``ip`` and ``id`` matches only that pair, and IPv6 exporters work. ``mark`` and
+``skip-unmarked`` are kept for the monitoring objects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.collector.config._jsonpos import Located, load_located
+from appliance.collector.config.jsonc import ConfigError
+from appliance.collector.receive.packets import address_to_words
+
+__all__ = ["Device", "load_devices", "parse_devices"]
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One devices.conf entry."""
+
+    ip: str
+    source_id: int | None = None
+    sampling_rate: int = 1
+    mark: tuple[str, ...] = field(default_factory=tuple)
+    skip_unmarked: bool = False
+
+    @property
+    def address_words(self) -> tuple[int, int]:
+        return address_to_words(self.ip)
+
+
+def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None = None) -> list[Device]:
+    """Validate a parsed devices.conf document.
+
+    Args:
+        doc: the parsed JSON.
+        path: the file, for messages.
+        loc: positions of the values (`load_devices` passes them): errors then point at
+            the line and column of the offending value; without it, at 1:1.
+
+    Raises:
+        ConfigError: the first problem, as FILE:LINE:COLUMN: what to write instead.
+    """
+
+    def error(where: tuple, message: str) -> ConfigError:
+        line, col = loc.where(where) if loc is not None else (1, 1)
+        return ConfigError(path, line, col, message)
+
+    if not isinstance(doc, list):
+        raise error((), 'devices.conf must be a JSON array of objects: [{"ip": "192.0.2.1", ...}]')
+    devices = []
+    for i, entry in enumerate(doc):
+        where = f"entry {i + 1}"
+        if not isinstance(entry, dict):
+            raise error((i,), f"{where}: must be an object like {{\"ip\": \"192.0.2.1\"}}")
+        ip = entry.get("ip")
+        if not isinstance(ip, str):
+            raise error((i, "ip") if "ip" in entry else (i,),
+                        f"{where}: \"ip\" (the exporter address) is required, as a string")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise error((i, "ip"), f"{where}: \"ip\": {ip!r} is not an IPv4 or IPv6 address") from None
+        sid = entry.get("id")
+        if sid is not None and (isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid <= 0xFFFFFFFF):
+            raise error((i, "id"), f"{where}: \"id\" must be a source id (0..4294967295)")
+        rate = entry.get("sampling-rate", 1)
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+            raise error((i, "sampling-rate"), f"{where}: \"sampling-rate\" must be a positive integer")
+        mark = entry.get("mark", [])
+        if isinstance(mark, str):
+            mark = [mark]
+        if not isinstance(mark, list) or not all(isinstance(m, str) for m in mark):
+            raise error((i, "mark"), f"{where}: \"mark\" must be a list of filters (strings)")
+        skip = entry.get("skip-unmarked", False)
+        if not isinstance(skip, bool):
+            raise error((i, "skip-unmarked"), f"{where}: \"skip-unmarked\" must be true or false")
+        devices.append(Device(ip, sid, rate, tuple(mark), skip))
+    return devices
+
+
+def load_devices(path: Path | str) -> list[Device]:
+    """Read devices.conf (errors carry its line and column)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(str(p), 0, 0, f"cannot read: {exc.strerror}") from None
+    loc = load_located(text, str(p))
+    return parse_devices(loc.doc, str(p), loc)

@@ -1,0 +1,478 @@
+"""`Decoder`: PacketBatch in, FlowBatch out, with the template cache and its statistics.
+
+The numba kernels in `_decode` do the work; this class owns their tables, grows them,
+keeps data sets that arrived before their template (bounded, decoded when the template
+comes), persists templates so a restart loses nothing, and applies devices.conf.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numba import types
+from numba.typed import Dict
+
+from appliance.collector.decode import _kernels as K
+from appliance.collector.decode._kernels import Stat
+from appliance.collector.config.devices import Device
+from appliance.collector.flowbatch import FlowBatch
+from appliance.collector.receive.packets import PacketBatch, words_to_address
+from appliance.netflow.registry import REGISTRY, Registry
+
+__all__ = ["Decoder", "Stat", "ExporterStats"]
+
+log = logging.getLogger(__name__)
+
+_MIN_FREE_FIELDS = 16384 + 64  # one 64 KiB datagram holds at most this many field specifiers
+_MIN_FREE_TEMPLATES = 8192 + 8
+_ANY_SOURCE = 1 << 32
+# Caps that bound memory against floods of spoofed exporters, source ids or templates
+MAX_EXPORTERS = 65536
+MAX_STREAMS = 1 << 20
+MAX_TEMPLATES = 1 << 18
+MAX_FIELD_ROWS = 1 << 22
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterStats:
+    """A snapshot of one exporter's counters (see `Stat` for their meaning)."""
+
+    address: str
+    counters: dict[str, int]
+
+
+@dataclass(slots=True)
+class _Pending:
+    payload: bytes
+    hi: int
+    lo: int
+    recv_ns: int
+    stream: int
+    template_id: int
+    exporter: int
+
+
+class Decoder:
+    """Decodes NetFlow v5, v9 and IPFIX from any number of exporters.
+
+    Args:
+        apply_sampling: scale counters by the sampling rate (the collector does; ``decode``
+            shows raw wire values unless asked).
+        emit_options: also output options records (record_kind 2).
+        capacity: rows per output batch.
+        devices: devices.conf entries whose sampling rates override what exporters announce.
+        template_file: where templates and learned sampling rates persist across restarts.
+        pending_max_sets / pending_max_age_s: bound on data waiting for its template.
+    """
+
+    def __init__(
+        self,
+        *,
+        apply_sampling: bool = True,
+        emit_options: bool = False,
+        capacity: int = 16384,
+        devices: list[Device] | None = None,
+        template_file: Path | None = None,
+        pending_max_sets: int = 4096,
+        pending_max_age_s: float = 30.0,
+        registry: Registry = REGISTRY,
+    ) -> None:
+        self.registry = registry
+        self.apply_sampling = apply_sampling
+        self.emit_options = emit_options
+        self.capacity = capacity
+        self.pending_max_sets = pending_max_sets
+        self.pending_max_age_ns = int(pending_max_age_s * 1e9)
+        self.template_file = template_file
+        self._reg = (
+            registry.iana_column,
+            registry.ent_keys,
+            registry.ent_columns,
+            registry.ftype,
+            registry.column6,
+            registry.counter,
+        )
+        self._exp_dict = Dict.empty(types.UniTuple(types.uint64, 2), types.int64)
+        self._exp_addr = np.zeros((64, 2), dtype=np.uint64)
+        self._stream_dict = Dict.empty(types.int64, types.int64)
+        self._st = np.zeros((256, K.S_NCOLS), dtype=np.int64)
+        self._tmpl_dict = Dict.empty(types.int64, types.int64)
+        self._tm = np.zeros((_MIN_FREE_TEMPLATES * 2, K.T_NCOLS), dtype=np.int64)
+        self._tf = np.zeros((_MIN_FREE_FIELDS * 4, K.F_NCOLS), dtype=np.int64)
+        self._samp = Dict.empty(types.int64, types.int64)
+        self._override = Dict.empty(types.int64, types.int64)
+        self._meta = np.zeros(K.M_NCOLS, dtype=np.int64)
+        self._stats = np.zeros((64, K.N_STATS), dtype=np.int64)
+        self._out = np.zeros((registry.n_columns, capacity), dtype=np.uint64)
+        self._out6 = np.zeros((registry.n_columns6, 2, capacity), dtype=np.uint64)
+        self._present = np.zeros(registry.n_columns, dtype=np.uint8)
+        self._orph = np.zeros((4096, 4), dtype=np.int64)
+        self._pending: list[_Pending] = []
+        self._saved_changes = -1
+        self._v5_slot = self._install_builtin(K.V5_FIELDS, 5)
+        self._install_builtin(K.V1_FIELDS, 1)  # always the slot after v5
+        self._virtual = [int(c) for c in K.VIRTUAL_COLUMNS]
+        if template_file is not None and template_file.exists():
+            self.load_templates(template_file)
+        if devices:
+            self.set_devices(devices)
+
+    # ---- decoding -----------------------------------------------------------------------
+
+    def decode(self, packets: PacketBatch) -> Iterator[FlowBatch]:
+        """Decode a batch of datagrams; yields one FlowBatch per `capacity` records.
+
+        Each yielded batch is valid until the generator is resumed.
+        """
+        replay = np.zeros(len(packets), dtype=np.uint8)
+        yield from self._decode(packets, replay)
+        if self._pending:
+            self._expire_pending(int(packets.recv_ns.max()) if len(packets) else 0)
+
+    def _decode(self, packets: PacketBatch, replay: np.ndarray) -> Iterator[FlowBatch]:
+        p, s, r = 0, 0, 0
+        changes_before = int(self._meta[K.M_TMPL_CHANGES])
+        n = len(packets)
+        while True:
+            status, p, s, r, nrec = K.decode_packets(
+                packets.buf, packets.offset, packets.length, packets.addr_hi, packets.addr_lo,
+                packets.recv_ns, replay, p, s, r, *self._reg,
+                self._exp_dict, self._exp_addr, self._stream_dict, self._st, self._tmpl_dict,
+                self._tm, self._tf, self._samp, self._override, self._meta, self._stats,
+                self._out, self._out6, self._present, self._orph, self.emit_options,
+                self.apply_sampling, self._v5_slot, _MIN_FREE_FIELDS, _MIN_FREE_TEMPLATES,
+            )  # fmt: skip
+            self._take_orphans(packets, replay)
+            if nrec:
+                yield self._batch(nrec, packets.buf)
+                K.clear_rows(self._out, self._out6, self._present, nrec)
+            if status == K.ST_GROW:
+                self._grow()
+            elif status == K.ST_DONE or p >= n:
+                break
+        if self._meta[K.M_TMPL_CHANGES] != changes_before and self._pending:
+            yield from self._replay_pending()
+
+    def _batch(self, nrec: int, buf: np.ndarray) -> FlowBatch:
+        present = np.flatnonzero(self._present)
+        cols = {}
+        cols6 = {}
+        c6 = self.registry.column6
+        for c in present.tolist():
+            if c6[c] >= 0:
+                cols6[int(c6[c])] = self._out6[c6[c], :, :nrec].T
+            else:
+                cols[c] = self._out[c, :nrec]
+        for c in self._virtual:
+            cols[c] = self._out[c, :nrec]
+        cols6[K.C_DEV_IP6] = self._out6[K.C_DEV_IP6, :, :nrec].T
+        return FlowBatch(nrec, cols, cols6, buf, self.registry)
+
+    # ---- data before its template -------------------------------------------------------
+
+    def _take_orphans(self, packets: PacketBatch, replay: np.ndarray) -> None:
+        norph = int(self._meta[K.M_NORPH])
+        if not norph:
+            return
+        for p, pos, slen, stream in self._orph[:norph].tolist():
+            if replay[p]:
+                continue  # still waiting: its pending entry was kept
+            base = int(packets.offset[p])
+            pkt = packets.buf[base : base + int(packets.length[p])]
+            version = int(pkt[0]) << 8 | int(pkt[1])
+            hlen = 16 if version == 10 else 20
+            header = bytearray(pkt[:hlen].tobytes())
+            if version == 10:
+                struct.pack_into("!H", header, 2, hlen + slen)
+            payload = bytes(header) + pkt[pos : pos + slen].tobytes()
+            tid = int(pkt[pos]) << 8 | int(pkt[pos + 1])
+            exp = int(self._st[stream, K.S_EXP])
+            self._pending.append(
+                _Pending(payload, int(packets.addr_hi[p]), int(packets.addr_lo[p]),
+                         int(packets.recv_ns[p]), stream, tid, exp)
+            )  # fmt: skip
+        overflow = len(self._pending) - self.pending_max_sets
+        if overflow > 0:
+            for item in self._pending[:overflow]:
+                self._stats[item.exporter, Stat.PENDING_EXPIRED_SETS] += 1
+            del self._pending[:overflow]
+
+    def _replay_pending(self) -> Iterator[FlowBatch]:
+        ready, waiting = [], []
+        for item in self._pending:
+            slot = self._tmpl_dict.get((item.stream << 16) | item.template_id, -1)
+            if slot >= 0 and self._tm[slot, K.T_VALID] == 1:
+                ready.append(item)
+            else:
+                waiting.append(item)
+        self._pending = waiting
+        if not ready:
+            return
+        batch = PacketBatch.from_payloads([i.payload for i in ready], recv_ns=[i.recv_ns for i in ready])
+        batch.addr_hi[:] = [i.hi for i in ready]
+        batch.addr_lo[:] = [i.lo for i in ready]
+        yield from self._decode(batch, np.ones(len(ready), dtype=np.uint8))
+
+    def _expire_pending(self, now_ns: int) -> None:
+        limit = now_ns - self.pending_max_age_ns
+        keep = []
+        for item in self._pending:
+            if item.recv_ns < limit:
+                self._stats[item.exporter, Stat.PENDING_EXPIRED_SETS] += 1
+            else:
+                keep.append(item)
+        self._pending = keep
+
+    @property
+    def pending_sets(self) -> int:
+        """Data sets waiting for their template."""
+        return len(self._pending)
+
+    # ---- tables -------------------------------------------------------------------------
+
+    def _grow(self) -> None:
+        """Double the tables that ran low, up to their caps (then refuse and count)."""
+        m = self._meta
+        if self._tf.shape[0] - m[K.M_NFLD] < _MIN_FREE_FIELDS:
+            self._compact_fields()
+            if self._tf.shape[0] - m[K.M_NFLD] < _MIN_FREE_FIELDS:
+                self._tf = self._capped(self._tf, MAX_FIELD_ROWS, K.L_FIELDS, "template fields")
+        if self._tm.shape[0] - m[K.M_NTMPL] < _MIN_FREE_TEMPLATES:
+            self._tm = self._capped(self._tm, MAX_TEMPLATES, K.L_TEMPLATES, "templates")
+        if m[K.M_NSTREAM] + 1 >= self._st.shape[0]:
+            self._st = self._capped(self._st, MAX_STREAMS, K.L_STREAMS, "exporter source ids")
+        if m[K.M_NEXP] + 1 >= self._exp_addr.shape[0]:
+            self._exp_addr = self._capped(self._exp_addr, MAX_EXPORTERS, K.L_EXPORTERS, "exporters")
+            if self._stats.shape[0] < self._exp_addr.shape[0]:
+                self._stats = _grown(self._stats, self._exp_addr.shape[0])
+
+    def _capped(self, arr: np.ndarray, cap: int, bit: int, what: str) -> np.ndarray:
+        if arr.shape[0] >= cap:
+            self._meta[K.M_LIMITS] |= bit
+            log.error("the %s table is full (%d): new ones are refused and counted", what, cap)
+            return arr
+        return _grown(arr, min(cap, arr.shape[0] * 2))
+
+    def _compact_fields(self) -> None:
+        """Drop field rows left behind by redefined templates."""
+        ntm = int(self._meta[K.M_NTMPL])
+        new = np.zeros_like(self._tf)
+        at = 0
+        for slot in range(ntm):
+            fs, nf = int(self._tm[slot, K.T_FS]), int(self._tm[slot, K.T_NF])
+            new[at : at + nf] = self._tf[fs : fs + nf]
+            self._tm[slot, K.T_FS] = at
+            at += nf
+        self._tf = new
+        self._meta[K.M_NFLD] = at
+
+    def _install_builtin(self, layout: tuple[tuple[int, int], ...], version: int) -> int:
+        """v5 and v1 records are fixed: describe them as templates the walker understands."""
+        slot = int(self._meta[K.M_NTMPL])
+        fs = int(self._meta[K.M_NFLD])
+        for k, (ie, ln) in enumerate(layout):
+            col, c6, act = K.field_action(0, ie, ln, *self._reg[:5])
+            counter = 1 if col >= 0 and self.registry.counter[col] else 0
+            self._tf[fs + k] = (ie, 0, ln, col, c6, act, 0, counter)
+        self._tm[slot, K.T_STREAM] = -1
+        self._tm[slot, K.T_NF] = len(layout)
+        self._tm[slot, K.T_FS] = fs
+        self._tm[slot, K.T_KIND] = 1
+        self._tm[slot, K.T_VALID] = 1
+        self._tm[slot, K.T_VERSION] = version
+        K.finish_template(self._tm, self._tf, slot)
+        self._meta[K.M_NTMPL] = slot + 1
+        self._meta[K.M_NFLD] = fs + len(layout)
+        return slot
+
+    def template_fields(self, slot: int) -> list[tuple[int, int, int, bool]]:
+        """(pen, element id, length, is scope) of every field of a template slot."""
+        fs, nf = int(self._tm[slot, K.T_FS]), int(self._tm[slot, K.T_NF])
+        rows = self._tf[fs : fs + nf]
+        return [(int(r[K.F_PEN]), int(r[K.F_IE]), int(r[K.F_LEN]), bool(r[K.F_SCOPE])) for r in rows]
+
+    def template_info(self, slot: int) -> dict[str, int]:
+        """Stream facts of a template slot: source id, version, template id, kind."""
+        row = self._tm[slot]
+        stream = int(row[K.T_STREAM])
+        sid = int(self._st[stream, K.S_SID]) if stream >= 0 else 0
+        return {
+            "template_id": int(row[K.T_TID]),
+            "version": int(row[K.T_VERSION]),
+            "kind": int(row[K.T_KIND]),
+            "source_id": sid,
+        }
+
+    # ---- devices.conf -------------------------------------------------------------------
+
+    def set_devices(self, devices: list[Device]) -> None:
+        """Replace the sampling-rate overrides from devices.conf."""
+        self._override.clear()
+        for dev in devices:
+            hi, lo = dev.address_words
+            if self._meta[K.M_NEXP] + 1 >= self._exp_addr.shape[0]:
+                self._grow()
+            exp = K.exporter_index(self._exp_dict, self._exp_addr, self._meta, np.uint64(hi), np.uint64(lo))
+            sub = _ANY_SOURCE if dev.source_id is None else dev.source_id & 0xFFFFFFFF
+            key = (exp << 33) | sub
+            if key not in self._override:  # first matching entry wins, as in xenoeye
+                self._override[key] = dev.sampling_rate
+
+    # ---- statistics ---------------------------------------------------------------------
+
+    def exporter_stats(self) -> list[ExporterStats]:
+        """Counters of every exporter seen so far."""
+        out = []
+        for i in range(int(self._meta[K.M_NEXP])):
+            addr = words_to_address(self._exp_addr[i, 0], self._exp_addr[i, 1])
+            counters = {s.name.lower(): int(self._stats[i, s]) for s in Stat}
+            out.append(ExporterStats(addr, counters))
+        return out
+
+    @property
+    def refused_exporter_packets(self) -> int:
+        """Packets dropped because the exporter table reached MAX_EXPORTERS."""
+        return int(self._meta[K.M_EXP_REFUSED])
+
+    def exporter_address(self, index: int) -> str:
+        return words_to_address(self._exp_addr[index, 0], self._exp_addr[index, 1])
+
+    def sampling_rates(self) -> dict[tuple[str, int, int | None], int]:
+        """Learned rates: (exporter, source id, sampler id or None) → rate."""
+        out: dict[tuple[str, int, int | None], int] = {}
+        for key, rate in self._samp.items():
+            stream, sampler = key >> 32, key & 0xFFFFFFFF
+            exp = int(self._st[stream, K.S_EXP])
+            sid = int(self._st[stream, K.S_SID])
+            out[(self.exporter_address(exp), sid, None if sampler == K.ANY_SAMPLER else sampler)] = rate
+        for stream in range(int(self._meta[K.M_NSTREAM])):
+            rate = int(self._st[stream, K.S_RATE])
+            if rate > 1:
+                exp = int(self._st[stream, K.S_EXP])
+                out.setdefault((self.exporter_address(exp), int(self._st[stream, K.S_SID]), None), rate)
+        return out
+
+    # ---- persistence --------------------------------------------------------------------
+
+    def templates_changed(self) -> bool:
+        """Templates or learned rates changed since the last save."""
+        now = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
+        return now != self._saved_changes
+
+    def save_templates(self, path: Path | None = None) -> None:
+        """Write templates, stream facts and learned sampling rates (atomically)."""
+        path = path or self.template_file
+        if path is None:
+            return
+        streams = []
+        for s in range(int(self._meta[K.M_NSTREAM])):
+            row = self._st[s]
+            exp = int(row[K.S_EXP])
+            streams.append({
+                "exporter": self.exporter_address(exp),
+                "version": int(row[K.S_VER]),
+                "source_id": int(row[K.S_SID]),
+                "init_ms": int(row[K.S_INIT_MS]),
+                "rate": int(row[K.S_RATE]),
+            })  # fmt: skip
+        templates = []
+        for slot in range(int(self._meta[K.M_NTMPL])):
+            row = self._tm[slot]
+            if row[K.T_STREAM] < 0 or row[K.T_VALID] != 1:
+                continue
+            templates.append({
+                "stream": int(row[K.T_STREAM]),
+                "template_id": int(row[K.T_TID]),
+                "kind": int(row[K.T_KIND]),
+                "scope_fields": int(row[K.T_NSCOPE]),
+                "fields": [[pen, ie, ln] for pen, ie, ln, _ in self.template_fields(slot)],
+            })  # fmt: skip
+        rates = [[int(k >> 32), int(k & 0xFFFFFFFF), int(v)] for k, v in self._samp.items()]
+        doc = {"format": 1, "streams": streams, "templates": templates, "sampling": rates}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self._saved_changes = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
+
+    def load_templates(self, path: Path) -> None:
+        """Restore what `save_templates` wrote, by replaying synthesized template sets."""
+        try:
+            doc = json.loads(path.read_text())
+            streams = doc["streams"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("template file %s unreadable (%s): starting without templates", path, exc)
+            return
+        payloads, exporters = [], []
+        for t in doc.get("templates", []):
+            s = streams[t["stream"]]
+            payloads.append(_template_packet(s["version"], s["source_id"], t))
+            exporters.append(s["exporter"])
+        if payloads:
+            batch = PacketBatch.from_payloads(payloads, exporter=exporters)
+            for _ in self._decode(batch, np.ones(len(payloads), dtype=np.uint8)):
+                pass
+        index = {}
+        for i, s in enumerate(streams):
+            from appliance.collector.receive.packets import address_to_words
+
+            hi, lo = address_to_words(s["exporter"])
+            exp = K.exporter_index(self._exp_dict, self._exp_addr, self._meta, np.uint64(hi), np.uint64(lo))
+            st = K.stream_index(self._stream_dict, self._st, self._meta, exp, s["version"], s["source_id"])
+            self._st[st, K.S_INIT_MS] = s["init_ms"]
+            self._st[st, K.S_RATE] = s["rate"]
+            index[i] = st
+        for stream, sampler, rate in doc.get("sampling", []):
+            if stream in index:
+                self._samp[(index[stream] << 32) | sampler] = rate
+        self._stats[:] = 0
+        self._saved_changes = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
+        log.info("restored %d templates from %s", len(payloads), path)
+
+
+def _grown(arr: np.ndarray, rows: int) -> np.ndarray:
+    new = np.zeros((rows,) + arr.shape[1:], dtype=arr.dtype)
+    new[: arr.shape[0]] = arr
+    return new
+
+
+def _template_packet(version: int, source_id: int, t: dict) -> bytes:
+    """A v9 or IPFIX packet holding one template definition (for restoring templates)."""
+    fields = t["fields"]
+    nscope = t["scope_fields"]
+    options = t["kind"] == 2
+    body = bytearray()
+    if version == 10:
+        body += struct.pack("!HH", t["template_id"], len(fields))
+        if options:
+            body += struct.pack("!H", nscope)
+        for pen, ie, ln in fields:
+            if pen:
+                body += struct.pack("!HHI", ie | 0x8000, ln, pen)
+            else:
+                body += struct.pack("!HH", ie, ln)
+        set_id = 3 if options else 2
+    else:
+        if options:
+            body += struct.pack("!HHH", t["template_id"], nscope * 4, (len(fields) - nscope) * 4)
+        else:
+            body += struct.pack("!HH", t["template_id"], len(fields))
+        for _pen, ie, ln in fields:
+            body += struct.pack("!HH", ie, ln)
+        set_id = 1 if options else 0
+    body += b"\x00" * (-len(body) % 4)
+    sets = struct.pack("!HH", set_id, len(body) + 4) + bytes(body)
+    if version == 10:
+        return struct.pack("!HHIII", 10, 16 + len(sets), 0, 0, source_id) + sets
+    return struct.pack("!HHIIII", 9, 1, 0, 0, 0, source_id) + sets
