@@ -43,11 +43,12 @@ TWIN_FIELDS = {
     "proto": ("int", ["proto"], ["proto"], [], []),
     "tcp-flags": ("flags", ["tcp_flags"], ["tcp_flags"], [], []),
     "as": ("int", ["src_as"], ["dst_as"], [], []),
-    "mac": ("int", ["src_mac"], ["dst_mac", "post_dst_mac"], [], []),
+    "mac": ("int", ["src_mac", "post_src_mac"], ["dst_mac", "post_dst_mac"], [], []),
     "in_if": ("int", ["in_if"], ["in_if"], [], []),
 }
 COLUMNS = ["src_addr", "dst_addr", "src_addr6", "dst_addr6", "src_port", "dst_port", "proto",
-           "tcp_flags", "src_as", "dst_as", "src_mac", "dst_mac", "post_dst_mac", "in_if"]
+           "tcp_flags", "src_as", "dst_as", "src_mac", "post_src_mac", "dst_mac", "post_dst_mac",
+           "in_if"]
 FLAG_BITS = {"fin": 1, "syn": 2, "rst": 4, "psh": 8, "ack": 16}
 
 
@@ -171,6 +172,7 @@ def flows(draw: st.DrawFn) -> dict[str, int]:
         "src_as": draw(st.sampled_from([0, 64500, 64505, 64511])),
         "dst_as": draw(st.sampled_from([0, 64500, 64505, 64511])),
         "src_mac": draw(st.sampled_from([0, 0x001122334455, 0xFFFFFFFFFFFF])),
+        "post_src_mac": draw(st.sampled_from([0, 0x001122334455])),
         "dst_mac": draw(st.sampled_from([0, 0x001122334455])),
         "post_dst_mac": draw(st.sampled_from([0, 0x001122334455])),
         "in_if": draw(st.integers(0, 4)),

@@ -216,3 +216,50 @@ def test_field_names(text: str, column: str, sqltype: str) -> None:
 def test_bad_fields(text: str, words: str) -> None:
     with pytest.raises(FieldError, match=words):
         parse_field(text)
+
+
+def test_mac_keys_read_the_element_each_exporter_sends() -> None:
+    """``dst mac``/``src mac`` windows over a probe-like exporter (IN_DST_MAC, 80) and a
+    router-like one (OUT_DST_MAC 57, OUT_SRC_MAC 81): every flow lands under its own MAC,
+    none under 00:00:00:00:00:00 — recounted in plain Python from the values encoded."""
+    from appliance.collector.decode import Decoder
+    from appliance.collector.receive import PacketBatch
+    from appliance.netflow import V9Encoder, template_for
+
+    t0 = 1_700_000_000 * NS
+    rng = np.random.default_rng(7)
+    macs = [0x02AABBCC0001 + k for k in range(5)]
+    sent: list[tuple[int, int, int]] = []  # (src mac, dst mac, packets)
+    payloads: list[tuple[str, bytes]] = []
+    for exporter, src_el, dst_el in (("192.0.2.1", "src_mac", "dst_mac"),
+                                     ("192.0.2.2", "post_src_mac", "post_dst_mac")):  # fmt: skip
+        n = 40
+        src = rng.choice(macs, n).astype(np.uint64)
+        dst = rng.choice(macs, n).astype(np.uint64)
+        pkts = rng.integers(1, 1000, n).astype(np.uint64)
+        enc = V9Encoder([template_for(["src_addr", "dst_addr", src_el, dst_el, "packets", "bytes"], 256)],
+                        clock=lambda: t0, boot_ns=t0 - NS)  # fmt: skip
+        cols = {"src_addr": np.full(n, 0x0A000001, np.uint64), "dst_addr": np.full(n, 0x0A000002, np.uint64),
+                src_el: src, dst_el: dst, "packets": pkts, "bytes": pkts * np.uint64(100)}  # fmt: skip
+        payloads += [(exporter, p) for p in enc.encode(cols, 256)]
+        sent += [(int(s), int(d), int(p)) for s, d, p in zip(src, dst, pkts)]
+    dec = Decoder()
+    batches = []
+    for exporter, payload in payloads:
+        batches += [b.copy() for b in dec.decode(PacketBatch.from_payloads([payload], exporter=exporter, recv_ns=t0))]
+    batch = FlowBatch.concat(batches)
+    assert batch.n == len(sent)
+
+    def mac(v: int) -> str:
+        return ":".join(f"{b:02x}" for b in v.to_bytes(6, "big"))
+
+    for field, pick in (("dst mac", 1), ("src mac", 0)):
+        spec = WindowSpec("m", (parse_field(field), parse_field("packets desc")), time=60)
+        win = FixedWindow(spec, "mo_m")
+        assert win.add(batch, np.arange(batch.n, dtype=np.int64), batch["recv_time_ns"] // np.uint64(60 * NS)) == []
+        (table,) = win.close()
+        want: dict[str, int] = defaultdict(int)
+        for row in sent:
+            want[mac(row[pick])] += row[2]
+        assert {r[0]: r[1] for r in table.rows} == dict(want)
+        assert "00:00:00:00:00:00" not in {r[0] for r in table.rows}

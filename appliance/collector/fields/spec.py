@@ -24,34 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.collector.fields import functions as fn
+from appliance.collector.fields.table import FILTER_FIELDS, ValueKind
 from appliance.collector.flowbatch import FlowBatch
 from appliance.netflow.registry import REGISTRY, FieldType
 
 __all__ = ["Column", "FieldError", "FieldSpec", "KeyKind", "TEXT_FUNCTIONS", "parse_call", "parse_field"]
 
-_TWO_SIDED: dict[str, tuple[str, str]] = {
-    "host": ("src_addr", "dst_addr"),
-    "net": ("src_addr", "dst_addr"),
-    "host6": ("src_addr6", "dst_addr6"),
-    "net6": ("src_addr6", "dst_addr6"),
-    "port": ("src_port", "dst_port"),
-    "tos": ("tos", "dst_tos"),
-    "ifidx": ("in_if", "out_if"),
-    "as": ("src_as", "dst_as"),
-    "mac": ("src_mac", "post_dst_mac"),
-    "vlan": ("src_vlan", "dst_vlan"),
-    "d1qvlan": ("dot1q_vlan", "post_dot1q_vlan"),
-    "d1qcvlan": ("dot1q_customer_vlan", "post_dot1q_customer_vlan"),
-    "vrf": ("ingress_vrf", "egress_vrf"),
-}
-_ONE_SIDED: dict[str, str] = {
-    "proto": "proto", "tcp-flags": "tcp_flags", "min-ttl": "min_ttl", "max-ttl": "max_ttl",
-    "frag-id": "frag_id", "endreason": "flow_end_reason", "bgp-nh": "bgp_next_hop",
-    "dir": "direction", "fwdst": "forwarding_status", "smplr": "sampler_id",
-    "dev-ip": "dev_ip6", "dev-ip6": "dev_ip6", "dev-id": "dev_id",
-}  # fmt: skip
-#: ``host``/``net`` cover both address families: (v4 column, v6 column) per side
-_ANY_FAMILY = {"src_addr": "src_addr6", "dst_addr": "dst_addr6"}
+#: the exporter's address as a window key: one IPv6 column (IPv4 exporters v4-mapped)
+_DEV_IP = frozenset({"dev-ip", "dev-ip6"})
 #: aggregate name → (registry counter, multiplier); None = count of flow records
 _AGGREGATES: dict[str, tuple[str | None, int]] = {
     "octets": ("bytes", 1), "bytes": ("bytes", 1), "in_bytes": ("bytes", 1),
@@ -107,6 +87,8 @@ class FieldSpec:
         aggregate: summed (else part of the key).
         source: registry field name (None for ``flows``).
         source6: for `KeyKind.IP_ANY`, the IPv6 registry field.
+        alternatives: more registry fields for the same thing, read in order where ``source``
+            is 0 (``dst mac``: element 57, else 80; see `appliance.collector.fields.table`).
         multiplier: for aggregates (``bits`` = bytes × 8).
         kind: for keys, how the words become an SQL value.
         func: a function's canonical name (``div_r``, ``tfstr``…), None for fields.
@@ -125,6 +107,7 @@ class FieldSpec:
     func: str | None = None
     args: tuple[FieldSpec, ...] = ()
     param: int = 0
+    alternatives: tuple[str, ...] = ()
 
     @property
     def words(self) -> int:
@@ -135,7 +118,7 @@ class FieldSpec:
         """Registry names this field (or function) reads."""
         if self.func is not None:
             return tuple(c for a in self.args for c in a.columns_read)
-        return tuple(c for c in (self.source, self.source6) if c)
+        return tuple(c for c in (self.source, self.source6, *self.alternatives) if c)
 
     @property
     def sqltype(self) -> str:
@@ -175,6 +158,9 @@ class FieldSpec:
         arr = batch[self.source]
         if arr.ndim == 2:
             return [arr[:, 0], arr[:, 1]]
+        for alt in self.alternatives:
+            if alt in batch:
+                arr = np.where(arr != 0, arr, batch[alt])
         return [arr]
 
     def _function(self, batch: FlowBatch, rows: np.ndarray | None, freq: np.ndarray | None) -> np.ndarray:
@@ -255,13 +241,9 @@ def parse_field(text: str) -> FieldSpec:
             raise FieldError(f"{text!r}: aggregates have no direction; write \"{name}\"")
         source, mult = _AGGREGATES.get(name, (REGISTRY[name].name if name in REGISTRY else None, 1))
         return FieldSpec(text, column, desc, True, source, multiplier=mult)
-    if name in _TWO_SIDED:
-        reg = _TWO_SIDED[name][direction == "dst"]
-    elif name in _ONE_SIDED:
-        if direction:
-            raise FieldError(f"{text!r}: {name} has no src/dst form; write \"{name}\"")
-        reg = _ONE_SIDED[name]
-    elif name in REGISTRY or name.replace("-", "_") in REGISTRY:
+    if name in FILTER_FIELDS:
+        return _named_key(text, column, desc, name, direction)
+    if name in REGISTRY or name.replace("-", "_") in REGISTRY:
         if direction:
             raise FieldError(f"{text!r}: src/dst go only before xenoeye's names (host, port, as…); "
                              f"write \"{name}\"")
@@ -270,15 +252,29 @@ def parse_field(text: str) -> FieldSpec:
         raise FieldError(f"{text!r}: unknown field {name!r}; use a xenoeye name (src host, dst port, "
                          "proto, octets, packets…) or a registry name (mirrorflow decode shows them)")
     f = REGISTRY[reg]
-    if name in ("host", "net") and reg in _ANY_FAMILY:
-        return FieldSpec(text, column, desc, False, reg, _ANY_FAMILY[reg], kind=KeyKind.IP_ANY)
     if f.ftype in (FieldType.STRING, FieldType.BYTES):
         return FieldSpec(text, column, desc, False, reg, kind=KeyKind.TEXT)
-    if reg == "dev_ip6":
-        return FieldSpec(text, column, desc, False, reg, kind=KeyKind.IPV6)
     kind = {FieldType.IPV4: KeyKind.IPV4, FieldType.IPV6: KeyKind.IPV6,
             FieldType.MAC: KeyKind.MAC}.get(f.ftype, KeyKind.NUMBER)  # fmt: skip
     return FieldSpec(text, column, desc, False, reg, kind=kind)
+
+
+def _named_key(text: str, column: str, desc: bool, name: str, direction: str | None) -> FieldSpec:
+    """A key by one of the field table's names (``src host``, ``dst mac``, ``proto``)."""
+    f = FILTER_FIELDS[name]
+    if direction and not f.directional:
+        raise FieldError(f"{text!r}: {name} has no src/dst form; write \"{name}\"")
+    if name in _DEV_IP:
+        return FieldSpec(text, column, desc, False, "dev_ip6", kind=KeyKind.IPV6)
+    side = "dst" if direction == "dst" else "src"  # no prefix: the source, as in xenoeye
+    v4, v6 = f.columns(side), f.columns(side, v6=True)
+    if f.kind is ValueKind.IP and v4 and v6:
+        return FieldSpec(text, column, desc, False, v4[0], v6[0], kind=KeyKind.IP_ANY)
+    if f.kind in (ValueKind.IP, ValueKind.IP6):
+        return FieldSpec(text, column, desc, False, v6[0], kind=KeyKind.IPV6)
+    kind = {ValueKind.IP4: KeyKind.IPV4, ValueKind.MAC: KeyKind.MAC,
+            ValueKind.TEXT: KeyKind.TEXT}.get(f.kind, KeyKind.NUMBER)  # fmt: skip
+    return FieldSpec(text, column, desc, False, v4[0], kind=kind, alternatives=v4[1:])
 
 
 def parse_call(text: str, bare: str, column: str | None = None, desc: bool = False) -> FieldSpec:
@@ -329,7 +325,7 @@ def parse_call(text: str, bare: str, column: str | None = None, desc: bool = Fal
             if spec.aggregate:
                 raise FieldError(f"{text!r}: {name}() takes key fields, not the aggregate {a!r}: {usage}")
             words = a.split()
-            if len(words) == 1 and words[0].lower() in _TWO_SIDED:
+            if len(words) == 1 and words[0].lower() in FILTER_FIELDS and FILTER_FIELDS[words[0].lower()].directional:
                 raise FieldError(f"{text!r}: {a!r} has a source and a destination: write 'src {a}' or "
                                  f"'dst {a}' ({usage})")  # fmt: skip
             if spec.kind != KeyKind.NUMBER:

@@ -23,14 +23,18 @@ import re
 from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net,
                                              Node, Not, Or, Rule, Text, Value)
 from appliance.collector.filter._errors import FilterError
-from appliance.collector.fields.names import (FILTER_FIELDS, PROTOCOL_SHORTHANDS, PROTOCOLS,
+from appliance.collector.fields.table import (FILTER_FIELDS, PROTOCOL_SHORTHANDS, PROTOCOLS,
                                                 TCP_FLAGS, UNSUPPORTED, FilterField, ValueKind,
                                                 lookup_field, service_port)
 from appliance.collector.filter._iplists import IPLists
-from appliance.collector.filter._lexer import Kind, Token, tokenize
+from appliance.collector.filter._lexer import MAX_FILTER_CHARS, Kind, Token, tokenize
 from appliance.netflow.registry import REGISTRY, FieldType, Registry
 
-__all__ = ["parse"]
+__all__ = ["parse", "MAX_DEPTH", "MAX_FILTER_CHARS"]
+
+#: how deeply '(' and 'not' may nest: deeper filters are refused with a FilterError (at the
+#: '(' or 'not' that goes too deep) instead of exhausting Python's stack
+MAX_DEPTH = 64
 
 _KEYWORDS = frozenset({"and", "or", "not", "src", "dst"})
 _DEC = re.compile(r"[0-9]+")
@@ -67,6 +71,7 @@ class _Parser:
         self.text, self.source, self.iplists, self.registry = text, source, iplists, registry
         self.toks = tokenize(text, source)
         self.i = 0
+        self.depth = 0  # '(' and 'not' currently open
 
     # ---- helpers --------------------------------------------------------------------
 
@@ -126,14 +131,25 @@ class _Parser:
             items.append(self.factor())
         return items[0] if len(items) == 1 else And(tuple(items))
 
+    def nest(self, tok: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(tok.pos, f"'(' and 'not' nest more than {MAX_DEPTH} deep here; "
+                                      "simplify the filter (or put the addresses in an IP list)")
+
     def factor(self) -> Node:
         tok = self.peek()
         if self.is_kw(tok, "not"):
             self.take()
-            return Not(self.factor())
+            self.nest(tok)
+            node = Not(self.factor())
+            self.depth -= 1
+            return node
         if tok.kind is Kind.LPAREN:
             self.take()
+            self.nest(tok)
             node = self.expr()
+            self.depth -= 1
             close = self.peek()
             if close.kind is not Kind.RPAREN:
                 raise self.error(close.pos, f"expected ')' to close the '(' at column "

@@ -1,9 +1,20 @@
-"""What a field name in a filter reads: xenoeye's filter names plus every registry field.
+"""THE field table: what a field name reads, in filters, window ``fields``, SQL columns and dumps.
 
 xenoeye's names (``host``, ``port``, ``tcp-flags``, ...) have a source and a destination
-form; a rule without ``src``/``dst`` matches either. Every registry field is also usable by
-its registry name (``flow_label6``, ``in_if``, ``src_as``) or its xenoeye netflow.def alias
-(``l4_dst_port``); those read exactly one column.
+form. In a filter, a rule without ``src``/``dst`` matches either; in a window's ``fields``, a
+two-sided name without prefix means ``src`` (as xenoeye does). Every registry field
+(`appliance.netflow.registry`) is also usable by its registry name (``flow_label6``,
+``in_if``, ``src_as``) or its xenoeye netflow.def alias (``l4_dst_port``); those read
+exactly one column.
+
+Where exporters put the same thing in different elements, a side lists several columns, in
+order: a filter matches if any of them matches, a window key takes the first non-zero one.
+``dst mac`` is the case that matters: routers send OUT_DST_MAC (57, xenoeye's element) and
+our probe sends IN_DST_MAC (80), so ``dst mac`` reads 57, else 80.
+
+Adding a field: one `FilterField` entry in `FILTER_FIELDS` (or a registry entry, for a
+field the decoder should also read) — filters, windows, the SQL type and the dump text
+follow from it.
 
 The value-name tables (protocols, services, TCP flags, ...) are built in, so a filter means
 the same on every machine whatever ``/etc/services`` holds; port names we do not know fall
@@ -174,8 +185,10 @@ FILTER_FIELDS: dict[str, FilterField] = {
         _pair("ifidx", _INT, "in_if", "out_if", max_value=0xFFFFFFFF),
         _pair("as", _INT, "src_as", "dst_as", max_value=0xFFFFFFFF),
         _pair("vlan", _INT, "src_vlan", "dst_vlan", max_value=0xFFFF),
-        # destination MAC: xenoeye reads element 57; exporters send 80 as often, so both
-        _pair("mac", ValueKind.MAC, "src_mac", ("dst_mac", "post_dst_mac"), max_value=(1 << 48) - 1),
+        # MACs: xenoeye reads 56 and 57 (post_dst_mac); the probe and many exporters send 80
+        # (dst_mac) for the destination, some 81 for the source (see the module text)
+        _pair("mac", ValueKind.MAC, ("src_mac", "post_src_mac"), ("post_dst_mac", "dst_mac"),
+              max_value=(1 << 48) - 1),
         _one("min-ttl", _INT, "min_ttl", max_value=0xFF),
         _one("max-ttl", _INT, "max_ttl", max_value=0xFF),
         _one("frag-id", _INT, "frag_id", max_value=0xFFFFFFFF),
