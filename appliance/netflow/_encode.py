@@ -12,33 +12,26 @@ packet builder slices datagrams the same way for either.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numba import njit
 
 from appliance.netflow.header import VARIABLE_LENGTH
 from appliance.netflow.registry import FieldType
-
-if TYPE_CHECKING:
-    from appliance.netflow.encoder import Template, TemplateField
+from appliance.netflow.templates import (
+    EncodeError,
+    Template,
+    TemplateField,
+    ValueOverflowError,
+)
 
 __all__ = [
-    "EncodeError",
-    "ValueOverflowError",
     "as_uint64",
     "chunk_end",
     "pack_records",
     "record_count",
 ]
-
-
-class EncodeError(ValueError):
-    """Columns or templates that cannot be encoded (missing column, bad shape, bad template)."""
-
-
-class ValueOverflowError(EncodeError):
-    """A value does not fit the field length of the template (or a v5 32-bit counter)."""
 
 
 _STRING_TYPES = (FieldType.STRING, FieldType.BYTES)

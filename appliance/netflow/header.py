@@ -1,10 +1,12 @@
-"""Header and set layouts of NetFlow v5, v9 and IPFIX, as big-endian numpy dtypes.
+"""Header and record layouts of NetFlow v1, v5, v9 and IPFIX, as big-endian numpy dtypes.
 
-The dtypes are the single description of each fixed layout: the encoder fills them, and
-a decoder can ``np.frombuffer(buf, dtype=V9_HEADER)`` the same bytes. Sizes are asserted
-at import time so a typo in a table cannot go unnoticed.
+The dtypes are the single description of each fixed layout: the encoders fill them, and
+the collector's decoder reads the same bytes through the sizes and byte offsets derived
+from them below (``*_SIZE``, ``*_AT_*``: plain ints, which numba kernels compile in as
+constants) and through `record_layout`. Sizes are asserted at import time so a typo in a
+table cannot go unnoticed.
 
-References: Cisco's NetFlow v5 export format, RFC 3954 (v9), RFC 7011 (IPFIX).
+References: Cisco's NetFlow v1/v5 export formats, RFC 3954 (v9), RFC 7011 (IPFIX).
 """
 
 from __future__ import annotations
@@ -14,32 +16,61 @@ import struct
 import numpy as np
 
 __all__ = [
+    "AT_COUNT",
+    "AT_VERSION",
     "ENTERPRISE_BIT",
     "IPFIX",
+    "IPFIX_AT_EXPORT_TIME",
+    "IPFIX_AT_LENGTH",
+    "IPFIX_AT_OBSERVATION_DOMAIN",
+    "IPFIX_AT_SEQUENCE",
     "IPFIX_HEADER",
+    "IPFIX_HEADER_SIZE",
     "IPFIX_HEADER_STRUCT",
     "IPFIX_OPTIONS_TEMPLATE_SET_ID",
     "IPFIX_TEMPLATE_SET_ID",
     "MIN_DATA_SET_ID",
+    "SET_AT_LENGTH",
     "SET_HEADER",
+    "SET_HEADER_SIZE",
     "SET_HEADER_STRUCT",
+    "V1",
+    "V1_HEADER",
+    "V1_HEADER_SIZE",
+    "V1_RECORD",
     "V5",
+    "V5_AT_ENGINE_ID",
+    "V5_AT_ENGINE_TYPE",
+    "V5_AT_FLOW_SEQUENCE",
+    "V5_AT_SAMPLING",
+    "V5_AT_SYS_UPTIME",
+    "V5_AT_UNIX_NSECS",
+    "V5_AT_UNIX_SECS",
     "V5_FIELDS",
     "V5_HEADER",
+    "V5_HEADER_SIZE",
     "V5_HEADER_STRUCT",
     "V5_MAX_RECORDS",
     "V5_RECORD",
+    "V5_RECORD_SIZE",
+    "V5_SAMPLING_INTERVAL_MASK",
     "V9",
+    "V9_AT_SEQUENCE",
+    "V9_AT_SOURCE_ID",
+    "V9_AT_SYS_UPTIME",
+    "V9_AT_UNIX_SECS",
     "V9_HEADER",
+    "V9_HEADER_SIZE",
     "V9_HEADER_STRUCT",
     "V9_OPTIONS_TEMPLATE_SET_ID",
     "V9_TEMPLATE_SET_ID",
     "VARIABLE_LENGTH",
     "V9Scope",
+    "record_layout",
 ]
 
 #: Version numbers as they appear in the first two bytes of every packet.
-V5, V9, IPFIX = 5, 9, 10
+V1, V5, V9, IPFIX = 1, 5, 9, 10
 
 #: v9 FlowSet ids (RFC 3954 section 5.2/6.1).
 V9_TEMPLATE_SET_ID = 0
@@ -65,6 +96,38 @@ class V9Scope:
     CACHE = 4
     TEMPLATE = 5
 
+
+V1_HEADER = np.dtype(
+    [
+        ("version", ">u2"),
+        ("count", ">u2"),
+        ("sys_uptime", ">u4"),
+        ("unix_secs", ">u4"),
+        ("unix_nsecs", ">u4"),
+    ]
+)
+
+V1_RECORD = np.dtype(
+    [
+        ("src_addr", ">u4"),
+        ("dst_addr", ">u4"),
+        ("next_hop", ">u4"),
+        ("in_if", ">u2"),
+        ("out_if", ">u2"),
+        ("packets", ">u4"),
+        ("bytes", ">u4"),
+        ("first_switched", ">u4"),
+        ("last_switched", ">u4"),
+        ("src_port", ">u2"),
+        ("dst_port", ">u2"),
+        ("pad1", ">u2"),
+        ("proto", "u1"),
+        ("tos", "u1"),
+        ("tcp_flags", "u1"),
+        ("pad2", "V7"),  # TCP retransmission counters and reserved bytes: not decoded
+    ]
+)
+"""A NetFlow v1 record: like v5 without AS numbers and masks (decoded, never encoded)."""
 
 V5_HEADER = np.dtype(
     [
@@ -135,8 +198,50 @@ IPFIX_HEADER = np.dtype(
 #: FlowSet (v9) / Set (IPFIX) header: id and length including this header.
 SET_HEADER = np.dtype([("set_id", ">u2"), ("length", ">u2")])
 
+assert V1_HEADER.itemsize == 16 and V1_RECORD.itemsize == 48
 assert V5_HEADER.itemsize == 24 and V5_RECORD.itemsize == 48
 assert V9_HEADER.itemsize == 20 and IPFIX_HEADER.itemsize == 16 and SET_HEADER.itemsize == 4
+
+
+def _at(dtype: np.dtype, name: str) -> int:
+    return int(dtype.fields[name][1])
+
+
+def record_layout(record: np.dtype) -> tuple[tuple[str, int, int], ...]:
+    """(name, byte offset, length) of every field of a fixed record, padding included."""
+    return tuple((name, _at(record, name), record[name].itemsize) for name in record.names)
+
+
+# Sizes and byte offsets of the fixed layouts above, for code that reads packets in place.
+#: Every version starts with the version number and (except IPFIX: length) a record count.
+AT_VERSION = _at(V5_HEADER, "version")
+AT_COUNT = _at(V5_HEADER, "count")
+V1_HEADER_SIZE = V1_HEADER.itemsize
+V5_HEADER_SIZE = V5_HEADER.itemsize
+V5_RECORD_SIZE = V5_RECORD.itemsize
+V5_AT_SYS_UPTIME = _at(V5_HEADER, "sys_uptime")
+V5_AT_UNIX_SECS = _at(V5_HEADER, "unix_secs")
+V5_AT_UNIX_NSECS = _at(V5_HEADER, "unix_nsecs")
+V5_AT_FLOW_SEQUENCE = _at(V5_HEADER, "flow_sequence")
+V5_AT_ENGINE_TYPE = _at(V5_HEADER, "engine_type")
+V5_AT_ENGINE_ID = _at(V5_HEADER, "engine_id")
+V5_AT_SAMPLING = _at(V5_HEADER, "sampling")
+#: The interval ("1 out of N") in the v5 sampling field; the top 2 bits are the mode.
+V5_SAMPLING_INTERVAL_MASK = 0x3FFF
+V9_HEADER_SIZE = V9_HEADER.itemsize
+V9_AT_SYS_UPTIME = _at(V9_HEADER, "sys_uptime")
+V9_AT_UNIX_SECS = _at(V9_HEADER, "unix_secs")
+V9_AT_SEQUENCE = _at(V9_HEADER, "sequence")
+V9_AT_SOURCE_ID = _at(V9_HEADER, "source_id")
+IPFIX_HEADER_SIZE = IPFIX_HEADER.itemsize
+IPFIX_AT_LENGTH = _at(IPFIX_HEADER, "length")
+IPFIX_AT_EXPORT_TIME = _at(IPFIX_HEADER, "export_time")
+IPFIX_AT_SEQUENCE = _at(IPFIX_HEADER, "sequence")
+IPFIX_AT_OBSERVATION_DOMAIN = _at(IPFIX_HEADER, "observation_domain")
+SET_HEADER_SIZE = SET_HEADER.itemsize
+SET_AT_LENGTH = _at(SET_HEADER, "length")
+assert V1_RECORD.itemsize == V5_RECORD_SIZE and _at(V1_HEADER, "count") == AT_COUNT
+assert _at(V9_HEADER, "count") == AT_COUNT and _at(IPFIX_HEADER, "version") == AT_VERSION
 
 
 def _struct_of(dtype: np.dtype) -> struct.Struct:
