@@ -108,7 +108,7 @@ def run(n: int, memory: bool, protocol: int) -> dict[str, float]:
     # warm up the compiled functions (their first call is not what a running probe pays)
     wk, wv = flood_flows(64, clock.mono)
     probe.table.merge(wk, wv)
-    probe.exporter.export(probe.table.expire(clock.mono + 10**6 * _S), probe.epoch_offset_ns)
+    probe.scan(clock.mono + 10**6 * _S)
     probe.table.flush()
 
     keys, vals = flood_flows(n, clock.mono)
@@ -117,19 +117,31 @@ def run(n: int, memory: bool, protocol: int) -> dict[str, float]:
     else:
         fill_kernel_map(cache, keys, vals)
     t = {}
-    c0 = cpu()
-    k, v = cache.drain()
-    t["drain"] = cpu() - c0
-    assert len(k) == n, (len(k), n)
-    c0 = cpu()
-    probe.table.merge(k, v)
-    t["merge"] = cpu() - c0
+    t["drain"] = t["merge"] = 0.0
+    chunks = cache.drain_chunks()
+    drained = 0
+    while True:
+        c0 = cpu()
+        kv = next(chunks, None)
+        t["drain"] += cpu() - c0
+        if kv is None:
+            break
+        drained += len(kv[0])
+        c0 = cpu()
+        probe.table.merge(*kv)
+        t["merge"] += cpu() - c0
+    assert drained == n, (drained, n)
     clock.mono += 20 * _S
-    c0 = cpu()
-    ended = probe.table.expire(clock.mono)
-    t["expire"] = cpu() - c0
-    assert len(ended) == n
-    t.update(probe.exporter.timed_export(ended, probe.epoch_offset_ns, cpu))
+    t["expire"] = t["encode"] = t["send"] = 0.0
+    chunks = probe.table.expire_chunks(clock.mono)
+    while True:
+        c0 = cpu()
+        ended = next(chunks, None)
+        t["expire"] += cpu() - c0
+        if ended is None:
+            break
+        for stage, secs in probe.exporter.timed_export(ended, probe.epoch_offset_ns, cpu).items():
+            t[stage] += secs
     assert probe.exporter.flows_exported >= n
     probe.close()
     cache.close()

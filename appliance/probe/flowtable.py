@@ -20,6 +20,7 @@ Semantics (ipt_netflow's, plus softflowd's early TCP export):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numba as nb
@@ -35,6 +36,8 @@ TCP_RST = 0x04
 _EMPTY = -1
 _DELETED = -2
 _FREE, _ACTIVE, _CLOSED = 0, 1, 2
+#: flows per chunk handed from expiry to export (small enough to stay in the caches)
+CHUNK = 16384
 
 #: One exported flow: the kernel key and value plus why the flow ended.
 FLOW_DTYPE = np.dtype(
@@ -81,7 +84,7 @@ def _find(index, twords, bwords, j):
 
 
 @nb.njit(cache=True, nogil=True)
-def _merge(index, twords, tbytes, state, reason, packets, bytes_, first, last, flags,
+def _merge(index, where, twords, tbytes, state, reason, packets, bytes_, first, last, flags,
            min_ttl, max_ttl, frag, free, nfree, bwords, bbytes, bpackets, bbytes_, bfirst,
            blast, bflags, bmin_ttl, bmax_ttl, bfrag, limit, counts):
     """counts: [new flows, merged, refused flows, refused packets, refused bytes,
@@ -123,23 +126,24 @@ def _merge(index, twords, tbytes, state, reason, packets, bytes_, first, last, f
         if index[reuse] == _DELETED:
             counts[6] -= 1
         index[reuse] = s
-        twords[s, :] = bwords[j, :]
-        tbytes[s, :] = bbytes[j, :]
+        where[s] = reuse
+        for w in range(twords.shape[1]):  # loops: numba's slice copies allocate views
+            twords[s, w] = bwords[j, w]
+        for b in range(tbytes.shape[1]):
+            tbytes[s, b] = bbytes[j, b]
         state[s] = _ACTIVE
         reason[s] = 0
         counts[0] += 1
 
 
 @nb.njit(cache=True, nogil=True)
-def _remove(index, twords, state, slots, free, nfree):
+def _remove(index, where, state, slots, free, nfree):
     """Take `slots` out of the index (those still in it) and give them back to `free`."""
     removed = 0
     for s in slots:
         if state[s] == _ACTIVE:
-            pos, _ = _find(index, twords, twords, s)
-            if pos >= 0:
-                index[pos] = _DELETED
-                removed += 1
+            index[where[s]] = _DELETED
+            removed += 1
         state[s] = _FREE
         free[nfree[0]] = s
         nfree[0] += 1
@@ -147,7 +151,7 @@ def _remove(index, twords, state, slots, free, nfree):
 
 
 @nb.njit(cache=True, nogil=True)
-def _rebuild(index, twords, state):
+def _rebuild(index, where, twords, state):
     index[:] = _EMPTY
     mask = np.uint64(len(index) - 1)
     for s in range(len(state)):
@@ -156,6 +160,103 @@ def _rebuild(index, twords, state):
             while index[pos] != _EMPTY:
                 pos = (pos + np.uint64(1)) & mask
             index[pos] = s
+            where[s] = pos
+
+
+@nb.njit(cache=True, nogil=True)
+def _due(state, reason, first, last, flags, now, inactive, active, tcp_end, out_slots,
+         out_reasons):
+    """The slots whose flows end at `now` and why; returns how many (written to out_*).
+    tcp_end < 0: no early TCP export."""
+    n = 0
+    for s in range(len(state)):
+        st = state[s]
+        if st == _FREE:
+            continue
+        r = 0
+        if st == _CLOSED:
+            r = reason[s]
+        else:
+            idle = now - np.int64(last[s]) >= inactive
+            ended = (flags[s] & (TCP_FIN | TCP_RST)) != 0
+            if ended and (idle or (tcp_end >= 0 and now - np.int64(last[s]) >= tcp_end)):
+                r = 3
+            elif idle:
+                r = 1
+            elif now - np.int64(first[s]) >= active:
+                r = 2
+        if r:
+            out_slots[n] = s
+            out_reasons[n] = r
+            n += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def _oldest_first(first, slots):
+    """The order (positions into `slots`) that sorts them by first[slot], ties in their given
+    order: a counting sort into about len(slots) buckets, then each bucket sorted (they hold
+    about one flow on average; large ones by merge sort)."""
+    k = len(slots)
+    if k < 2:
+        return np.arange(k)
+    lo = first[slots[0]]
+    hi = lo
+    for s in slots:
+        v = first[s]
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+    shift = np.uint64(0)
+    while ((hi - lo) >> shift) >= np.uint64(k):
+        shift += np.uint64(1)
+    starts = np.zeros(k + 1, np.int64)
+    for s in slots:
+        starts[np.int64((first[s] - lo) >> shift) + 1] += 1
+    for b in range(k):
+        starts[b + 1] += starts[b]
+    fill = starts[:-1].copy()
+    out = np.empty(k, np.int64)
+    for i in range(k):
+        b = np.int64((first[slots[i]] - lo) >> shift)
+        out[fill[b]] = i
+        fill[b] += 1
+    for b in range(k):
+        a, z = starts[b], starts[b + 1]
+        if z - a < 2:
+            continue
+        if z - a <= 32:  # insertion sort, stable
+            for i in range(a + 1, z):
+                p = out[i]
+                v = first[slots[p]]
+                j = i - 1
+                while j >= a and first[slots[out[j]]] > v:
+                    out[j + 1] = out[j]
+                    j -= 1
+                out[j + 1] = p
+        else:
+            part = out[a:z].copy()
+            keys = np.empty(z - a, first.dtype)
+            for i in range(z - a):
+                keys[i] = first[slots[part[i]]]
+            out[a:z] = part[np.argsort(keys, kind="mergesort")]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _gather(kbytes, vbytes, slots, reasons):
+    """FLOW_DTYPE records (as raw bytes) of `slots`."""
+    kw, vw = kbytes.shape[1], vbytes.shape[1]
+    out = np.empty((len(slots), kw + vw + 1), np.uint8)
+    for i in range(len(slots)):
+        s = slots[i]
+        for b in range(kw):  # loops: numba's slice copies allocate views
+            out[i, b] = kbytes[s, b]
+        for b in range(vw):
+            out[i, kw + b] = vbytes[s, b]
+        out[i, kw + vw] = reasons[i]
+    return out
 
 
 @dataclass(slots=True)
@@ -171,6 +272,9 @@ class TableStats:
     flows_expired: int = 0
     by_reason: dict[int, int] = field(default_factory=lambda: {int(r): 0 for r in FlowEndReason})
     peak_active: int = 0
+    #: flows ended early because the table was fuller than emergency_fill (reason 5)
+    emergency_expired: int = 0
+    emergency_passes: int = 0
 
 
 class FlowTable:
@@ -185,7 +289,8 @@ class FlowTable:
 
     def __init__(self, capacity: int, *, active_timeout_ns: int = 1800 * 10**9,
                  inactive_timeout_ns: int = 15 * 10**9, tcp_end_timeout_ns: int | None = None,
-                 counter_limit: int = 2**32 - 1) -> None:
+                 counter_limit: int = 2**32 - 1, emergency_fill: float = 0.9,
+                 emergency_target: float = 0.75) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = int(capacity)
@@ -196,10 +301,18 @@ class FlowTable:
         size = 1
         while size < 2 * self.capacity + 2:
             size *= 2
+        if not 0 < emergency_target <= emergency_fill <= 1:
+            raise ValueError("need 0 < emergency_target <= emergency_fill <= 1")
+        self.emergency_fill = emergency_fill
+        self.emergency_target = emergency_target
         self._index = np.full(size, _EMPTY, np.int64)
+        self._where = np.zeros(self.capacity, np.int64)  # slot → its position in _index
+        self._due_slots = np.zeros(self.capacity, np.int64)
+        self._due_reasons = np.zeros(self.capacity, np.uint8)
         self._keys = np.zeros(self.capacity, KEY_DTYPE)
         self._vals = np.zeros(self.capacity, VAL_DTYPE)
         self._words = self._keys.view(np.uint64).reshape(self.capacity, KEY_WORDS)
+        self._kbytes = self._keys.view(np.uint8).reshape(self.capacity, KEY_DTYPE.itemsize)
         self._vbytes = self._vals.view(np.uint8).reshape(self.capacity, VAL_DTYPE.itemsize)
         self._state = np.zeros(self.capacity, np.uint8)
         self._reason = np.zeros(self.capacity, np.uint8)
@@ -227,7 +340,7 @@ class FlowTable:
         bbytes = values.view(np.uint8).reshape(n, VAL_DTYPE.itemsize)
         v, b = self._vals, values
         counts = np.zeros(7, np.int64)
-        _merge(self._index, self._words, self._vbytes, self._state, self._reason,
+        _merge(self._index, self._where, self._words, self._vbytes, self._state, self._reason,
                v["packets"], v["bytes"], v["first_ns"], v["last_ns"], v["tcp_flags"],
                v["min_ttl"], v["max_ttl"], v["frag"], self._free, self._nfree,
                bwords, bbytes, b["packets"], b["bytes"], b["first_ns"], b["last_ns"],
@@ -244,44 +357,85 @@ class FlowTable:
         st.peak_active = max(st.peak_active, len(self))
 
     def expire(self, now_ns: int) -> np.ndarray:
-        """Remove and return the flows that end at `now_ns` (FLOW_DTYPE array)."""
+        """Remove and return the flows that end at `now_ns` (FLOW_DTYPE array); see
+        `expire_chunks`."""
+        parts = list(self.expire_chunks(now_ns, chunk=1 << 62))
+        return parts[0] if parts else np.zeros(0, FLOW_DTYPE)
+
+    def expire_chunks(self, now_ns: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+        """The flows that end at `now_ns`, oldest first, in FLOW_DTYPE arrays of at most
+        `chunk` flows; each chunk leaves the table when it is handed out. Chunks keep the
+        working memory small: a million flows in one array cost more in page faults than in
+        everything done to them.
+
+        Then, if the table is still fuller than `emergency_fill`, the flows idle longest are
+        ended early (flowEndReason 5, lack of resources) until it is at `emergency_target`,
+        like ipt_netflow under memory pressure: new flows keep finding room instead of being
+        refused (`stats.emergency_expired` counts them).
+        """
         v = self._vals
-        act = self._state == _ACTIVE
-        idle = act & (now_ns - v["last_ns"].astype(np.int64) >= self.inactive_timeout_ns)
-        aged = act & (now_ns - v["first_ns"].astype(np.int64) >= self.active_timeout_ns)
-        ended = act & ((v["tcp_flags"] & (TCP_FIN | TCP_RST)) != 0)
-        tcp_due = np.zeros_like(act)
-        if self.tcp_end_timeout_ns is not None:
-            tcp_due = ended & (now_ns - v["last_ns"].astype(np.int64) >= self.tcp_end_timeout_ns)
-        reason = np.where(
-            self._state == _CLOSED, self._reason,
-            np.where(tcp_due | (idle & ended), np.uint8(FlowEndReason.END_OF_FLOW),
-                     np.where(idle, np.uint8(FlowEndReason.IDLE_TIMEOUT),
-                              np.uint8(FlowEndReason.ACTIVE_TIMEOUT)))).astype(np.uint8)
-        sel = (self._state == _CLOSED) | idle | aged | tcp_due
-        return self._take(np.flatnonzero(sel), reason)
+        tcp_end = -1 if self.tcp_end_timeout_ns is None else int(self.tcp_end_timeout_ns)
+        n = _due(self._state, self._reason, v["first_ns"], v["last_ns"], v["tcp_flags"],
+                 np.int64(now_ns), np.int64(self.inactive_timeout_ns),
+                 np.int64(self.active_timeout_ns), np.int64(tcp_end), self._due_slots,
+                 self._due_reasons)  # fmt: skip
+        slots = self._due_slots[:n].copy()
+        reasons = self._due_reasons[:n].copy()
+        over = len(self) - n - int(self.emergency_target * self.capacity)
+        if len(self) - n > self.emergency_fill * self.capacity and over > 0:
+            slots, reasons = self._emergency(slots, reasons, over)
+        yield from self._take(slots, reasons, chunk)
+
+    def _emergency(self, slots: np.ndarray, reasons: np.ndarray,
+                   over: int) -> tuple[np.ndarray, np.ndarray]:
+        """Adds the `over` active flows idle longest (not already due) to the expiry."""
+        active = self._state == _ACTIVE
+        active[slots] = False
+        candidates = np.flatnonzero(active)
+        over = min(over, len(candidates))
+        if over <= 0:
+            return slots, reasons
+        last = self._vals["last_ns"][candidates]
+        if over < len(candidates):
+            candidates = candidates[np.argpartition(last, over - 1)[:over]]
+        self.stats.emergency_expired += len(candidates)
+        self.stats.emergency_passes += 1
+        extra = np.full(len(candidates), FlowEndReason.LACK_OF_RESOURCES, np.uint8)
+        slots, reasons = np.concatenate((slots, candidates)), np.concatenate((reasons, extra))
+        order = np.argsort(slots, kind="stable")  # ties in slot order, as for the others
+        return slots[order], reasons[order]
 
     def flush(self, reason: FlowEndReason = FlowEndReason.FORCED_END) -> np.ndarray:
         """Remove and return every flow (shutdown, or `flush` on demand)."""
         held = np.flatnonzero(self._state != _FREE)
         reasons = np.where(self._state == _CLOSED, self._reason, np.uint8(reason))
-        return self._take(held, reasons.astype(np.uint8))
+        parts = list(self._take(held, reasons[held].astype(np.uint8), 1 << 62))
+        return parts[0] if parts else np.zeros(0, FLOW_DTYPE)
 
-    def _take(self, slots: np.ndarray, reasons: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(slots), FLOW_DTYPE)
+    def flush_chunks(self, reason: FlowEndReason = FlowEndReason.FORCED_END,
+                     chunk: int = CHUNK) -> Iterator[np.ndarray]:
+        """`flush` in chunks (see `expire_chunks`)."""
+        held = np.flatnonzero(self._state != _FREE)
+        reasons = np.where(self._state == _CLOSED, self._reason, np.uint8(reason))
+        yield from self._take(held, reasons[held].astype(np.uint8), chunk)
+
+    def _take(self, slots: np.ndarray, reasons: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
+        """slots and their reasons (aligned) → FLOW_DTYPE records, oldest first, in chunks."""
         if len(slots) == 0:
-            return out
+            return
         # Oldest first: collectors and tests read records in the order flows started.
-        slots = slots[np.argsort(self._vals["first_ns"][slots], kind="stable")]
-        out["key"] = self._keys[slots]
-        out["val"] = self._vals[slots]
-        out["end_reason"] = reasons[slots]
-        self._tombstones += _remove(self._index, self._words, self._state,
-                                    slots.astype(np.int64), self._free, self._nfree)
-        self.stats.flows_expired += len(slots)
-        for r, c in zip(*np.unique(out["end_reason"], return_counts=True)):
-            self.stats.by_reason[int(r)] = self.stats.by_reason.get(int(r), 0) + int(c)
+        order = _oldest_first(self._vals["first_ns"], slots.astype(np.int64))
+        slots, reasons = slots[order].astype(np.int64), reasons[order]
+        counts = np.bincount(reasons, minlength=len(FlowEndReason) + 1)
+        for r in np.flatnonzero(counts):
+            self.stats.by_reason[int(r)] = self.stats.by_reason.get(int(r), 0) + int(counts[r])
+        for lo in range(0, len(slots), chunk):
+            part, why = slots[lo : lo + chunk], reasons[lo : lo + chunk]
+            raw = _gather(self._kbytes, self._vbytes, part, why)
+            self._tombstones += _remove(self._index, self._where, self._state, part,
+                                        self._free, self._nfree)  # fmt: skip
+            self.stats.flows_expired += len(part)
+            yield raw.view(FLOW_DTYPE).reshape(len(part))
         if self._tombstones > len(self._index) // 4:
-            _rebuild(self._index, self._words, self._state)
+            _rebuild(self._index, self._where, self._words, self._state)
             self._tombstones = 0
-        return out

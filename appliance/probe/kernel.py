@@ -12,6 +12,7 @@ import os
 import threading
 from dataclasses import dataclass
 from importlib import resources
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -56,6 +57,8 @@ class FlowCache(Protocol):
     def set_self_export(self, entries: list[SelfExport]) -> None: ...
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def drain_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
     def counters(self) -> np.ndarray: ...
 
@@ -203,15 +206,21 @@ class KernelFlowCache:
         Returns:
             (keys, values) arrays of KEY_DTYPE / VAL_DTYPE.
         """
+        parts = [(k.copy(), v.copy()) for k, v in self.drain_chunks()]
+        if not parts:
+            return np.zeros(0, KEY_DTYPE), np.zeros(0, VAL_DTYPE)
+        return np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts])
+
+    def drain_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`drain` in chunks of at most DRAIN_CHUNK entries: views of one reused buffer, valid
+        until the next chunk is asked for (no copies, no fresh memory to fault in)."""
         with self._lock:
             old = self._active
             self._point_at(1 - old)
-            return self._read_and_clear(self._maps[old].map_fd)
+            yield from self._read_and_clear(self._maps[old].map_fd)
 
-    def _read_and_clear(self, fd: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read_and_clear(self, fd: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         lib = self._bcc.libbcc.lib
-        keys_out: list[np.ndarray] = []
-        vals_out: list[np.ndarray] = []
         chunk = len(self._keybuf)
         in_batch = ct.c_uint32(0)
         out_batch = ct.c_uint32(0)
@@ -229,17 +238,13 @@ class KernelFlowCache:
             err = -ret if ret < 0 else 0  # libbpf returns -errno
             n = cnt.value
             if n:
-                keys_out.append(self._keybuf[:n].copy())
-                vals_out.append(self._valbuf[:n].copy())
+                yield self._keybuf[:n], self._valbuf[:n]
             if ret != 0:
                 if err == errno.ENOENT:
                     break
                 raise KernelError(f"draining the flow map failed: {os.strerror(err)}")
             in_batch.value = out_batch.value
             first = False
-        if not keys_out:
-            return np.zeros(0, KEY_DTYPE), np.zeros(0, VAL_DTYPE)
-        return np.concatenate(keys_out), np.concatenate(vals_out)
 
     def counters(self) -> np.ndarray:
         """Per-CPU counters, uint64[ncpu, N_COUNTERS]."""
@@ -254,7 +259,8 @@ class KernelFlowCache:
         """Empty both flow maps and the counters (tests reuse one compiled program)."""
         with self._lock:
             for m in self._maps:
-                self._read_and_clear(m.map_fd)
+                for _ in self._read_and_clear(m.map_fd):
+                    pass
             self._counters.clear()
             self._bpf[b"sampler_state"].clear()
 
@@ -307,6 +313,11 @@ class MemoryFlowCache:
         vals = np.concatenate([v for _, v in self.pending])
         self.pending.clear()
         return keys, vals
+
+    def drain_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        keys, vals = self.drain()
+        if len(keys):
+            yield keys, vals
 
     def counters(self) -> np.ndarray:
         return self._counters.copy()

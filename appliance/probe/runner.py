@@ -117,11 +117,14 @@ class Probe:
     def scan(self, now_mono_ns: int | None = None) -> int:
         """Drain, merge, expire, export. Returns the number of flows exported."""
         now = self.clock.monotonic_ns() if now_mono_ns is None else now_mono_ns
-        keys, vals = self.cache.drain()
-        self._note_fill(len(keys), now)
-        self.table.merge(keys, vals)
-        ended = self.table.expire(now)
-        sent = self.exporter.export(ended, self.epoch_offset_ns)
+        drained = 0
+        for keys, vals in self.cache.drain_chunks():
+            drained += len(keys)
+            self.table.merge(keys, vals)
+        self._note_fill(drained, now)
+        sent = 0
+        for ended in self.table.expire_chunks(now):
+            sent += self.exporter.export(ended, self.epoch_offset_ns)
         if self.exporter.options_due():
             self.send_options()
         if self.interface_table and self.exporter.names_due():
@@ -133,9 +136,11 @@ class Probe:
     def flush(self, reason: FlowEndReason = FlowEndReason.FORCED_END) -> int:
         """Drain both kernel maps and export every flow (shutdown, or on demand)."""
         for _ in range(2):  # the swapped-out map and the one that was active
-            keys, vals = self.cache.drain()
-            self.table.merge(keys, vals)
-        sent = self.exporter.export(self.table.flush(reason), self.epoch_offset_ns)
+            for keys, vals in self.cache.drain_chunks():
+                self.table.merge(keys, vals)
+        sent = 0
+        for ended in self.table.flush_chunks(reason):
+            sent += self.exporter.export(ended, self.epoch_offset_ns)
         self.send_options()
         return sent
 
