@@ -126,16 +126,8 @@ def corpus_traces(limit: int = 24, max_bytes: int = 2 << 20) -> list[Path]:
 
 
 def tui_available() -> bool:
-    """True once the TUI has landed: the appliance.tui package and a 'tui' subcommand."""
-    if importlib.util.find_spec("appliance.tui") is None:
-        return False
-    from appliance.cli import build_parser  # noqa: PLC0415
-
-    for action in build_parser()._actions:  # noqa: SLF001 - argparse has no public accessor
-        choices = getattr(action, "choices", None)
-        if isinstance(choices, dict) and "tui" in choices:
-            return True
-    return False
+    """True when the TUI can run here (Textual is installed)."""
+    return importlib.util.find_spec("textual") is not None
 
 
 @dataclass

@@ -22,10 +22,10 @@ import numpy as np
 from numba import njit
 
 from appliance import __version__
+from appliance.rates import RateMeter
 from appliance.collector.api.flowtail import FlowTail, TailChunk
 from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.monitoring.windows import WindowTable
-from appliance.probe.stats import RateMeter
 
 __all__ = ["LiveState", "Snapshot", "API_VERSION", "DECODE_ERROR_KINDS"]
 
