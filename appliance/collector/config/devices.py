@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.collector.config._jsonpos import Located, load_located
-from appliance.collector.config.jsonc import ConfigError
+from appliance.collector.config.jsonc import ConfigError, read_text
 from appliance.collector.receive.packets import address_to_words
 
 __all__ = ["Device", "load_devices", "parse_devices"]
@@ -94,9 +94,5 @@ def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None =
 def load_devices(path: Path | str) -> list[Device]:
     """Read devices.conf (errors carry its line and column)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(str(p), 0, 0, f"cannot read: {exc.strerror}") from None
-    loc = load_located(text, str(p))
+    loc = load_located(read_text(p), str(p))
     return parse_devices(loc.doc, str(p), loc)

@@ -1,4 +1,9 @@
-"""JSON with ``//`` and ``/* */`` comments (xenoeye's config format), with precise errors."""
+"""JSON with ``//`` and ``/* */`` comments (xenoeye's config format), with precise errors.
+
+Bounded: a document longer than `MAX_CONFIG_CHARS` or nesting ``[``/``{`` deeper than
+`MAX_CONFIG_DEPTH` is refused with a `ConfigError` at the offending position (Python's own
+JSON decoder would otherwise end in a RecursionError).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,29 @@ from typing import Any
 
 from appliance.errors import ConfigError
 
-__all__ = ["ConfigError", "loads", "load"]
+__all__ = ["ConfigError", "loads", "load", "MAX_CONFIG_CHARS", "MAX_CONFIG_DEPTH"]
+
+#: the largest config file accepted (characters; a devices.conf of 50,000 exporters fits)
+MAX_CONFIG_CHARS = 16 * 1024 * 1024
+#: how deeply arrays and objects may nest (xenoeye's own files nest 4 deep)
+MAX_CONFIG_DEPTH = 64
 
 
-def _strip_comments(text: str) -> str:
-    """Replace comments by spaces (keeping newlines) so positions stay right."""
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
+
+
+def _strip_comments(text: str, path: str = "<string>") -> str:
+    """Replace comments by spaces (keeping newlines) so positions stay right.
+
+    Raises:
+        ConfigError: ``[``/``{`` nested deeper than `MAX_CONFIG_DEPTH`.
+    """
     out = []
     i, n = 0, len(text)
     in_str = False
+    depth = 0
     while i < n:
         c = text[i]
         if in_str:
@@ -29,6 +49,17 @@ def _strip_comments(text: str) -> str:
             i += 1
         elif c == '"':
             in_str = True
+            out.append(c)
+            i += 1
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                line, col = _line_column(text, i)
+                raise ConfigError(path, line, col, f"arrays and objects nest more than {MAX_CONFIG_DEPTH} deep here")
+            out.append(c)
+            i += 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
             out.append(c)
             i += 1
         elif text.startswith("//", i):
@@ -53,17 +84,37 @@ def loads(text: str, path: str = "<string>") -> Any:
     Raises:
         ConfigError: with the line and column of the syntax error.
     """
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ConfigError(path, 1, 1, f"the file is {len(text)} characters long; at most {MAX_CONFIG_CHARS} "
+                                      "are accepted")
     try:
-        return json.loads(_strip_comments(text))
+        return json.loads(_strip_comments(text, path))
     except json.JSONDecodeError as exc:
         raise ConfigError(path, exc.lineno, exc.colno, f"invalid JSON: {exc.msg}") from None
 
 
 def load(path: Path | str) -> Any:
     """Read and parse a JSON-with-comments file."""
+    return loads(read_text(path), str(path))
+
+
+def read_text(path: Path | str) -> str:
+    """A config file's text, refusing files larger than `MAX_CONFIG_CHARS` bytes before reading them.
+
+    Raises:
+        ConfigError: unreadable, too large or not UTF-8.
+    """
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_CHARS + 1)
     except OSError as exc:
         raise ConfigError(str(p), 0, 0, f"cannot read: {exc.strerror}") from None
-    return loads(text, str(p))
+    if len(data) > MAX_CONFIG_CHARS:
+        raise ConfigError(str(p), 1, 1, f"the file is larger than {MAX_CONFIG_CHARS} bytes; refused")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", "replace")
+        line, col = _line_column(before, len(before))
+        raise ConfigError(str(p), line, col, f"not UTF-8 text: {exc.reason}") from None

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.collector.config._jsonpos import Located, load_located
+from appliance.collector.config.jsonc import read_text
 from appliance.collector.fields.spec import FieldError, FieldSpec, parse_field
 from appliance.collector.filter import Filter, FilterError, IPLists, compile_filter
 from appliance.errors import ConfigError, MirrorflowError
@@ -236,8 +237,9 @@ def _check_filter(chk: _Checker, text: str, iplists: Any) -> Filter | None:
         line, col = chk.loc.where(("filter",))
         pos = int(getattr(exc, "position", 0) or 0)
         reason = getattr(exc, "reason", None) or str(exc)
+        caret = str(exc).split(reason, 1)[-1] if reason in str(exc) else ""  # the line and '^' under it
         # the filter is one JSON string: its character i is at column + 1 + i
-        chk.errors.append(ConfigError(str(chk.path), line, col + 1 + pos, f"filter: {reason}"))
+        chk.errors.append(ConfigError(str(chk.path), line, col + 1 + pos, f"filter: {reason}{caret}"))
         return None
 
 
@@ -247,18 +249,12 @@ def load_object(
 ) -> MonitoringObject | None:  # fmt: skip
     """Read and validate one mo.conf; problems go to ``errors``."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        errors.append(ConfigError(str(path), 0, 0, f"cannot read: {exc.strerror}"))
-        return None
-    except UnicodeDecodeError as exc:
-        errors.append(ConfigError(str(path), 0, 0, f"not UTF-8 text: {exc.reason}"))
-        return None
-    try:
-        loc = load_located(text, str(path))
+        loc = load_located(read_text(path), str(path))
     except ConfigError as exc:
-        errors.append(ConfigError(str(path), exc.line, exc.column,
-                                  str(exc).split(": ", 1)[-1] + " (mo.conf is JSON with // and /* */ comments)"))
+        message = str(exc).split(": ", 1)[-1]
+        if message.startswith("invalid JSON"):
+            message += " (mo.conf is JSON with // and /* */ comments)"
+        errors.append(ConfigError(str(path), exc.line, exc.column, message))
         return None
     chk = _Checker(path, loc, errors, warnings)
     doc = loc.doc

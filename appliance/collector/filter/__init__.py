@@ -50,6 +50,10 @@ take numbers and ranges; ``tfstr(tcp-flags) SYN or 'ACK+PSH'``, ``portstr(dst po
 to the compiled filter and counts every flow the filter is applied to (for a nested object:
 the flows its parent matched), each argument once.
 
+Limits: a filter is at most ``MAX_FILTER_CHARS`` (65,536) characters and nests ``(`` and
+``not`` at most ``MAX_FILTER_DEPTH`` (64) deep; beyond either the filter is refused with a
+`FilterError` pointing at the character where the limit was crossed (never a RecursionError).
+
 Not supported: GeoIP/AS functions (they need xenoeye's geo databases), ``dev-mark``,
 ``class*``, sFlow payload fields (``dns-name``, ``sni``); floating-point fields.
 """
@@ -59,5 +63,7 @@ from __future__ import annotations
 from appliance.collector.filter._compile import Filter, compile_filter
 from appliance.collector.filter._errors import FilterError
 from appliance.collector.filter._iplists import IPList, IPLists
+from appliance.collector.filter._parser import MAX_DEPTH as MAX_FILTER_DEPTH
+from appliance.collector.filter._parser import MAX_FILTER_CHARS
 
-__all__ = ["compile_filter", "Filter", "FilterError", "IPLists", "IPList"]
+__all__ = ["compile_filter", "Filter", "FilterError", "IPLists", "IPList", "MAX_FILTER_DEPTH", "MAX_FILTER_CHARS"]

@@ -15,13 +15,19 @@ def line_column(text: str, position: int) -> tuple[int, int]:
     return line, column
 
 
+#: characters of the offending line shown on each side of the caret (a 30 KB one-line filter
+#: must not make a 30 KB log line)
+_CONTEXT = 60
+
+
 def _caret(text: str, position: int) -> str:
-    """The line of `text` holding `position`, and a caret under that character."""
+    """The line of `text` holding `position` (clipped around it), and a caret under that character."""
     start = text.rfind("\n", 0, position) + 1
     end = text.find("\n", position)
     end = len(text) if end < 0 else end
-    shown = text[start:end].replace("\t", " ")
-    return f"\n  {shown}\n  {' ' * (position - start)}^"
+    lo, hi = max(start, position - _CONTEXT), min(end, position + _CONTEXT)
+    shown = ("…" if lo > start else "") + text[lo:hi].replace("\t", " ") + ("…" if hi < end else "")
+    return f"\n  {shown}\n  {' ' * (position - lo + (lo > start))}^"
 
 
 class FilterError(ConfigError):

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 from appliance.collector.filter._errors import FilterError
 
-__all__ = ["Kind", "Token", "tokenize"]
+__all__ = ["Kind", "Token", "tokenize", "MAX_FILTER_CHARS"]
+
+#: the longest filter text accepted (characters): a filter is typed by a person; long address
+#: sets belong in IP lists. Anything longer is refused before it is tokenized.
+MAX_FILTER_CHARS = 65_536
 
 
 class Kind(enum.Enum):
@@ -52,8 +56,12 @@ def tokenize(text: str, source: str = "<filter>") -> list[Token]:
     """Split a filter into tokens; the list always ends with an END token.
 
     Raises:
-        FilterError: an unterminated quote or ``/*`` comment.
+        FilterError: an unterminated quote or ``/*`` comment, or a text longer than
+            `MAX_FILTER_CHARS`.
     """
+    if len(text) > MAX_FILTER_CHARS:
+        raise FilterError(source, text, MAX_FILTER_CHARS, f"the filter is {len(text)} characters long; "
+                          f"at most {MAX_FILTER_CHARS} are accepted (put long address sets in an IP list)")
     out: list[Token] = []
     i, n = 0, len(text)
     while i < n:

@@ -1,0 +1,68 @@
+"""``mirrorflow collect`` as a process against hostile configuration and API input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tests.integration._live import free_port, get, wait_for
+
+DEEP = "(" * 2000 + "port 80" + ")" * 2000
+
+
+def _collect(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str, int]:
+    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/mirrorflow-numba")}
+    udp, http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{udp}", "--api",
+         f"127.0.0.1:{http}", "--stats-interval", "0", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{http}"
+    wait_for(lambda: get(base + "/api/v1/status"))
+    return proc, base, udp
+
+
+def _error(url: str) -> tuple[int, str, dict]:
+    try:
+        urllib.request.urlopen(url, timeout=5)  # noqa: S310 - 127.0.0.1 only
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], json.loads(exc.read())
+    raise AssertionError("expected an HTTP error")
+
+
+def test_deep_filter_on_sighup_and_in_the_api(tmp_path: Path) -> None:
+    mo = tmp_path / "mo"
+    (mo / "all").mkdir(parents=True)
+    conf = mo / "all" / "mo.conf"
+    conf.write_text('{"filter": "", "fwm": [{"name": "t", "fields": ["flows"]}]}')
+    proc, base, _udp = _collect(tmp_path, "--mo-dir", str(mo))
+    try:
+        conf.write_text('{"filter": "' + DEEP + '", "fwm": [{"name": "t", "fields": ["flows"]}]}')
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        conf.write_text('{"filter": "tcp", "fwm": [{"name": "t", "fields": ["flows"]}]}')
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: get(base + "/api/v1/status")["status"]["config"]["generation"] == 2)
+        assert [o["name"] for o in get(base + "/api/v1/objects")["objects"]] == ["all"]
+        status, ctype, doc = _error(base + "/api/v1/flows?filter=" + urllib.parse.quote(DEEP[:4000]))
+        assert (status, ctype) == (400, "application/json")
+        assert doc["error"]["status"] == 400
+        assert doc["error"]["message"].startswith("bad filter: filter:1:65: '(' and 'not' nest more than 64 deep")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "RecursionError" not in err
+    assert "reload refused, the running configuration stays: 1 error(s):" in err
+    assert f"{conf}:1:77: filter: '(' and 'not' nest more than 64 deep here" in err
+    assert "reloaded: 1 monitoring objects" in err
