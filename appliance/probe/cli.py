@@ -1,6 +1,6 @@
 """``mirrorflow probe``: capture flows on mirror interfaces and export them.
 
-The lead's ``appliance/cli.py`` calls `add_parser(subparsers)` and `run(args)`; until then
+``appliance/cli.py`` registers it with `add_parser(subparsers)` and `run(args)`;
 ``python -m appliance.probe`` runs the same parser.
 """
 
