@@ -79,6 +79,9 @@ def run_check_config(args: argparse.Namespace) -> int:
             setattr(cfg, attr, getattr(args, attr))
     if args.devices is not None:
         cfg.devices_file = args.devices
+    if not args.quiet:
+        for w in cfg.warnings:
+            print(w, file=sys.stderr)
     if cfg.mo_dir is None and cfg.devices_file is None and cfg.iplists_dir is None:
         print("mirrorflow check-config: nothing to check: give -c FILE or --mo-dir DIR", file=sys.stderr)
         return 2

@@ -220,10 +220,7 @@ def _level(chk: Any, at: tuple, doc: Any, i: int, under: bool, fields: tuple[Fie
     if not isinstance(doc, dict):
         chk.error(at, 'each level must be an object like {"name": "lvl1", "default": [100000]}')
         return None
-    for k in doc:
-        if k not in _LEVEL_KEYS:
-            chk.warn((*at, k), f"{'under' if under else 'over'}limit key {k!r} is unknown and ignored "
-                     f"(known: {', '.join(sorted(_LEVEL_KEYS))})", key=True)  # fmt: skip
+    chk.keys(at, doc, _LEVEL_KEYS, f"{'under' if under else 'over'}limit key")
     ok = True
     name = doc.get("name", str(i))
     if not isinstance(name, (str, int)) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", str(name)):
@@ -304,7 +301,7 @@ def parse_averages(chk: Any, docs: list, mo_name: str, base: Path) -> tuple[Mavg
     """Validate a mo.conf's ``mavg`` list; problems go to ``chk.error`` with positions.
 
     Args:
-        chk: the mo.conf checker (``error(where, msg)``, ``warn(where, msg, key)``, ``errors``).
+        chk: the mo.conf checker (``error(where, msg)``, ``warn(where, msg, key)``, ``keys``, ``errors``).
         docs: the ``mavg`` list as parsed.
         mo_name: the object's name (for ``ext`` entries without an object).
         base: the mo.conf's directory (relative limits/scripts, dump files).
@@ -313,10 +310,7 @@ def parse_averages(chk: Any, docs: list, mo_name: str, base: Path) -> tuple[Mavg
     names: set[str] = set()
     for i, doc in enumerate(docs):
         at: tuple = ("mavg", i)
-        for k in doc:
-            if k not in _MAVG_KEYS:
-                chk.warn((*at, k), f"mavg key {k!r} is unknown and ignored (known: {', '.join(sorted(_MAVG_KEYS))})",
-                         key=True)  # fmt: skip
+        chk.keys(at, doc, _MAVG_KEYS, "mavg key")
         ok = True
         name = doc.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):

@@ -20,10 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.collector.config._jsonpos import Located, load_located
+from appliance.collector.config._keys import key_warnings
 from appliance.collector.config.jsonc import ConfigError, read_text
 from appliance.collector.receive.packets import address_to_words
 
-__all__ = ["Device", "load_devices", "parse_devices"]
+__all__ = ["Device", "load_devices", "parse_devices", "DEVICE_KEYS"]
+
+#: the keys of a devices.conf entry (others get a warning)
+DEVICE_KEYS = frozenset({"ip", "id", "sampling-rate", "mark", "skip-unmarked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,8 @@ class Device:
         return address_to_words(self.ip)
 
 
-def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None = None) -> list[Device]:
+def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None = None,
+                  warnings: list[str] | None = None) -> list[Device]:  # fmt: skip
     """Validate a parsed devices.conf document.
 
     Args:
@@ -49,6 +54,7 @@ def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None =
         path: the file, for messages.
         loc: positions of the values (`load_devices` passes them): errors then point at
             the line and column of the offending value; without it, at 1:1.
+        warnings: where a warning per unknown key goes (FILE:LINE:COLUMN: warning: ...).
 
     Raises:
         ConfigError: the first problem, as FILE:LINE:COLUMN: what to write instead.
@@ -65,6 +71,10 @@ def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None =
         where = f"entry {i + 1}"
         if not isinstance(entry, dict):
             raise error((i,), f"{where}: must be an object like {{\"ip\": \"192.0.2.1\"}}")
+        if warnings is not None:
+            for k, message in key_warnings(entry, DEVICE_KEYS, f"{where}: devices.conf key"):
+                line, col = loc.where((i, k), key=True) if loc is not None else (1, 1)
+                warnings.append(f"{path}:{line}:{col}: warning: {message}")
         ip = entry.get("ip")
         if not isinstance(ip, str):
             raise error((i, "ip") if "ip" in entry else (i,),
@@ -91,8 +101,8 @@ def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None =
     return devices
 
 
-def load_devices(path: Path | str) -> list[Device]:
-    """Read devices.conf (errors carry its line and column)."""
+def load_devices(path: Path | str, warnings: list[str] | None = None) -> list[Device]:
+    """Read devices.conf (errors and warnings carry its line and column)."""
     p = Path(path)
     loc = load_located(read_text(p), str(p))
-    return parse_devices(loc.doc, str(p), loc)
+    return parse_devices(loc.doc, str(p), loc, warnings)

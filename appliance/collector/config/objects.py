@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.collector.config._jsonpos import Located, load_located
+from appliance.collector.config._keys import XENOEYE_MO_KEYS, key_warnings
 from appliance.collector.config.jsonc import read_text
 from appliance.collector.fields.spec import FieldError, FieldSpec, parse_field
 from appliance.collector.filter import Filter, FilterError, IPLists, compile_filter
@@ -81,7 +82,7 @@ class WindowSpec:
 
 
 _FWM_KEYS = {"name", "fields", "time", "limit", "extended", "create-index", "desc"}
-_MO_KEYS = {"filter", "debug", "debug.dump-flows", "fwm", "mavg", "classification"}
+_MO_KEYS = {"filter", "debug", "debug.dump-flows", "fwm", "mavg"}
 _PG_MAX_IDENT = 63
 
 
@@ -155,15 +156,17 @@ class _Checker:
         line, col = self.loc.where(where, key)
         self.warnings.append(f"{self.path}:{line}:{col}: warning: {message}")
 
+    def keys(self, at: tuple, doc: dict, known: set[str], what: str, xenoeye: dict[str, str] | None = None) -> None:
+        """A warning for each key of `doc` Mirrorflow does not read (with a suggestion for a typo)."""
+        for k, message in key_warnings(doc, known, what, xenoeye):
+            self.warn((*at, k), message, key=True)
+
     def window(self, i: int, doc: Any, mo_name: str) -> WindowSpec | None:
         at: tuple = ("fwm", i)
         if not isinstance(doc, dict):
             self.error(at, 'each fwm entry must be an object like {"name": "total", "fields": ["octets"]}')
             return None
-        for k in doc:
-            if k not in _FWM_KEYS:
-                self.warn((*at, k), f"fwm key {k!r} is unknown and ignored "
-                          f"(known: {', '.join(sorted(_FWM_KEYS))})", key=True)  # fmt: skip
+        self.keys(at, doc, _FWM_KEYS, "fwm key")
         ok = True
         name = doc.get("name")
         if not isinstance(name, str) or not name:
@@ -262,9 +265,7 @@ def load_object(
         chk.error((), 'mo.conf must be a JSON object like {"filter": "...", "fwm": [...]}')
         return None
     n_err = len(errors)
-    for k in doc:
-        if k not in _MO_KEYS:
-            chk.warn((k,), f"key {k!r} is unknown and ignored", key=True)
+    chk.keys((), doc, _MO_KEYS, "key", XENOEYE_MO_KEYS)
     ftext = doc.get("filter", "")
     flt: Filter | None = None
     if not isinstance(ftext, str):
@@ -278,6 +279,7 @@ def load_object(
             chk.error(("debug",), '"debug" must be {"dump-flows": "none" | "syslog" | "stdout" | "/path"}')
         else:
             dump = debug.get("dump-flows", "none")
+            chk.keys(("debug",), debug, {"dump-flows"}, "debug key")
     if "debug.dump-flows" in doc:
         if isinstance(doc["debug.dump-flows"], str):
             dump = doc["debug.dump-flows"]
@@ -307,8 +309,6 @@ def load_object(
     from appliance.collector.config.averages import parse_averages
 
     averages = parse_averages(chk, mavg, name, path.parent)
-    if "classification" in doc:
-        chk.warn(("classification",), "classification is not supported yet and is ignored", key=True)
     if len(errors) > n_err or flt is None:
         return None
     return MonitoringObject(name, path, ftext, flt, dump, tuple(windows), tuple(mavg), parent,

@@ -43,7 +43,7 @@ def load_runtime(cfg: CollectorConfig) -> Runtime:
             errors.append(exc)
     if cfg.devices_file is not None:
         try:
-            rt.devices = load_devices(cfg.devices_file)
+            rt.devices = load_devices(cfg.devices_file, rt.warnings)
         except ConfigError as exc:
             errors.append(exc)
         for i, dev in enumerate(rt.devices):

@@ -26,7 +26,10 @@ A xenoeye.conf works unchanged (JSON with comments). Keys the collector reads to
 }
 ```
 
-Unlike xenoeye, ``listen-on`` is honoured and IPv6 works.
+Unlike xenoeye, ``listen-on`` is honoured and IPv6 works. A key Mirrorflow does not read gets a
+warning with its position (``check-config`` prints it, the collector logs it at start): a typo
+with the nearest known key, a xenoeye key that is not supported yet (``sflow-capture``,
+``geodb``, ``clsf-dir``, ``db-type``, ``db-export``, ``ch-codec``) named as such.
 """
 
 from __future__ import annotations
@@ -35,9 +38,18 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.collector.config.jsonc import ConfigError, load
+from appliance.collector.config._jsonpos import load_located
+from appliance.collector.config._keys import XENOEYE_CONFIG_KEYS, key_warnings
+from appliance.collector.config.jsonc import ConfigError, read_text
 
-__all__ = ["CollectorConfig", "load_config"]
+__all__ = ["CollectorConfig", "load_config", "CONFIG_KEYS"]
+
+#: every top-level key the collector reads (the live API's keys are read by api.server)
+CONFIG_KEYS = frozenset({
+    "capture", "templates.db", "devices", "debug.dump-flows", "rcvbufsize_m", "stats-interval", "stats-file",
+    "pending-max-age", "mo-dir", "iplists-dir", "export-dir", "db", "spool-dir", "spool-max-mb", "spool-max-files",
+    "notifications-dir", "script-timeout", "api", "probe-stats", "probe-address", "api-flows",
+})  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -63,6 +75,8 @@ class CollectorConfig:
     notifications_dir: Path | None = Path("/var/lib/mirrorflow/notifications")
     script_timeout_s: float = 30.0
     raw: dict = field(default_factory=dict)
+    #: FILE:LINE:COLUMN: warning: ... for keys the collector does not read
+    warnings: list[str] = field(default_factory=list)
 
 
 def _port(value: object, path: str) -> int:
@@ -86,16 +100,28 @@ def _port(value: object, path: str) -> int:
 def load_config(path: Path | str) -> CollectorConfig:
     """Read a collector config file (xenoeye.conf compatible)."""
     p = str(path)
-    doc = load(path)
+    loc = load_located(read_text(path), p)
+    doc = loc.doc
     if not isinstance(doc, dict):
         raise ConfigError(p, 1, 1, "the configuration must be a JSON object")
     cfg = CollectorConfig(raw=doc)
+
+    def warn(where: tuple, message: str) -> None:
+        line, col = loc.where(where, key=True)
+        cfg.warnings.append(f"{p}:{line}:{col}: warning: {message}")
+
+    for k, message in key_warnings(doc, CONFIG_KEYS, "key", XENOEYE_CONFIG_KEYS):
+        warn((k,), message)
     for i, entry in enumerate(doc.get("capture", [])):
         sock = entry.get("socket") if isinstance(entry, dict) else None
-        if sock is None:
+        if not isinstance(sock, dict):
             if isinstance(entry, dict) and "pcap" in entry:
                 raise ConfigError(p, 0, 0, f"capture[{i}]: live pcap capture is the probe's job: run `mirrorflow probe -i IFACE`")
             raise ConfigError(p, 0, 0, f"capture[{i}]: expected {{\"socket\": {{\"listen-on\": ..., \"port\": ...}}}}")
+        for k, message in key_warnings(entry, {"socket"}, f"capture[{i}]: key"):
+            warn(("capture", i, k), message)
+        for k, message in key_warnings(sock, {"listen-on", "port"}, f"capture[{i}].socket: key"):
+            warn(("capture", i, "socket", k), message)
         host = sock.get("listen-on", "0.0.0.0") or "0.0.0.0"
         port = _port(sock.get("port", 2055), p)
         cfg.listen.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
