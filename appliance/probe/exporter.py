@@ -1,11 +1,15 @@
 """Export ended flows as NetFlow v9 / v5 / IPFIX datagrams to any number of UDP destinations.
 
 One encoder makes one stream (one sequence space, one source id); every destination gets
-every datagram of it, like ipt_netflow. Each destination has its own connected UDP socket, so
-ICMP port-unreachable comes back as ECONNREFUSED on a later send; send errors are counted per
-destination and per cause, and the probe keeps going; after an error the templates and
-options go out again with the next packets (a collector that was not listening yet gets them
-at once, not at the next periodic refresh).
+every datagram of it, like ipt_netflow. Each destination has its own connected UDP socket;
+send errors are counted per destination and per cause, and the probe keeps going.
+
+A collector that is not listening (starting, restarting) loses nothing: ICMP port-unreachable
+comes back as ECONNREFUSED on a later send and, with IP_RECVERR, as the refused datagram's
+first bytes on the socket's error queue. The refused datagram and everything after it are
+held for that destination (in order, with their original sequence numbers); at each scan the
+oldest held one is sent as a probe, and when a probe is not refused the rest follow. Only
+overflow of the hold (`HOLD_DATAGRAMS`) loses flows, and those are counted (`flows_lost`).
 """
 
 from __future__ import annotations
@@ -69,6 +73,12 @@ TEMPLATE_INTERFACES = 266
 TEMPLATE_SYSTEM = 267
 #: minimum seconds between two resends of templates and options caused by send errors
 RESEND_AFTER_ERROR_S = 1.0
+#: datagrams held per destination while it refuses (about 90 MB at 1400 bytes)
+HOLD_DATAGRAMS = 65536
+#: datagrams sent recently, per destination, that an ICMP error can still be matched to
+RECENT_DATAGRAMS = 8192
+#: bytes of a datagram that identify it in an ICMP error (headers with sequence numbers)
+_MATCH_BYTES = 48
 SAMPLER_ID = 1
 # Byte offsets in a FLOW_DTYPE record, for the fast path's template choice.
 _IPVER_AT = FLOW_DTYPE.fields["key"][1] + FLOW_DTYPE["key"].fields["ipver"][1]
@@ -79,6 +89,9 @@ _MPLS_DEPTH_AT = _VAL_AT + FLOW_DTYPE["val"].fields["mpls_depth"][1]
 #: observationDomainName in the system options (ipt_netflow sends its version there too).
 VERSION_STRING = f"mirrorflow probe {__version__}"
 _V9_NAME_LENGTH = 32  # v9 has no variable length: names are NUL-padded to this
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_MSG_ERRQUEUE = 0x2000
 
 
 def data_template_id(ipv6: bool, mpls: bool, direction: bool) -> int:
@@ -147,6 +160,10 @@ def parse_destination(text: str) -> Destination:
 class Transport(Protocol):
     def send(self, payload: bytes) -> None: ...
 
+    def refused(self) -> list[bytes]:
+        """The first bytes of datagrams an ICMP error reported refused since the last call."""
+        ...
+
     def local_port(self) -> int: ...
 
     def close(self) -> None: ...
@@ -162,10 +179,26 @@ class UdpTransport:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         if bind:
             self.sock.bind((bind, 0))
+        # ICMP errors also go to the error queue, with the start of the datagram they refer to
+        if dest.family == socket.AF_INET6:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+        else:
+            self.sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
         self.sock.connect((dest.host, dest.port))
 
     def send(self, payload: bytes) -> None:
         self.sock.send(payload)
+
+    def refused(self) -> list[bytes]:
+        out = []
+        while True:
+            try:
+                data, _, _, _ = self.sock.recvmsg(65535, 512, _MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return out
+            except OSError:
+                return out
+            out.append(data)
 
     def local_port(self) -> int:
         return int(self.sock.getsockname()[1])
@@ -175,16 +208,37 @@ class UdpTransport:
 
 
 class MemoryTransport:
-    """Keeps what is sent; `fail_with` makes the next sends raise that errno."""
+    """Keeps what is sent; `fail_with` makes the next sends raise that errno.
+
+    `listening = False` acts like a connected UDP socket towards a closed port: the datagram
+    leaves, its ICMP error puts it on the error queue (`refused`) and makes the next send
+    fail with ECONNREFUSED (that one is not sent).
+    """
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.fail_with: int | None = None
+        self.listening = True
+        self.attempts = 0
+        self._errqueue: list[bytes] = []
+        self._pending_error = False
 
     def send(self, payload: bytes) -> None:
+        self.attempts += 1
         if self.fail_with is not None:
             raise OSError(self.fail_with, errno.errorcode.get(self.fail_with, "error"))
+        if self._pending_error:
+            self._pending_error = False
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+        if not self.listening:
+            self._errqueue.append(payload[:_MATCH_BYTES])
+            self._pending_error = True
+            return
         self.sent.append(payload)
+
+    def refused(self) -> list[bytes]:
+        out, self._errqueue = self._errqueue, []
+        return out
 
     def local_port(self) -> int:
         return 0
@@ -203,6 +257,21 @@ class DestinationStats:
     errors_by_cause: dict[str, int] = field(default_factory=dict)
     flows_lost: int = 0
     last_error: str = ""
+    #: datagrams an ICMP error reported refused (each is held and sent again)
+    refused: int = 0
+    #: datagrams held now because the destination refuses; resent ones so far
+    held: int = 0
+    resent: int = 0
+
+
+@dataclass(slots=True)
+class _Link:
+    """One destination's delivery state: what was sent recently, what is held back."""
+
+    recent: dict[bytes, tuple[int, bytes, int]] = field(default_factory=dict)
+    hold: list[tuple[int, bytes, int]] = field(default_factory=list)  # (index, payload, flows)
+    refusing: bool = False
+    probe: bytes | None = None  # the match key of the probe sent at the last retry
 
 
 def _ipv4_int(addr16: np.ndarray) -> np.ndarray:
@@ -333,6 +402,8 @@ class Exporter:
             else [UdpTransport(d, sndbuf) for d in self.destinations]
         )  # fmt: skip
         self.stats = [DestinationStats() for _ in self.destinations]
+        self._links = [_Link() for _ in self.destinations]
+        self._datagrams = 0  # datagrams of the stream so far (orders held ones)
         self.sampler_mode, self.sampler_n = sampler
         self.clock = clock
         self.options_interval_ns = int(options_interval_s * 1e9)
@@ -402,20 +473,88 @@ class Exporter:
 
     def _send(self, payloads: list[bytes], flows_per_payload: list[int]) -> None:
         for payload, nflows in zip(payloads, flows_per_payload, strict=True):
-            for t, st in zip(self.transports, self.stats, strict=True):
-                try:
-                    t.send(payload)
-                except OSError as exc:
-                    st.errors += 1
-                    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-                    st.errors_by_cause[name] = st.errors_by_cause.get(name, 0) + 1
-                    st.flows_lost += nflows
-                    st.last_error = f"{name}: {exc.strerror}"
-                    self._collector_missed_something()
+            index = self._datagrams
+            self._datagrams += 1
+            for t, st, link in zip(self.transports, self.stats, self._links, strict=True):
+                if link.refusing:
+                    self._hold(link, st, (index, payload, nflows))
                     continue
-                st.packets += 1
-                st.bytes += len(payload)
-                st.flows += nflows
+                self._send_one(t, st, link, (index, payload, nflows))
+
+    def _send_one(self, t: Transport, st: DestinationStats, link: _Link,
+                  item: tuple[int, bytes, int]) -> bool:
+        """Sends one datagram; on ECONNREFUSED holds it (it was not sent). True if sent."""
+        _, payload, nflows = item
+        try:
+            t.send(payload)
+        except OSError as exc:
+            self._count_error(st, exc.errno or 0, exc.strerror or "")
+            if exc.errno == errno.ECONNREFUSED:
+                link.refusing = True
+                self._hold(link, st, item)
+            else:
+                st.flows_lost += nflows
+            self._collector_missed_something()
+            return False
+        st.packets += 1
+        st.bytes += len(payload)
+        st.flows += nflows
+        key = payload[:_MATCH_BYTES]
+        link.recent[key] = item
+        if len(link.recent) > RECENT_DATAGRAMS:
+            del link.recent[next(iter(link.recent))]
+        return True
+
+    def _count_error(self, st: DestinationStats, err: int, text: str) -> None:
+        st.errors += 1
+        name = errno.errorcode.get(err, str(err))
+        st.errors_by_cause[name] = st.errors_by_cause.get(name, 0) + 1
+        st.last_error = f"{name}: {text}"
+
+    def _hold(self, link: _Link, st: DestinationStats, item: tuple[int, bytes, int]) -> None:
+        link.hold.append(item)
+        if len(link.hold) > HOLD_DATAGRAMS:
+            link.hold.sort(key=lambda x: x[0])
+            st.flows_lost += link.hold.pop(0)[2]
+        st.held = len(link.hold)
+
+    def retry(self) -> None:
+        """Called once per scan: collects ICMP refusals from the error queues, and for each
+        refusing destination sends the oldest held datagram as a probe, or, when the last
+        probe was not refused, everything held (in the order it was first sent)."""
+        for t, st, link in zip(self.transports, self.stats, self._links, strict=True):
+            probe_refused = False
+            for head in t.refused():
+                item = link.recent.pop(head[:_MATCH_BYTES], None)
+                if head[:_MATCH_BYTES] == link.probe:
+                    probe_refused = True
+                st.refused += 1
+                link.refusing = True
+                if item is not None:
+                    st.packets -= 1
+                    st.bytes -= len(item[1])
+                    st.flows -= item[2]
+                    self._hold(link, st, item)
+                else:  # sent too long ago to be matched: its flows are gone
+                    self._count_error(st, 0, "ICMP error for a datagram no longer held")
+            if not link.refusing:
+                continue
+            link.hold.sort(key=lambda x: x[0])
+            if link.probe is not None and not probe_refused and link.hold:
+                link.refusing = False  # the collector took the probe: send everything
+            link.probe = None
+            while link.hold:
+                item = link.hold.pop(0)
+                if not self._send_one(t, st, link, item):
+                    link.hold.sort(key=lambda x: x[0])
+                    break
+                st.resent += 1
+                if link.refusing:  # one probe per scan while the destination refuses
+                    link.probe = item[1][:_MATCH_BYTES]
+                    break
+            if not link.hold and link.probe is None:
+                link.refusing = False
+            st.held = len(link.hold)
 
     def _collector_missed_something(self) -> None:
         """After a send error, templates and options go out again with the next packets.
@@ -609,7 +748,11 @@ class Exporter:
         self._send(payloads, [0] * len(payloads))
 
     def close(self) -> None:
-        for t in self.transports:
+        """Closes the sockets; what is still held for a refusing destination is lost."""
+        for t, st, link in zip(self.transports, self.stats, self._links, strict=True):
+            st.flows_lost += sum(item[2] for item in link.hold)
+            link.hold.clear()
+            st.held = 0
             t.close()
 
 

@@ -117,6 +117,7 @@ class Probe:
     def scan(self, now_mono_ns: int | None = None) -> int:
         """Drain, merge, expire, export. Returns the number of flows exported."""
         now = self.clock.monotonic_ns() if now_mono_ns is None else now_mono_ns
+        self.exporter.retry()  # held datagrams are older than anything exported now
         drained = 0
         for keys, vals in self.cache.drain_chunks():
             drained += len(keys)
@@ -142,6 +143,7 @@ class Probe:
         for ended in self.table.flush_chunks(reason):
             sent += self.exporter.export(ended, self.epoch_offset_ns)
         self.send_options()
+        self.exporter.retry()
         return sent
 
     def close(self) -> None:
@@ -220,7 +222,8 @@ class Probe:
                     {"destination": str(d), "packets": st.packets, "bytes": st.bytes,
                      "flows": st.flows, "errors": st.errors,
                      "errors_by_cause": dict(st.errors_by_cause), "flows_lost": st.flows_lost,
-                     "last_error": st.last_error}
+                     "last_error": st.last_error, "refused": st.refused, "held": st.held,
+                     "resent": st.resent}
                     for d, st in zip(self.exporter.destinations, self.exporter.stats, strict=True)
                 ],  # fmt: skip
             },

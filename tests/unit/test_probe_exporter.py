@@ -95,8 +95,12 @@ def test_send_errors_are_counted_per_destination_and_the_rest_goes_on():
     ex.export(make_flows(100, 0), 0)
     assert ex.stats[0].errors == 0 and ex.stats[0].flows == 100
     assert ex.stats[1].errors_by_cause == {"ENOBUFS": len(ok.sent)}
-    assert ex.stats[2].errors_by_cause == {"ECONNREFUSED": len(ok.sent)}
+    # refused: held for that destination (nothing lost yet), the others unaffected
+    assert ex.stats[2].errors_by_cause == {"ECONNREFUSED": 1}
+    assert ex.stats[2].held == len(ok.sent) and ex.stats[2].flows_lost == 0
     assert ex.stats[1].flows_lost == 100
+    ex.close()  # what is still held when the probe stops is lost, and counted
+    assert ex.stats[2].flows_lost == 100 and ex.stats[2].held == 0
 
 
 def _set_ids(payload: bytes) -> list[int]:
@@ -118,21 +122,58 @@ def test_templates_and_options_go_out_again_after_a_refused_send():
     ex.send_options(0, 0)  # sent now: not due again for a minute
     assert not ex.options_due(ex.clock())
     t.fail_with = errno.ECONNREFUSED  # ICMP port unreachable for an earlier datagram
-    ex.export(make_flows(1, 0), 0)
+    ex.export(make_flows(1, 0), 0)  # not sent: held
     t.fail_with = None
     n = len(t.sent)
-    ex.export(make_flows(1, 0), 0)
-    assert _set_ids(t.sent[n])[0] == 0, _set_ids(t.sent[n])
+    ex.export(make_flows(1, 0), 0)  # held too: the destination refuses until a probe passes
+    assert len(t.sent) == n
+    ex.retry()  # the oldest held datagram goes out as a probe
+    ex.retry()  # it was not refused: the rest follows
+    assert len(t.sent) == n + 2 and ex.stats[0].held == 0
+    assert _set_ids(t.sent[n])[0] == 256  # the held one, as it was encoded
+    assert _set_ids(t.sent[n + 1])[0] == 0, _set_ids(t.sent[n + 1])  # templates again
     assert ex.options_due(ex.clock()) and ex.names_due(ex.clock())
     # Once a second at most: a second failure right away does not force them again.
-    ex.export(make_flows(1, 0), 0)
     t.fail_with = errno.ECONNREFUSED
     ex.export(make_flows(1, 0), 0)
     t.fail_with = None
-    n = len(t.sent)
     ex.export(make_flows(1, 0), 0)
-    assert 0 not in _set_ids(t.sent[n])
-    assert ex.stats[0].errors == 2 and ex.stats[0].flows_lost == 2
+    n = len(t.sent)
+    ex.retry()
+    ex.retry()
+    assert [0 in _set_ids(p) for p in t.sent[n:]] == [False, False]
+    assert ex.stats[0].errors == 2 and ex.stats[0].flows_lost == 0
+    assert ex.stats[0].flows == 6 and ex.stats[0].resent == 4
+
+
+def _v9_seq(payload: bytes) -> int:
+    return int.from_bytes(payload[12:16], "big")
+
+
+@pytest.mark.parametrize("late_scans", [1, 3, 10])
+def test_a_collector_that_starts_late_gets_every_datagram_once_in_sequence(late_scans):
+    """Nobody listens for `late_scans` scans (ICMP refusals, like a connected UDP socket to a
+    closed port), then the collector starts: every datagram arrives exactly once, with the
+    sequence numbers it was encoded with, none missing."""
+    t = MemoryTransport()
+    t.listening = False
+    ex = Exporter([parse_destination("127.0.0.1:9")], 9, transports=[t])
+    flows = 0
+    for scan in range(late_scans + 4):
+        if scan == late_scans:
+            t.listening = True
+        ex.retry()
+        ex.export(make_flows(40 + scan, 0), 0)
+        flows += 40 + scan
+        ex.send_options(0, 0)
+    ex.retry()
+    ex.retry()
+    seqs = sorted(_v9_seq(p) for p in t.sent)
+    assert seqs == list(range(ex.encoder.messages_sent))
+    assert sum(ex._flows_in([p], 256)[0] for p in t.sent) == flows
+    st = ex.stats[0]
+    assert (st.flows, st.flows_lost, st.held) == (flows, 0, 0)
+    assert st.refused >= 1 and st.errors >= 1
 
 
 @needs_tshark
