@@ -415,7 +415,7 @@ class LiveState:
         if isinstance(mon, dict):
             if mon.get("export_errors"):
                 problems.append(f"{mon['export_errors']} window export errors: see the collector's log")
-            if mon.get("db_up") == 0:
+            if mon.get("db_up") == 0 and mon.get("db_errors"):  # a real attempt failed (not: none made yet)
                 problems.append("database unreachable: windows wait in the spool")
         if probe.get("stale"):
             problems.append(f"probe statistics are {probe['age_s']:.0f} s old: is the probe running?")

@@ -5,6 +5,11 @@ the latest `Snapshot` that the collector's thread published (about once a second
 clients never slow down decoding. docs/api.md documents every endpoint with examples;
 ``/api/v1/schema`` serves the JSON schemas.
 
+Bounded: every error (400, 404, 405, 414, 500, 501, 503) is a JSON error document; at most
+`MAX_CONNECTIONS` connections are served at once (more get 503 and are closed without a thread);
+a connection idle for `IDLE_TIMEOUT_S` is closed; request lines longer than `MAX_URL` are
+refused (414); request log lines are cut to `MAX_LOG_TEXT` characters.
+
 Example:
     >>> pipeline = Pipeline(cfg, runtime, api=ApiSettings(address=("127.0.0.1", 8787)))
     >>> pipeline.start_api()   # serves until pipeline.close()
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -41,6 +47,10 @@ DEFAULT_FLOWS = 1000
 MAX_FLOWS_LIMIT = 10_000
 MAX_FILTER_TEXT = 4096
 FILTER_CACHE = 64  # compiled filters kept (a TUI asks for the same one every second)
+MAX_CONNECTIONS = 64  # connections served at once (each one a thread); more get 503
+IDLE_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is closed
+MAX_URL = 8192  # longest request target (the filter in it is at most MAX_FILTER_TEXT)
+MAX_LOG_TEXT = 200  # characters of a request line in the log
 
 ENDPOINTS = {
     "/api/v1/status": "collector health, uptime, totals and rates (1 s / 1 min / 5 min)",
@@ -101,6 +111,8 @@ class ApiSettings:
         flows: records in each flow tail [``api-flows``].
         flows_interval_s: least time between two captures into a tail (0: every batch).
         interval_s: how often the collector's thread publishes a snapshot.
+        max_connections: connections served at once; more are answered 503 and closed.
+        idle_timeout_s: a connection silent this long is closed (keep-alive too).
     """
 
     address: tuple[str, int] | None = ("127.0.0.1", 8787)
@@ -109,6 +121,8 @@ class ApiSettings:
     flows: int = DEFAULT_FLOWS
     flows_interval_s: float = 0.1
     interval_s: float = 1.0
+    max_connections: int = MAX_CONNECTIONS
+    idle_timeout_s: float = IDLE_TIMEOUT_S
 
 
 def settings_from_config(raw: dict[str, Any], api: str | None = None, probe_stats: Path | None = None,
@@ -253,23 +267,43 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "mirrorflow"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        log.debug("%s " + format, self.address_string(), *args)
+    timeout = IDLE_TIMEOUT_S  # socket timeout: an idle (or slow) client is disconnected
 
-    def _send(self, status: int, body: bytes, ctype: str, head: bool = False) -> None:
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout_s
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        cut = tuple(a if not isinstance(a, str) or len(a) <= MAX_LOG_TEXT else a[:MAX_LOG_TEXT] + "…" for a in args)
+        log.debug("%s " + format, self.address_string(), *cut)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's errors (bad request line, 414, 501, ...) as JSON documents like ours."""
+        short, _long = self.responses.get(code, ("error", ""))
+        text = message or short
+        if code == 414:
+            text = f"the request line is longer than {MAX_URL} characters"
+        self.close_connection = True
+        self._error(code, text, head=getattr(self, "command", None) == "HEAD", close=True)
+
+    def _send(self, status: int, body: bytes, ctype: str, head: bool = False, close: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if close:
+            self.send_header("Connection", "close")
         self.end_headers()
         if not head:
             self.wfile.write(body)
 
-    def _error(self, status: int, message: str, head: bool = False) -> None:
-        doc = {"api_version": API_VERSION, "error": {"status": status, "message": message}}
-        self._send(status, (json.dumps(doc) + "\n").encode(), "application/json", head)
+    def _error(self, status: int, message: str, head: bool = False, close: bool = False) -> None:
+        self._send(status, error_document(status, message), "application/json", head, close)
 
     def do_GET(self, head: bool = False) -> None:  # noqa: N802 - the stdlib's name
+        if len(self.path) > MAX_URL:
+            self.send_error(414)
+            return
         url = urlsplit(self.path)
         snap = self.server.state.snapshot
         try:
@@ -285,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, str(exc), head)
             return
         except Exception as exc:  # a bug here must answer, not hang the client
-            log.exception("live API: %s failed", self.path)
+            log.exception("live API: %s failed", self.path[:MAX_LOG_TEXT])
             self._error(500, f"internal error: {type(exc).__name__}: {exc}", head)
             return
         pretty = "pretty" in query
@@ -298,20 +332,58 @@ class _Handler(BaseHTTPRequestHandler):
     def _method_not_allowed(self) -> None:
         self._error(405, f"{self.command} is not supported: the API is read-only (GET)")
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _method_not_allowed  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _method_not_allowed  # noqa: N815
+
+
+def error_document(status: int, message: str) -> bytes:
+    """The body of every error the API answers: ``{"api_version", "error": {"status", "message"}}``."""
+    return (json.dumps({"api_version": API_VERSION, "error": {"status": status, "message": message}}) + "\n").encode()
+
+
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+         b"Content-Length: %d\r\n\r\n")  # fmt: skip
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
     state: LiveState
 
-    def __init__(self, address: tuple[str, int], state: LiveState) -> None:
-        import socket
-
+    def __init__(self, address: tuple[str, int], state: LiveState, max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:  # fmt: skip
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.state = state
+        self.idle_timeout_s = idle_timeout_s
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        #: connections answered 503 because every slot was taken
+        self.refused_connections = 0
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, but never more than `max_connections` at once."""
+        if not self._slots.acquire(blocking=False):
+            self.refused_connections += 1
+            body = error_document(503, f"more than {self.max_connections} connections at once; retry later")
+            try:
+                request.setblocking(False)
+                request.send(_BUSY % len(body) + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class LiveApi:
@@ -355,7 +427,8 @@ class LiveApi:
         host, _port = self.settings.address
         if host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("live API on %s: it has no authentication; keep it on 127.0.0.1 and use SSH", host)
-        self._server = _Server(self.settings.address, self.state)
+        self._server = _Server(self.settings.address, self.state, self.settings.max_connections,
+                               self.settings.idle_timeout_s)  # fmt: skip
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="mirrorflow-api", daemon=True)  # fmt: skip
         self._thread.start()
