@@ -67,6 +67,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
       "(default: off, like ipt_netflow; 0 = at the next scan)")
     a("--maxflows", type=int, metavar="N",
       help=f"flow limit of the kernel map and of the table (default {d.maxflows})")
+    a("--emergency-fill", type=float, metavar="F",
+      help="when the flow table is fuller than F (0.2-1), end the flows idle longest early "
+      f"(flowEndReason 5) until it is 15 points lower; 1 = off (default {d.emergency_fill:g})")
     a("--sampler", metavar="MODE:N", help="deterministic:N, random:N or hash:N (default off)")
     a("--key", metavar="PARTS",
       help="flow key granularity: 'full' or a comma list of src,dst,proto,ports,tos,vlan,ifindex")

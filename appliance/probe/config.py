@@ -25,6 +25,9 @@ class ProbeSettings:
     inactive_timeout: float = 15.0
     tcp_end_timeout: float | None = None  # seconds idle after FIN/RST; None: off
     maxflows: int = 2_000_000
+    #: above this fill of the flow table the flows idle longest are ended early (reason 5)
+    #: until it is 15 points lower, so new flows find room (ipt_netflow's emergency expiry)
+    emergency_fill: float = 0.9
     sampler: str = ""  # "deterministic:N", "random:N", "hash:N"
     key: str = "full"  # granularity, see parse_key_fields
     mpls: bool = True
@@ -60,6 +63,8 @@ class ProbeSettings:
             raise ProbeConfigError("timeouts must be positive")
         if self.maxflows < 1:
             raise ProbeConfigError("maxflows must be at least 1")
+        if not 0.2 <= self.emergency_fill <= 1:
+            raise ProbeConfigError("emergency-fill must be between 0.2 and 1 (1 = off)")
         if not 0.01 <= self.scan_interval <= 60:
             raise ProbeConfigError("scan-interval must be between 0.01 and 60 s")
         if not 0 <= self.source_id < 2**32:

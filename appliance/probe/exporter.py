@@ -14,6 +14,7 @@ overflow of the hold (`HOLD_DATAGRAMS`) loses flows, and those are counted (`flo
 
 from __future__ import annotations
 
+import enum
 import errno
 import ipaddress
 import socket
@@ -57,6 +58,9 @@ __all__ = [
     "TEMPLATE_STATISTICS",
     "TEMPLATE_INTERFACES",
     "TEMPLATE_SYSTEM",
+    "TEMPLATE_REFUSALS",
+    "Stage",
+    "Refusal",
     "VERSION_STRING",
     "data_template_id",
 ]
@@ -71,6 +75,11 @@ TEMPLATE_SAMPLER = 264
 TEMPLATE_STATISTICS = 265
 TEMPLATE_INTERFACES = 266
 TEMPLATE_SYSTEM = 267
+#: Metering reliability per stage (RFC 7011 section 4.2's template, one record per stage):
+#: scope v9 scope_cache (type 4) / IPFIX meteringProcessId (143) = a `Stage`, then
+#: ignoredPacketTotalCount (164), ignoredOctetTotalCount (165), ignoredDataRecordTotalCount
+#: (407): packets, bytes and flow records refused because that stage was full.
+TEMPLATE_REFUSALS = 268
 #: minimum seconds between two resends of templates and options caused by send errors
 RESEND_AFTER_ERROR_S = 1.0
 #: datagrams held per destination while it refuses (about 90 MB at 1400 bytes)
@@ -155,6 +164,23 @@ def parse_destination(text: str) -> Destination:
         addr = ipaddress.ip_address(info[4][0])
     family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
     return Destination(str(addr), portn, family)
+
+
+class Stage(enum.IntEnum):
+    """Where packets can be refused (the scope value of the TEMPLATE_REFUSALS records)."""
+
+    KERNEL_MAP = 1  # the eBPF flow map was full: a new flow's packet was not counted
+    FLOW_TABLE = 2  # the userspace flow table was full: a drained new flow was not taken
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Totals refused by one stage since the probe started."""
+
+    stage: Stage
+    packets: int
+    bytes: int
+    records: int  # kernel map: refused inserts (one per packet); table: refused flows
 
 
 class Transport(Protocol):
@@ -444,7 +470,10 @@ class Exporter:
                     template_for([*names, *_V6_EXTRA, *extra],
                                  data_template_id(True, mpls_tpl, dir_tpl), ipv6=True),
                 ]  # fmt: skip
+        scope = "scope_cache" if protocol == 9 else "metering_process_id"
         templates += [
+            options_template_for([scope], ["ignored_packets_total", "ignored_bytes_total",
+                                           "ignored_data_record_total"], TEMPLATE_REFUSALS),
             statistics_template(TEMPLATE_STATISTICS, protocol),
             interface_template(TEMPLATE_INTERFACES, protocol, _V9_NAME_LENGTH),
             _system_template(protocol),
@@ -705,9 +734,10 @@ class Exporter:
         now_ns = self.clock() if now_ns is None else now_ns
         return self._last_options_ns is None or now_ns - self._last_options_ns >= self.options_interval_ns
 
-    def send_options(self, ignored_packets: int, ignored_bytes: int) -> None:
+    def send_options(self, ignored_packets: int, ignored_bytes: int,
+                     refusals: Sequence[Refusal] = ()) -> None:
         """Options data: sampler configuration (if sampling), system init time and version,
-        exporter statistics."""
+        exporter statistics, and what each stage refused (`TEMPLATE_REFUSALS`)."""
         if self.protocol == 5:
             return
         self._last_options_ns = self.clock()
@@ -745,6 +775,14 @@ class Exporter:
             TEMPLATE_STATISTICS, ignored_packets=ignored_packets, ignored_bytes=ignored_bytes,
             not_sent_flows=lost,
         )  # fmt: skip
+        if refusals:
+            scope = "scope_cache" if self.protocol == 9 else "metering_process_id"
+            payloads += enc.encode({
+                scope: np.array([int(r.stage) for r in refusals], np.uint64),
+                "ignored_packets_total": np.array([r.packets for r in refusals], np.uint64),
+                "ignored_bytes_total": np.array([r.bytes for r in refusals], np.uint64),
+                "ignored_data_record_total": np.array([r.records for r in refusals], np.uint64),
+            }, TEMPLATE_REFUSALS)  # fmt: skip
         self._send(payloads, [0] * len(payloads))
 
     def close(self) -> None:

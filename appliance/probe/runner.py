@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import ProbeSettings, parse_key_fields, parse_mac, parse_sampler
-from .exporter import Exporter, parse_destination
+from .exporter import Exporter, Refusal, Stage, parse_destination
 from .flowtable import FlowTable
 from .kernel import FlowCache, KernelSettings, SelfExport
 from .records import Counter, Feature, FlowEndReason, SamplerMode
@@ -27,6 +27,8 @@ __all__ = ["Probe", "Clock", "SystemClock", "build_exporter"]
 log = logging.getLogger(__name__)
 
 FILL_WARNING = 0.8
+#: kernel map fill at a drain above which the next scan comes 4x sooner
+MAP_FILL_FAST_SCAN = 0.5
 _S = 1_000_000_000
 
 
@@ -84,6 +86,8 @@ class Probe:
             inactive_timeout_ns=int(settings.inactive_timeout * _S),
             tcp_end_timeout_ns=None if tcp_end is None else int(tcp_end * _S),
             counter_limit=2**32 - 1 if settings.protocol == 5 else 2**64 - 1,
+            emergency_fill=settings.emergency_fill,
+            emergency_target=max(0.05, settings.emergency_fill - 0.15),
         )
         self.started_mono = self.clock.monotonic_ns()
         self.epoch_offset_ns = self.clock.time_ns() - self.started_mono
@@ -151,12 +155,21 @@ class Probe:
         self.exporter.close()
 
     def send_options(self) -> None:
+        self.exporter.send_options(
+            ignored_packets=sum(r.packets for r in self.refusals()),
+            ignored_bytes=sum(r.bytes for r in self.refusals()),
+            refusals=self.refusals(),
+        )
+
+    def refusals(self) -> list[Refusal]:
+        """What each stage refused because it was full, since the start."""
         k = self.cache.counters().sum(axis=0)
         ts = self.table.stats
-        self.exporter.send_options(
-            ignored_packets=int(k[Counter.REFUSED_PACKETS]) + ts.refused_packets,
-            ignored_bytes=int(k[Counter.REFUSED_BYTES]) + ts.refused_bytes,
-        )
+        return [
+            Refusal(Stage.KERNEL_MAP, int(k[Counter.REFUSED_PACKETS]),
+                    int(k[Counter.REFUSED_BYTES]), int(k[Counter.REFUSED_PACKETS])),
+            Refusal(Stage.FLOW_TABLE, ts.refused_packets, ts.refused_bytes, ts.refused_flows),
+        ]  # fmt: skip
 
     def _note_fill(self, drained: int, now: int) -> None:
         maxflows = self.cache.maxflows
@@ -200,6 +213,9 @@ class Probe:
             "maxflows": s.maxflows,
             "sampler": "off" if mode == SamplerMode.OFF else f"{mode.name.lower()}:{n}",
             "kernel": counters_dict(self.cache.counters()),
+            "refused_by_stage": {r.stage.name.lower(): {"packets": r.packets, "bytes": r.bytes,
+                                                         "records": r.records}
+                                 for r in self.refusals()},
             "rates": self.rates.rates(),
             "map_fill_pct": 100 * self.map_fill,
             "map_fill_peak_pct": 100 * self.map_fill_peak,
@@ -212,6 +228,8 @@ class Probe:
                 "refused_packets": t.refused_packets,
                 "refused_bytes": t.refused_bytes,
                 "guard_splits": t.guard_splits,
+                "emergency_expired": t.emergency_expired,
+                "emergency_passes": t.emergency_passes,
                 "by_reason": {FlowEndReason(r).name.lower(): c for r, c in t.by_reason.items()},
             },
             "export": {
@@ -253,5 +271,8 @@ class Probe:
                 self.scan()
             if stats_path is not None:
                 write_snapshot(stats_path, self.snapshot())
-            next_t += interval
+            # The kernel map holds what arrives between two scans: when it is filling up,
+            # drain it sooner (down to a quarter of the interval) rather than refuse packets.
+            step = interval / 4 if self.map_fill > MAP_FILL_FAST_SCAN else interval
+            next_t = max(next_t + step, time.monotonic() - interval)
             stop.wait(max(0.0, next_t - time.monotonic()))

@@ -81,7 +81,8 @@ def render(s: dict[str, Any]) -> str:
         f"Flows: active {t['active']} (peak {t['peak_active']}), map fill last drain "
         f"{s['map_fill_pct']:.1f} % (peak {s['map_fill_peak_pct']:.1f} %), "
         f"created {t['flows_created']}, expired {t['flows_expired']}, "
-        f"guard splits {t['guard_splits']}",
+        f"guard splits {t['guard_splits']}, emergency expired {t.get('emergency_expired', 0)} "
+        f"(in {t.get('emergency_passes', 0)} passes)",
         "End reasons: " + ", ".join(f"{k_}={v}" for k_, v in t["by_reason"].items()),
         "",
         "Per CPU:      frames   accounted     refused   new flows",

@@ -148,3 +148,43 @@ def test_many_flows_survive_churn_and_index_rebuilds():
     assert sum(exported.values()) + refused == sum(truth.values())
     if refused == 0:
         assert exported == truth
+
+
+def test_emergency_expiry_exact_victims_and_reason():
+    t = FlowTable(20, inactive_timeout_ns=100 * S, emergency_fill=0.9, emergency_target=0.5)
+    lasts = {i: ((37 * i) % 19) * S for i in range(19)}
+    t.merge(*batch([{"sport": i, "first": 0, "last": lasts[i]} for i in range(19)]))
+    out = t.expire(20 * S)
+    oldest = sorted(lasts, key=lasts.get)[:9]  # down to 50 % of 20 = 10 flows
+    assert sorted(int(x) for x in out["key"]["sport"]) == sorted(oldest)
+    assert set(out["end_reason"].tolist()) == {FlowEndReason.LACK_OF_RESOURCES}
+    assert len(t) == 10 and t.stats.emergency_expired == 9
+    assert t.stats.by_reason[FlowEndReason.LACK_OF_RESOURCES] == 9
+    # below the fill level nothing more is ended early
+    assert len(t.expire(21 * S)) == 0 and t.stats.emergency_passes == 1
+    # flows due anyway are not counted as emergency ones
+    out = t.expire(200 * S)
+    assert len(out) == 10 and set(out["end_reason"].tolist()) == {FlowEndReason.IDLE_TIMEOUT}
+    assert t.stats.emergency_expired == 9
+
+
+def test_emergency_expiry_off_at_fill_1():
+    t = FlowTable(4, emergency_fill=1.0, emergency_target=1.0)
+    t.merge(*batch([{"sport": i} for i in range(6)]))
+    assert len(t.expire(1 * S)) == 0 and len(t) == 4 and t.stats.refused_flows == 2
+
+
+def test_expire_chunks_hand_out_the_same_flows_oldest_first():
+    rng = np.random.default_rng(7)
+    firsts = rng.permutation(500) * S // 1000
+    tables = [FlowTable(600, inactive_timeout_ns=S) for _ in range(2)]
+    for t in tables:
+        t.merge(*batch([{"sport": i, "first": int(firsts[i])} for i in range(500)]))
+    whole = tables[0].expire(10 * S)
+    parts = list(tables[1].expire_chunks(10 * S, chunk=64))
+    assert [len(p) for p in parts] == [64] * 7 + [52]
+    joined = np.concatenate(parts)
+    assert (joined == whole).all()
+    assert (np.diff(whole["val"]["first_ns"].astype(np.int64)) >= 0).all()
+    assert sorted(whole["key"]["sport"].tolist()) == list(range(500))
+    assert len(tables[1]) == 0

@@ -163,3 +163,61 @@ def test_a_flush_request_exports_every_flow_and_the_loop_goes_on():
     assert sorted(f["packets"] for f in flows) == [3, 4]
     assert {f["reason"] for f in flows} == {4}  # forced end, as ipt_netflow's flush
     assert probe.snapshot()["flushes"] == 1
+
+
+def _refusal_records(payloads: list[bytes]) -> list[tuple[int, int, int, int]]:
+    """(stage, packets, bytes, records) of every TEMPLATE_REFUSALS record (v9)."""
+    from appliance.probe.exporter import TEMPLATE_REFUSALS
+
+    out = []
+    for p in payloads:
+        off = 20
+        while off + 4 <= len(p):
+            sid = int.from_bytes(p[off : off + 2], "big")
+            length = int.from_bytes(p[off + 2 : off + 4], "big")
+            if sid == TEMPLATE_REFUSALS:
+                body = p[off + 4 : off + length]
+                for r in range(0, len(body) - 27, 28):  # 4-byte scope + 3 x 8 bytes
+                    rec = body[r : r + 28]
+                    out.append((int.from_bytes(rec[0:4], "big"),
+                                *(int.from_bytes(rec[4 + 8 * i : 12 + 8 * i], "big")
+                                  for i in range(3))))  # fmt: skip
+            off += length
+    return out
+
+
+def test_refusals_are_exported_per_stage_with_exact_counts():
+    probe, cache, clock, t, _ = make_probe(maxflows=4, emergency_fill=1.0)
+    cache.add_counter(Counter.REFUSED_PACKETS, 7)
+    cache.add_counter(Counter.REFUSED_BYTES, 700, cpu=1)
+    # 6 new flows into a table of 4: 2 refused (3 packets, 250 bytes each)
+    cache.push(*batch([{"sport": i, "packets": 3, "bytes": 250, "first": clock.mono}
+                       for i in range(6)]))  # fmt: skip
+    probe.scan()
+    probe.send_options()
+    recs = _refusal_records(t.sent)
+    assert recs[-2:] == [(1, 7, 700, 7), (2, 6, 500, 2)]
+    snap = probe.snapshot()
+    assert snap["refused_by_stage"] == {
+        "kernel_map": {"packets": 7, "bytes": 700, "records": 7},
+        "flow_table": {"packets": 6, "bytes": 500, "records": 2},
+    }
+
+
+def test_emergency_expiry_keeps_new_flows_counted():
+    """A table of 10 at the default 90 % fill: flows idle longest end early (reason 5) down
+    to 75 %, so new flows arriving at less than the 15-point margin per scan always find
+    room: nothing refused, every packet exported."""
+    probe, cache, clock, t, _ = make_probe(maxflows=10)
+    sent = 0
+    for second in range(30):
+        clock.mono += S
+        cache.push(*batch([{"sport": second, "first": clock.mono}]))
+        sent += 1
+        probe.scan()
+    probe.flush()
+    st = probe.table.stats
+    assert st.refused_flows == 0
+    assert st.emergency_expired > 0
+    assert st.by_reason[5] == st.emergency_expired
+    assert probe.exporter.stats[0].flows == sent == st.flows_expired
