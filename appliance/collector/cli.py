@@ -68,6 +68,8 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spool-dir", type=Path, help="windows waiting for the database (default /var/lib/mirrorflow/spool)")
     p.add_argument("--notifications-dir", type=Path, metavar="DIR",
                    help="moving-average alert files (default /var/lib/mirrorflow/notifications)")
+    p.add_argument("--archive", type=Path, metavar="DIR",
+                   help="keep every flow as Parquet under DIR (see docs/archive.md; the config's \"archive\" section sets rotation and retention)")
     p.add_argument("--api", metavar="ADDR:PORT",
                    help="live API + Prometheus /metrics (default 127.0.0.1:8787 live, off with --pcap; 'off')")
     p.add_argument("--probe-stats", type=Path, metavar="FILE",
@@ -102,6 +104,7 @@ def run_collect(args: argparse.Namespace) -> int:
     )
     from appliance.collector.api.server import settings_from_config
     from appliance.collector.config import ConfigErrors, load_runtime
+    from appliance.collector.export.archive import archive_settings
     from appliance.collector.pipeline import Pipeline
 
     try:
@@ -109,7 +112,8 @@ def run_collect(args: argparse.Namespace) -> int:
         runtime = load_runtime(cfg) if cfg.mo_dir is not None else None
         api = settings_from_config(cfg.raw, args.api, args.probe_stats,
                                    default_api="off" if args.pcap else "127.0.0.1:8787")  # fmt: skip
-        pipeline = Pipeline(cfg, runtime, live=not args.pcap, api=api)
+        archive = archive_settings(cfg.raw, str(args.config), args.archive)
+        pipeline = Pipeline(cfg, runtime, live=not args.pcap, api=api, archive=archive)
     except ConfigErrors as exc:  # an invalid configuration never starts
         print(f"mirrorflow collect: refusing to start, {len(exc.errors)} configuration error(s):\n{exc}",
               file=sys.stderr)  # fmt: skip

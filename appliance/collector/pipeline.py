@@ -28,6 +28,7 @@ from appliance.collector.config.runtime import Runtime, load_runtime
 from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.decode.decoder import Decoder
 from appliance.collector.decode.dump import FlowDumper
+from appliance.collector.export.archive import ArchiveSettings, FlowArchive
 from appliance.collector.export.postgres import PgExporter
 from appliance.collector.export.spool import DEFAULT_SPOOL, Spool
 from appliance.collector.export.sqlfile import SqlFileWriter
@@ -114,11 +115,13 @@ class Pipeline:
         runtime: the validated monitoring configuration; None runs without monitoring objects.
         live: UDP with the wall clock (True) or a capture replay whose packets' time rules.
         api: live-state and HTTP settings; None: no live state and no API.
+        archive: where every flow is kept as Parquet; None: no archive.
         clock: monotonic clock of the collector's periodic work (injectable).
     """
 
     def __init__(self, cfg: CollectorConfig, runtime: Runtime | None = None, *, live: bool = True,
-                 api: ApiSettings | None = None, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 api: ApiSettings | None = None, archive: ArchiveSettings | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.cfg = cfg
         for w in cfg.warnings + (runtime.warnings if runtime is not None else []):
             log.warning("%s", w)
@@ -133,6 +136,10 @@ class Pipeline:
                                   probe_stats=api.probe_stats, probe_addresses=api.probe_addresses,
                                   flows_interval_s=api.flows_interval_s, interval_s=api.interval_s)  # fmt: skip
             self.api = LiveApi(self.live, api)
+        self._live = live
+        self.archive: FlowArchive | None = None
+        if archive is not None:
+            self.archive = FlowArchive(archive, self.collector.decoder.exporter_address)
         self._reload = threading.Event()
         self._closed = False
 
@@ -142,6 +149,9 @@ class Pipeline:
             sinks.append(self.monitoring.sink)
         if self.collector.dumper.enabled:
             sinks.append(self.collector.dumper.dump)
+        if self.archive is not None:
+            sinks.append(self.archive.write)
+            self.collector.stats_sections["archive"] = self.archive.stats
         if self.live is not None:
             sinks.append(self.live.on_batch)
             if self.monitoring is not None:
@@ -165,9 +175,13 @@ class Pipeline:
         the wall clock (live), then the live state's publishing."""
         if self._reload.is_set():
             self._reload.clear()
+            if self.archive is not None:
+                self.archive.rotate()  # SIGHUP closes the open archive file
             self.reload()
         if self.monitoring is not None:
             self.monitoring.tick()
+        if self.archive is not None and self._live:
+            self.archive.tick()
         if self.live is not None:
             self.live.tick()
 
@@ -226,6 +240,8 @@ class Pipeline:
             return
         self._closed = True
         self.collector.close()
+        if self.archive is not None:
+            self.archive.close()
         if self.monitoring is not None:
             self.monitoring.close()
         if self.api is not None:
