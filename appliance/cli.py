@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.demo.cli import add_parser as add_demo_parser
 
     add_demo_parser(sub)
-    from appliance.warm import add_parser as add_warm_parser
+    from appliance.warmcache import add_parser as add_warm_parser
 
     add_warm_parser(sub)
     return parser
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if words[:1] == ["warm-cache"]:  # fills the cache its caller names: no default, checked before numba loads
-        from appliance.warm import check_cache_dir
+        from appliance.warmcache import check_cache_dir
 
         if (status := check_cache_dir(words)) is not None:
             return status

@@ -1,7 +1,7 @@
 """Live UDP on loopback: `mirrorflow collect` against nfcapd on the same datagrams and rates.
 
 A generator process pinned to one CPU sends pre-encoded NetFlow v9 datagrams (25 records
-each, bench/_gen.py) with `sendmmsg` at a paced rate for a fixed time; the receiver runs
+each, appliance/synth/flows.py) with `sendmmsg` at a paced rate for a fixed time; the receiver runs
 pinned to the other CPU. Each receiver is started afresh for each rate step: templates
 first, a short pause, then the data; when the socket queue has drained the receiver gets
 SIGTERM and its records are counted (ours: the --stats-file; nfcapd: `nfdump -I` on the
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import _gen
+from appliance import synth
 
 _RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
 _ROOT = Path(__file__).resolve().parent.parent
@@ -362,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"net.core.rmem_max = {old_rmem}" + (f" (raised to {rcvbuf} for this run)" if raised else ""))
     print(f"both receivers ask for SO_RCVBUF {rcvbuf >> 20} MiB; generator on CPU {gen_cpu}, "
           f"receiver on CPU {rx_cpu}{' (SCHED_FIFO)' if args.rt else ''}; {duration:g} s per step")  # fmt: skip
-    templates, data, n = _gen.v9_packets(args.records)
+    templates, data, n = synth.v9_datagrams(args.records)
     per_dgram = n / len(data)
-    print(f"v9, {len(_gen.V9_FIELDS)} fields, {per_dgram:.0f} records per datagram "
+    print(f"v9, {len(synth.V9_FIELDS)} fields, {per_dgram:.0f} records per datagram "
           f"({len(data[0])} bytes), {len(data)} distinct datagrams")  # fmt: skip
     kinds = [k for k in (Mirrorflow, Nfcapd) if args.only in (None, k.name)]
     results: list[StepResult] = []

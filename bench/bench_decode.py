@@ -1,6 +1,6 @@
 """Decode from memory on one core: v9 (typical router template), IPFIX with IPv6, v5.
 
-Datagrams are encoded once (bench/_gen.py), grouped into PacketBatches of 256 datagrams
+Datagrams are encoded once (appliance/synth/flows.py), grouped into PacketBatches of 256 datagrams
 (what `UdpReceiver` hands over per recvmmsg round), then fed to one `Decoder` again and
 again; the time covers `Decoder.decode` and walking the FlowBatches it yields (up to
 16384 rows each). Best and median of the repeats are printed: the machine is shared.
@@ -20,9 +20,9 @@ import os
 import statistics
 import time
 
+from appliance import synth
 from appliance.collector.decode.decoder import Decoder
 from appliance.collector.receive.packets import PacketBatch
-from bench import _gen
 
 V9_TARGET = 5_000_000
 
@@ -42,7 +42,7 @@ def _run(dec: Decoder, batches: list[PacketBatch]) -> tuple[int, int]:
 
 def measure(kind: str, records: int, batch: int, repeat: int) -> dict[str, float]:
     """Records/s of decoding `records` flows of one kind (v9, ipfix6, v5), best and median."""
-    make = {"v9": _gen.v9_packets, "ipfix6": _gen.ipfix6_packets, "v5": _gen.v5_packets}[kind]
+    make = {"v9": synth.v9_datagrams, "ipfix6": synth.ipfix6_datagrams, "v5": synth.v5_datagrams}[kind]
     templates, data, n = make(records)
     dec = Decoder()
     if templates:
@@ -75,7 +75,7 @@ def measure_netflow_package(records: int) -> float | None:
         import netflow
     except ImportError:
         return None
-    templates, data, _ = _gen.v9_packets(records)
+    templates, data, _ = synth.v9_datagrams(records)
     tpl: dict = {"netflow": {}, "ipfix": {}}
     for p in templates:
         netflow.parse_packet(p, tpl)

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import _gen
-from bench.bench_collect_vs_nfcapd import (_RMEM_MAX, Mirrorflow, StepResult, _fmt_rate, _set_rmem_max,
-                                           run_step)
-from appliance.netflow.encoder import V9Encoder, template_for
+from appliance import synth
+from appliance.netflow import V9Encoder, template_for
+from bench.bench_collect_vs_nfcapd import _RMEM_MAX, Mirrorflow, StepResult, _fmt_rate, _set_rmem_max, run_step
 
 FULL_RATES = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0)
 QUICK_RATES = (0.75, 1.5, 2.0)
@@ -59,13 +58,13 @@ def objects(window_s: int) -> dict[str, str]:
 
 def packets(n: int, seed: int = 7) -> tuple[list[bytes], list[bytes], int]:
     """v9 datagrams of `bench collect`, with inbound sources spread evenly over 65 536 addresses."""
-    cols = _gen.flows(n, seed)
+    cols = synth.flows(n, seed)
     rng = np.random.default_rng(seed)
     inbound = (cols["dst_addr"] >> np.uint64(24)) == 10
     cols["src_addr"] = np.where(inbound, (0xC6120000 + rng.integers(0, 65536, n)).astype(np.uint64),
                                 cols["src_addr"])  # fmt: skip
-    enc = V9Encoder([template_for(_gen.V9_FIELDS, 256)], source_id=1, mtu=1400, clock=_gen._clock,
-                    boot_ns=_gen._BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0)  # fmt: skip
+    enc = V9Encoder([template_for(synth.V9_FIELDS, 256)], source_id=1, mtu=1400, clock=synth.now_ns,
+                    boot_ns=synth.BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0)  # fmt: skip
     return enc.encode_templates(), enc.encode(cols), n
 
 

@@ -5,8 +5,9 @@ hundreds of conversations between our network (10.20.0.0/16, fd00:20::/48) and t
 web (TCP 443/80), DNS, NTP, SSH, mail, video-sized downloads, pings — with a few heavy
 talkers and a long tail, conversations ending and new ones starting; and every ``--attack-every``
 seconds one outside source floods one of our hosts for ``--attack-for`` seconds (UDP and SYN to
-random source ports). Frames are built once per conversation and resent, so Python's cost is
-one ``send`` per frame. Stops after ``--duration`` or when its parent (the demo) dies.
+random source ports). Frames (from `appliance.synth`) are built once per conversation and
+resent, so Python's cost is one ``send`` per frame. Stops after ``--duration`` or when its
+parent (the demo) dies.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import itertools
 import os
 import random
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass
+
+from appliance.synth import icmp_echo_frame, tcp_frame, udp_frame
 
 __all__ = ["Conversation", "Frames", "ATTACKER", "VICTIM", "main"]
 
@@ -31,44 +33,27 @@ _MAC_INSIDE = bytes.fromhex("02000a140001")  # the mirrored router's inside port
 _MAC_OUTSIDE = bytes.fromhex("02000a140002")
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
-
-
 class Frames:
     """Builds Ethernet + IPv4/IPv6 + TCP/UDP/ICMP frames of a given IP length."""
 
     @staticmethod
     def build(src: str, dst: str, proto: int, sport: int, dport: int, ip_len: int,
               flags: int = 0x18, ttl: int = 60) -> bytes:
-        a, b = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+        """`proto` 1 means an ICMP echo (ICMPv6 between IPv6 addresses), `sport`/`dport` its
+        identifier and sequence number; the frame is padded to `ip_len` bytes of IP."""
+        a = ipaddress.ip_address(src)
         inbound = a not in _OURS4 and a not in _OURS6
-        eth = (_MAC_INSIDE + _MAC_OUTSIDE) if inbound else (_MAC_OUTSIDE + _MAC_INSIDE)
+        src_mac, dst_mac = (_MAC_OUTSIDE, _MAC_INSIDE) if inbound else (_MAC_INSIDE, _MAC_OUTSIDE)
+        ident = random.getrandbits(16) if a.version == 4 else 0
+        headers = (20 if a.version == 4 else 40) + {6: 20, 17: 8}.get(proto, 8)
+        pad = bytes(max(0, ip_len - headers))
         if proto == 6:
-            l4 = struct.pack("!HHIIBBHHH", sport, dport, random.getrandbits(32),
-                             random.getrandbits(32) if flags != 0x02 else 0, 0x50, flags, 64240, 0, 0)
-        elif proto == 17:
-            l4 = struct.pack("!HHHH", sport, dport, 0, 0)
-        else:  # ICMP / ICMPv6 echo request (8 / 128)
-            l4 = struct.pack("!BBHHH", 8 if a.version == 4 else 128, 0, 0, sport, dport)
-        hdr = 20 if a.version == 4 else 40
-        pad = max(0, ip_len - hdr - len(l4))
-        payload = l4 + bytes(pad)
+            return tcp_frame(src, dst, sport, dport, pad, flags=flags, seq=random.getrandbits(32),
+                             ack=random.getrandbits(32) if flags != 0x02 else 0, ttl=ttl, ident=ident,
+                             src_mac=src_mac, dst_mac=dst_mac)
         if proto == 17:
-            payload = payload[:4] + struct.pack("!H", len(payload)) + payload[6:]
-        if a.version == 4:
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, hdr + len(payload), random.getrandbits(16),
-                             0x4000, ttl, proto, 0, a.packed, b.packed)
-            ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
-            return eth + b"\x08\x00" + ip + payload
-        nh = 58 if proto == 1 else proto
-        ip = struct.pack("!IHBB16s16s", 0x60000000, len(payload), nh, ttl, a.packed, b.packed)
-        return eth + b"\x86\xdd" + ip + payload
+            return udp_frame(src, dst, sport, dport, pad, ttl=ttl, ident=ident, src_mac=src_mac, dst_mac=dst_mac)
+        return icmp_echo_frame(src, dst, sport, dport, pad, ttl=ttl, src_mac=src_mac, dst_mac=dst_mac)
 
 
 _OURS4 = ipaddress.ip_network("10.20.0.0/16")

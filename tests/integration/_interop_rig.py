@@ -1,5 +1,6 @@
-"""The rig for the collector's end-to-end tests: `mirrorflow collect` as a subprocess, a tiny
-pcap writer, a tshark oracle for NetFlow/IPFIX captures and a packet capture on the wire.
+"""The rig for the collector's end-to-end tests: `mirrorflow collect` as a subprocess, a
+tshark oracle for NetFlow/IPFIX captures and a packet capture on the wire (frames and pcap
+files come from `appliance.synth`).
 
 Imported by test_collect_live.py and test_interop_exporters.py (no tests of its own).
 """
@@ -11,7 +12,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -177,50 +177,6 @@ def exporter_stats(stats: dict[str, Any], address: str) -> dict[str, Any]:
         if e["address"] == address:
             return e
     raise AssertionError(f"no exporter {address} in {[e['address'] for e in stats.get('exporters', [])]}")
-
-
-# ---- pcap writing -------------------------------------------------------------------------
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def udp_frame(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
-    """An Ethernet/IPv4 or Ethernet/IPv6 UDP frame with correct checksums."""
-    v6 = ":" in src
-    family = socket.AF_INET6 if v6 else socket.AF_INET
-    s, d = socket.inet_pton(family, src), socket.inet_pton(family, dst)
-    ulen = 8 + len(payload)
-    if v6:
-        pseudo = s + d + struct.pack("!IxxxB", ulen, 17)
-    else:
-        pseudo = s + d + struct.pack("!xBH", 17, ulen)
-    csum = _checksum(pseudo + struct.pack("!HHHH", sport, dport, ulen, 0) + payload) or 0xFFFF
-    udp = struct.pack("!HHHH", sport, dport, ulen, csum) + payload
-    if v6:
-        ip = struct.pack("!IHBB", 6 << 28, ulen, 17, 64) + s + d
-        ethertype = 0x86DD
-    else:
-        hdr = struct.pack("!BBHHHBBH", 0x45, 0, 20 + ulen, 0, 0x4000, 64, 17, 0) + s + d
-        ip = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
-        ethertype = 0x0800
-    eth = bytes.fromhex("020000000002" "020000000001") + struct.pack("!H", ethertype)
-    return eth + ip + udp
-
-
-def write_pcap(path: Path, frames: Iterable[tuple[int, bytes]]) -> None:
-    """A classic pcap (Ethernet, µs) of (time ns, frame) pairs."""
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for ts_ns, frame in frames:
-            sec, usec = divmod(ts_ns // 1000, 1_000_000)
-            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)) + frame)
 
 
 # ---- tshark oracle ------------------------------------------------------------------------

@@ -31,14 +31,13 @@ from appliance.netflow.encoder import (
     sampler_template,
     template_for,
 )
+from appliance.synth import udp_frame, write_pcap
 from tests.integration._interop_rig import (
     CollectorProcess,
     exporter_stats,
     mirrorflow_argv,
     mirrorflow_env,
-    udp_frame,
     warm_numba,  # noqa: F401 - fixture
-    write_pcap,
 )
 
 T0_NS = 1_700_000_000_000_000_000
@@ -268,7 +267,7 @@ def test_live_v4_and_v6_exporters_decode_exactly_and_replays_agree(
     for i, k in order:
         ex = exporters[k]
         dst = "::1" if ":" in ex.address else "127.0.0.1"
-        frames.append((ts, udp_frame(ex.address, sport[k], dst, port, ex.datagrams[i])))
+        frames.append((ts, udp_frame(ex.address, dst, sport[k], port, ex.datagrams[i])))
         ts += 1_000_000
     pcap = tmp_path / "export.pcap"
     write_pcap(pcap, frames)

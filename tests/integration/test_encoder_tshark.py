@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
-import struct
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,6 +31,8 @@ from appliance.netflow import (
     template_for,
 )
 from appliance.netflow.header import V5_FIELDS
+from appliance.synth import udp_frame
+from appliance.synth import write_pcap as write_pcap_file
 
 pytestmark = [
     pytest.mark.peers,
@@ -55,29 +56,10 @@ class FakeClock:
 
 
 def write_pcap(path: Path, payloads: list[bytes]) -> None:
-    """A classic pcap with one Ethernet/IPv4/UDP frame per payload."""
-    with path.open("wb") as fh:
-        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i, payload in enumerate(payloads):
-            udp = struct.pack(">HHHH", 40000, PORT, 8 + len(payload), 0) + payload
-            ip = struct.pack(
-                ">BBHHHBBH4s4s",
-                0x45,
-                0,
-                20 + len(udp),
-                i & 0xFFFF,
-                0,
-                64,
-                17,
-                0,
-                bytes([192, 0, 2, 1]),
-                bytes([192, 0, 2, 2]),
-            )
-            checksum = sum(struct.unpack(">10H", ip))
-            checksum = ~((checksum & 0xFFFF) + (checksum >> 16)) & 0xFFFF
-            ip = ip[:10] + struct.pack(">H", checksum) + ip[12:]
-            frame = bytes.fromhex("02000000000202000000000108 00".replace(" ", "")) + ip + udp
-            fh.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(frame), len(frame)) + frame)
+    """A classic pcap with one Ethernet/IPv4/UDP frame per payload, one second apart."""
+    frames = (((1_700_000_000 + i) * 10**9, udp_frame("192.0.2.1", "192.0.2.2", 40000, PORT, payload, ident=i))
+              for i, payload in enumerate(payloads))  # fmt: skip
+    write_pcap_file(path, frames)
 
 
 def _flatten(node: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.synth import udp_frame
 from tests.conftest import NetnsFactory
 from tests.integration._interop_rig import (
     CollectorProcess,
@@ -38,7 +39,6 @@ from tests.integration._interop_rig import (
     flow_key,
     flow_records,
     tshark_flows,
-    udp_frame,
     wait_gone,
     warm_numba,  # noqa: F401 - fixture
 )
@@ -71,7 +71,7 @@ def traces(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 # 1500-byte frames: a local experimental ethertype (not IP: softflowd ignores and counts
 # them), and UDP to the discard port (pmacctd: counted only by a marker plugin).
 NON_IP_FILLER = bytes.fromhex("ffffffffffff020000000099") + b"\x88\xb5" + bytes(1486)
-UDP_FILLER = udp_frame("192.0.2.99", 9, "192.0.2.98", 9, bytes(1458))
+UDP_FILLER = udp_frame("192.0.2.99", "192.0.2.98", 9, 9, bytes(1458))
 FILLER_BPF = "udp and dst port 9 and src host 192.0.2.99"
 
 

@@ -14,7 +14,7 @@ from appliance.collector.config import load_runtime
 from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.pipeline import Pipeline
 from appliance.netflow.encoder import V9Encoder, template_for
-from tests.integration._interop_rig import udp_frame, write_pcap
+from appliance.synth import udp_frame, write_pcap
 
 T0 = 1_700_000_000
 NS = 1_000_000_000
@@ -46,7 +46,7 @@ def capture(path: Path) -> None:
                 "bytes": np.array(pk, np.uint64) * np.uint64(80),
                 "flow_start_ms": np.full(n, ms - 100, np.uint64), "flow_end_ms": np.full(n, ms, np.uint64)}  # fmt: skip
         for payload in enc.encode(cols):
-            frames.append((now[0], udp_frame("192.0.2.254", 40000, "127.0.0.1", 2055, payload)))
+            frames.append((now[0], udp_frame("192.0.2.254", "127.0.0.1", 40000, 2055, payload)))
     write_pcap(path, frames)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import subprocess
 import time
 from collections import defaultdict
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.synth import write_pcap
 from tests.integration.test_probe_rig import Collector, rig  # noqa: F401
 from tests.integration.test_probe_support import decoded_records, ethernet_pcap
 
@@ -75,20 +75,12 @@ PROTO_BY_LAYER = {**PORTED, "icmp": 1, "icmpv6": 58, "ip": 4, "ipv6": 41, "gre":
                   "igmp": 2}  # fmt: skip
 
 
-def _write_pcap(path: Path, frames: list[bytes]) -> Path:
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
-        for i, fr in enumerate(frames):
-            f.write(struct.pack("<IIII", 1, i, len(fr), len(fr)) + fr)
-    return path
-
-
 def filler_pcap(path: Path) -> Path:
     """Non-IP frames that fill libpcap's ring block, then one runt IPv4 frame (10 bytes of IP:
     softflowd's "too short"; the probe counts it as truncated, never as a flow)."""
     macs = b"\x02\0\0\0\0\x09\x02\0\0\0\0\x08"
     frames = [macs + b"\x88\xb5" + bytes(1486)] * 200 + [macs + b"\x08\x00" + b"\x45" + bytes(9)]
-    return _write_pcap(path, frames)
+    return write_pcap(path, [(10**9 + i * 1000, fr) for i, fr in enumerate(frames)])
 
 
 def softflowd_stats(ctl: Path) -> str:

@@ -10,25 +10,25 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+from appliance import synth
+from appliance.synth import ethernet, pcap_header, pcap_record, udp_frame, write_pcap
+
 EXPORT_PORT = 2055
 
 
 def write_udp_pcap(path: Path, payloads: list[bytes], dport: int = EXPORT_PORT,
                    sports: list[int] | None = None) -> None:
-    """Wraps export payloads in Ethernet/IPv4/UDP so tshark can read them.
+    """Wraps export payloads in Ethernet/IPv4/UDP so tshark can read them, one second apart.
 
     `sports` gives each payload its UDP source port (one exporting process each: tshark keeps
     templates per source address and port); default 40000 for all.
     """
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i, p in enumerate(payloads):
-            sport = sports[i] if sports else 40000
-            udp = struct.pack("!HHHH", sport, dport, 8 + len(p), 0) + p
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
-                             bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
-            frame = b"\0" * 12 + b"\x08\x00" + ip + udp
-            f.write(struct.pack("<IIII", 1_700_000_000 + i, 0, len(frame), len(frame)) + frame)
+    frames = (
+        ((1_700_000_000 + i) * 10**9, udp_frame("127.0.0.1", "127.0.0.1", sports[i] if sports else 40000, dport, p,
+                                                ident=i))
+        for i, p in enumerate(payloads)
+    )  # fmt: skip
+    write_pcap(path, frames)
 
 
 _FIELDS = {
@@ -178,15 +178,15 @@ def ethernet_pcap(src: Path, dst: Path) -> Path:
                    capture_output=True)
     raw = tmp.read_bytes()
     magic = struct.unpack("<I", raw[:4])[0]
-    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    endian = "<" if magic in (synth.PCAP_MAGIC_MICRO, synth.PCAP_MAGIC_NANO) else ">"
     linktype = struct.unpack(endian + "I", raw[20:24])[0]
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, _ETH))
+    out = bytearray(pcap_header(_ETH))
     off = 24
     while off + 16 <= len(raw):
         ts, us, incl, orig = struct.unpack(endian + "IIII", raw[off : off + 16])
         data = raw[off + 16 : off + 16 + incl]
         off += 16 + incl
-        if magic == 0xA1B23C4D or magic == 0x4D3CB2A1:
+        if synth.PCAP_MAGIC_NANO in (magic, int.from_bytes(magic.to_bytes(4, "little"), "big")):
             us //= 1000
         if len(data) < 14:  # cut to less than an Ethernet header: nothing can send it
             continue
@@ -195,8 +195,8 @@ def ethernet_pcap(src: Path, dst: Path) -> Path:
             if conv is None:
                 continue
             ethertype, payload = conv
-            data = b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + struct.pack("!H", ethertype) + payload
-        out += struct.pack("<IIII", ts, us, len(data), len(data)) + data
+            data = ethernet(payload, ethertype)
+        out += pcap_record(ts * 10**9 + us * 1000, data)
     tmp.unlink()
     dst.write_bytes(bytes(out))
     return dst

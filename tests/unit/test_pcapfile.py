@@ -16,6 +16,14 @@ from hypothesis import strategies as st
 
 from appliance.collector.receive.packets import PacketBatch, words_to_address
 from appliance.collector.receive.pcapfile import PcapFormatError, PcapReader, read_pcap
+from appliance.synth import (
+    enhanced_packet,
+    interface_description,
+    pcap_header,
+    pcap_record,
+    pcapng_block,
+    section_header,
+)
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 NETFLOW_PCAPS = sorted((CORPUS / "netflow").rglob("*.pcap")) if CORPUS.is_dir() else []
@@ -72,41 +80,13 @@ def sll2(ip: bytes) -> bytes:
 
 
 def pcap(frames: list[tuple[int, bytes]], link: int = 1, endian: str = "<", nano: bool = False) -> bytes:
-    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-    out = [struct.pack(endian + "IHHiIII", magic, 2, 4, 0, 0, 65535, link)]
-    for ts, frame in frames:
-        sec, rest = divmod(ts, 10**9)
-        out.append(struct.pack(endian + "IIII", sec, rest if nano else rest // 1000, len(frame), len(frame)))
-        out.append(frame)
-    return b"".join(out)
-
-
-def block(kind: int, body: bytes, endian: str = "<") -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    return struct.pack(endian + "II", kind, 12 + len(body)) + body + struct.pack(endian + "I", 12 + len(body))
-
-
-def shb(endian: str = "<") -> bytes:
-    return block(0x0A0D0D0A, struct.pack(endian + "IHHq", 0x1A2B3C4D, 1, 0, -1), endian)
-
-
-def idb(link: int, tsresol: int | None = None, tsoffset: int = 0, endian: str = "<") -> bytes:
-    opts = b""
-    if tsresol is not None:
-        opts += struct.pack(endian + "HHB3x", 9, 1, tsresol)
-    if tsoffset:
-        opts += struct.pack(endian + "HHq", 14, 8, tsoffset)
-    if opts:
-        opts += struct.pack(endian + "HH", 0, 0)
-    return block(1, struct.pack(endian + "HHI", link, 0, 0) + opts, endian)
-
-
-def epb(iface: int, ticks: int, frame: bytes, endian: str = "<") -> bytes:
-    return block(6, struct.pack(endian + "IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)) + frame, endian)
+    records = b"".join(pcap_record(ts, frame, nanoseconds=nano, byteorder=endian) for ts, frame in frames)
+    return pcap_header(link, nanoseconds=nano, snaplen=65535, byteorder=endian) + records
 
 
 def spb(frame: bytes, endian: str = "<") -> bytes:
-    return block(3, struct.pack(endian + "I", len(frame)) + frame, endian)
+    """A simple packet block (the pcapng writer has no use for them)."""
+    return pcapng_block(3, struct.pack(endian + "I", len(frame)) + frame, endian)
 
 
 def rows(batches: list[PacketBatch] | PacketBatch) -> list[tuple[int, str, int, bytes]]:
@@ -216,18 +196,18 @@ def test_pcapng_interfaces_tsresol_tsoffset_spb_and_sections(tmp_path: Path) -> 
     v4 = ipv4("198.51.100.1", udp(b"eth-ns", 1111))
     v6 = ipv6("2001:db8::9", udp(b"sll-2^-20", 2222))
     data = b"".join([
-        shb(),
-        idb(1, tsresol=9),
-        idb(113, tsresol=0x80 | 20, tsoffset=100),  # binary fraction, 100 s offset
-        idb(228),  # default: microseconds
-        epb(0, T0, eth(v4)),
-        epb(1, (5 << 20) | (1 << 19), sll(v6)),  # 5.5 s + 100 s
+        section_header(),
+        interface_description(1, tsresol=9),
+        interface_description(113, tsresol=0x80 | 20, tsoffset=100),  # binary fraction, 100 s offset
+        interface_description(228, tsresol=None),  # default: microseconds
+        enhanced_packet(0, T0, eth(v4)),
+        enhanced_packet(1, (5 << 20) | (1 << 19), sll(v6)),  # 5.5 s + 100 s
         spb(eth(ipv4("198.51.100.2", udp(b"spb", 3333)))),  # interface 0, previous timestamp
-        epb(2, 1_500_000, ipv4("198.51.100.3", udp(b"raw-us", 4444))),
-        shb(">"),  # a new big-endian section forgets the interfaces above
-        idb(101, tsresol=3, endian=">"),
-        block(0x0BAD, b"custom block skipped", ">"),
-        epb(0, 42, ipv6("2001:db8::a", udp(b"be", 5555)), ">"),
+        enhanced_packet(2, 1_500_000, ipv4("198.51.100.3", udp(b"raw-us", 4444))),
+        section_header(">"),  # a new big-endian section forgets the interfaces above
+        interface_description(101, tsresol=3, byteorder=">"),
+        pcapng_block(0x0BAD, b"custom block skipped", ">"),
+        enhanced_packet(0, 42, ipv6("2001:db8::a", udp(b"be", 5555)), ">"),
     ])
     path = tmp_path / "multi.pcapng"
     path.write_bytes(data)
@@ -277,9 +257,9 @@ def test_truncated_pcap_names_file_and_record_offset(tmp_path: Path) -> None:
         ("empty", b"", 0),
         ("magic", b"GIF89a" + b"\0" * 40, 0),
         ("short-header", b"\xd4\xc3\xb2\xa1\x02\x00", 0),
-        ("block-length", shb() + b"\x01\0\0\0\x0d\0\0\0" + b"\0" * 8, len(shb())),
-        ("no-idb", shb() + epb(0, 1, b"\0" * 20), len(shb())),
-        ("trailer", shb()[:-4] + b"\0\0\0\0", 0),
+        ("block-length", section_header() + b"\x01\0\0\0\x0d\0\0\0" + b"\0" * 8, len(section_header())),
+        ("no-idb", section_header() + enhanced_packet(0, 1, b"\0" * 20), len(section_header())),
+        ("trailer", section_header()[:-4] + b"\0\0\0\0", 0),
         ("bad-bom", b"\x0a\x0d\x0d\x0a\x1c\0\0\0" + b"\0" * 20, 0),
     ],
 )
@@ -290,7 +270,7 @@ def test_corrupt_files(tmp_path: Path, name: str, data: bytes, offset: int) -> N
 
 
 _GOOD = pcap([(T0 + i, eth(ipv4("10.6.0.1", udp(b"p" * i)))) for i in range(6)])
-_GOOD_NG = shb() + idb(1, 9) + b"".join(epb(0, T0 + i, eth(ipv6("2001:db8::6", udp(b"q" * i)))) for i in range(6))
+_GOOD_NG = section_header() + interface_description(1) + b"".join(enhanced_packet(0, T0 + i, eth(ipv6("2001:db8::6", udp(b"q" * i)))) for i in range(6))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -365,13 +345,14 @@ def test_corpus_matches_tshark(path: Path) -> None:
 @needs_tshark
 def test_synthetic_pcapng_matches_tshark(tmp_path: Path) -> None:
     frames = [
-        epb(0, T0, eth(ipv4("203.0.113.1", udp(b"a" * 30, 1)), (0x8100,))),
-        epb(1, 7 << 20, sll(ipv6("2001:db8::b", udp(b"b" * 31, 2), ext=[(0, b"\x01\x04\0\0\0\0")]))),
-        epb(0, T0 + 5, eth(ipv4("203.0.113.2", udp(b"c" * 32, 3), options=b"\x01" * 8), (0x88A8, 0x8100))),
-        epb(2, 123_456_789, sll2(ipv4("203.0.113.4", udp(b"d" * 33, 4)))),
+        enhanced_packet(0, T0, eth(ipv4("203.0.113.1", udp(b"a" * 30, 1)), (0x8100,))),
+        enhanced_packet(1, 7 << 20, sll(ipv6("2001:db8::b", udp(b"b" * 31, 2), ext=[(0, b"\x01\x04\0\0\0\0")]))),
+        enhanced_packet(0, T0 + 5, eth(ipv4("203.0.113.2", udp(b"c" * 32, 3), options=b"\x01" * 8), (0x88A8, 0x8100))),
+        enhanced_packet(2, 123_456_789, sll2(ipv4("203.0.113.4", udp(b"d" * 33, 4)))),
     ]
     path = tmp_path / "synthetic.pcapng"
-    path.write_bytes(shb() + idb(1, 9) + idb(113, 0x80 | 20, tsoffset=3) + idb(276, 6) + b"".join(frames))
+    ifaces = interface_description(1) + interface_description(113, tsresol=0x80 | 20, tsoffset=3)
+    path.write_bytes(section_header() + ifaces + interface_description(276, tsresol=6) + b"".join(frames))
     got, _ = read_all(path)
     assert len(got) == 4 and got == tshark_udp(path)
 
@@ -404,7 +385,7 @@ def test_million_packets_parse_fast(tmp_path: Path) -> None:
     import time
 
     frame = eth(ipv4("10.7.0.1", udp(b"v" * 72)))
-    record = struct.pack("<IIII", 1, 2, len(frame), len(frame)) + frame
+    record = pcap_record(1_000_002_000, frame)
     path = tmp_path / "million.pcap"
     path.write_bytes(pcap([]) + record * 1_000_000)
     list(read_pcap(path, chunk=1000))  # compile/load the numba cache outside the timing

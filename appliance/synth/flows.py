@@ -1,4 +1,4 @@
-"""Synthetic but realistic flow records, encoded once with our encoders.
+"""Synthetic but realistic flow records, and the datagrams our encoders make of them.
 
 Value distributions follow what a border router exports: a few thousand busy hosts
 (Zipf-like popularity) inside a 65 k-address pool, mostly TCP to a handful of service
@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.netflow.encoder import IPFIXEncoder, V5Encoder, V9Encoder, template_for
+from appliance.netflow import IPFIXEncoder, V5Encoder, V9Encoder, template_for
 
-__all__ = ["IPFIX6_FIELDS", "V9_FIELDS", "flows", "ipfix6_packets", "v5_packets", "v9_packets"]
+__all__ = [
+    "BOOT_NS",
+    "IPFIX6_FIELDS",
+    "NOW_NS",
+    "V9_FIELDS",
+    "flows",
+    "ipfix6_datagrams",
+    "now_ns",
+    "v5_datagrams",
+    "v9_datagrams",
+]
 
 #: The typical v9 template of a router (19 fields, 54 bytes a record: 25 records a datagram).
 V9_FIELDS: list[str | tuple[str, int]] = [
@@ -31,8 +41,9 @@ IPFIX6_FIELDS: list[str | tuple[str, int]] = [
 _SERVICE_PORTS = np.array([443, 80, 53, 123, 22, 25, 993, 3389, 8080, 5060, 1194, 179])
 _SERVICE_P = np.array([0.46, 0.18, 0.12, 0.03, 0.03, 0.02, 0.02, 0.02, 0.04, 0.02, 0.02, 0.04])
 _MTU = 1400
-_BOOT_NS = 1_700_000_000 * 10**9
-_NOW_NS = _BOOT_NS + 86_400 * 10**9  # one day of uptime
+#: when the exporter booted, and the moment the records are exported (one day of uptime)
+BOOT_NS = 1_700_000_000 * 10**9
+NOW_NS = BOOT_NS + 86_400 * 10**9
 
 
 def _zipf_index(rng: np.random.Generator, n: int, pool: int, a: float = 1.1) -> np.ndarray:
@@ -64,7 +75,7 @@ def flows(n: int, seed: int = 1, ipv6: bool = False) -> dict[str, np.ndarray]:
     packets = np.minimum(packets, 10_000_000)
     avg_size = rng.choice(np.array([64, 120, 576, 1200, 1460]), n, p=[0.3, 0.2, 0.15, 0.15, 0.2])
     nbytes = np.minimum(packets * avg_size.astype(np.uint64), 2**32 - 1).astype(np.uint64)
-    uptime_ms = (_NOW_NS - _BOOT_NS) // 10**6
+    uptime_ms = (NOW_NS - BOOT_NS) // 10**6
     duration = np.minimum(rng.exponential(8_000, n), 120_000).astype(np.uint64)
     last = (uptime_ms - rng.integers(0, 60_000, n)).astype(np.uint64)
     first = last - duration
@@ -85,8 +96,8 @@ def flows(n: int, seed: int = 1, ipv6: bool = False) -> dict[str, np.ndarray]:
         "direction": inbound.astype(np.uint64) ^ 1,
         "first_switched": first,
         "last_switched": last,
-        "flow_start_ms": first + _BOOT_NS // 10**6,
-        "flow_end_ms": last + _BOOT_NS // 10**6,
+        "flow_start_ms": first + BOOT_NS // 10**6,
+        "flow_end_ms": last + BOOT_NS // 10**6,
     }
     if ipv6:
         cols["src_addr6"] = hosts[src_i]
@@ -103,34 +114,35 @@ def flows(n: int, seed: int = 1, ipv6: bool = False) -> dict[str, np.ndarray]:
     return cols
 
 
-def _clock() -> int:
-    return _NOW_NS
+def now_ns() -> int:
+    """The encoders' clock: always `NOW_NS`, so every run encodes the same datagrams."""
+    return NOW_NS
 
 
-def v9_packets(n: int, seed: int = 1, source_id: int = 1) -> tuple[list[bytes], list[bytes], int]:
+def v9_datagrams(n: int, seed: int = 1, source_id: int = 1) -> tuple[list[bytes], list[bytes], int]:
     """(template datagrams, data datagrams without templates, records) for `n` flows."""
     enc = V9Encoder(
-        [template_for(V9_FIELDS, 256)], source_id=source_id, mtu=_MTU, clock=_clock,
-        boot_ns=_BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0,
+        [template_for(V9_FIELDS, 256)], source_id=source_id, mtu=_MTU, clock=now_ns,
+        boot_ns=BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0,
     )  # fmt: skip
     templates = enc.encode_templates()
     return templates, enc.encode(flows(n, seed)), n
 
 
-def ipfix6_packets(n: int, seed: int = 2) -> tuple[list[bytes], list[bytes], int]:
-    """As `v9_packets`, IPFIX with IPv6 addresses (64-byte fields: fewer records a datagram)."""
+def ipfix6_datagrams(n: int, seed: int = 2) -> tuple[list[bytes], list[bytes], int]:
+    """As `v9_datagrams`, IPFIX with IPv6 addresses (64-byte fields: fewer records a datagram)."""
     enc = IPFIXEncoder(
         [template_for(IPFIX6_FIELDS, 256, ipv6=True)], observation_domain=1, mtu=_MTU,
-        clock=_clock, boot_ns=_BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0,
+        clock=now_ns, boot_ns=BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0,
     )  # fmt: skip
     templates = enc.encode_templates()
     return templates, enc.encode(flows(n, seed, ipv6=True)), n
 
 
-def v5_packets(n: int, seed: int = 3) -> tuple[list[bytes], list[bytes], int]:
+def v5_datagrams(n: int, seed: int = 3) -> tuple[list[bytes], list[bytes], int]:
     """v5 datagrams (30 records each at MTU 1500); v5 counters and AS/ifindex fit 16/32 bits."""
     cols = flows(n, seed)
     cols["src_as"] = cols["src_as"] & 0xFFFF
     cols["dst_as"] = cols["dst_as"] & 0xFFFF
-    enc = V5Encoder(mtu=1500, clock=_clock, boot_ns=_BOOT_NS, overflow="clamp")
+    enc = V5Encoder(mtu=1500, clock=now_ns, boot_ns=BOOT_NS, overflow="clamp")
     return [], enc.encode(cols), n
