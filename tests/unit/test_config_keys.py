@@ -15,7 +15,7 @@ from appliance.collector.config import load_config, load_devices, load_objects, 
 CONFIG = """{
   "capture": [{"socket": {"listen_on": "127.0.0.1", "port": 2055}}],
   "sflow-capture": [{"socket": {"port": 6343}}],
-  "geodb": "/var/lib/xenoeye/geoip/",
+  "db-type": "ch",
   "clsf-dir": "/var/lib/xenoeye/clsf/",
   "stats-intervall": 10,
   "mo-dir": "MO"
@@ -49,8 +49,8 @@ def test_collector_config_keys(tmp_path: Path) -> None:
     assert cfg.warnings == [
         f"{conf}:3:3: warning: key 'sflow-capture' is xenoeye's (sFlow v5 input); Mirrorflow does not support it "
         "yet and ignores it",
-        f"{conf}:4:3: warning: key 'geodb' is xenoeye's (GeoIP/AS databases built by xemkgeodb); Mirrorflow does "
-        "not support it yet and ignores it",
+        f"{conf}:4:3: warning: key 'db-type' is xenoeye's (ClickHouse SQL files (Mirrorflow writes PostgreSQL SQL "
+        "and COPY)); Mirrorflow does not support it yet and ignores it",
         f"{conf}:5:3: warning: key 'clsf-dir' is xenoeye's (the classification database); Mirrorflow does not "
         "support it yet and ignores it",
         f"{conf}:6:3: warning: key 'stats-intervall' is unknown and ignored; did you mean 'stats-interval'?",
