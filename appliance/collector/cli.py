@@ -36,6 +36,8 @@ examples:
 jsonl records carry exporter, source_id, template_id, record_kind (data/options/v5), then
 every field under its registry name: addresses as text, the rest as raw integers (raw wire
 values unless --apply-sampling), unknown fields as hex under e<PEN>.<id> / id<id>.
+With --geoip FILE.mmdb (repeatable), records end with src_country, dst_country, src_asn,
+dst_asn, src_as_org… as text ("" when the database does not know the address).
 """
 
 
@@ -74,6 +76,9 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
                    help="live API + Prometheus /metrics (default 127.0.0.1:8787 live, off with --pcap; 'off')")
     p.add_argument("--probe-stats", type=Path, metavar="FILE",
                    help="the probe's stats.json served at /api/v1/probe (default /run/mirrorflow/probe/stats.json)")
+    p.add_argument("--geoip", action="append", type=Path, metavar="FILE",
+                   help="GeoIP/ASN database (.mmdb: GeoLite2, DB-IP lite, IPinfo lite) or a folder of them, "
+                        "repeatable: adds src/dst country, asn, as-org… (docs/enrichment.md)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_collect)
 
@@ -93,6 +98,8 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
                         ("notifications_dir", args.notifications_dir)):  # fmt: skip
         if value is not None:
             setattr(cfg, attr, value)
+    if args.geoip:
+        cfg.geoip = list(args.geoip)
     return cfg
 
 
@@ -168,6 +175,8 @@ def add_decode_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", action="append", type=int, help="only UDP packets to these ports")
     p.add_argument("--no-options", action="store_true", help="leave out options records")
     p.add_argument("--stats", action="store_true", help="print per-exporter statistics to stderr at the end")
+    p.add_argument("--geoip", action="append", type=Path, metavar="FILE",
+                   help="GeoIP/ASN .mmdb database or folder (repeatable): records get src/dst country, asn…")
     p.set_defaults(func=run_decode)
 
 
@@ -177,18 +186,29 @@ def run_decode(args: argparse.Namespace) -> int:
     from appliance.collector.decode.decoder import Decoder
     from appliance.collector.config.devices import load_devices
     from appliance.collector.decode.dump import format_jsonl, format_text, records
+    from appliance.collector.enrich import Enricher, texts
     from appliance.collector.receive.pcapfile import PcapReader
 
     fmt = format_jsonl if args.format == "jsonl" else format_text
     try:
         devices = load_devices(args.devices) if args.devices else []
         dec = Decoder(apply_sampling=args.apply_sampling, emit_options=not args.no_options, devices=devices)
+        enricher = Enricher(args.geoip) if args.geoip else None
         out = sys.stdout
         for path in args.files:
             with PcapReader(path, ports=args.port) as reader:
                 for packets in reader.batches():
                     for batch in dec.decode(packets):
-                        out.write("".join(fmt(r) + "\n" for r in records(batch, dec)))
+                        if enricher is None:
+                            out.write("".join(fmt(r) + "\n" for r in records(batch, dec)))
+                            continue
+                        enricher.enrich(batch)
+                        names = texts(batch)
+                        lines = []
+                        for i, r in enumerate(records(batch, dec)):
+                            r.update((k, str(v[i])) for k, v in names.items())
+                            lines.append(fmt(r) + "\n")
+                        out.write("".join(lines))
     except (MirrorflowError, OSError) as exc:
         print(f"mirrorflow decode: {exc}", file=sys.stderr)
         return 2

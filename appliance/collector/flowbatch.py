@@ -63,6 +63,14 @@ class FlowBatch:
             return np.zeros(self.n, dtype=np.uint64)
         return arr
 
+    def set(self, name: str, values: np.ndarray) -> None:
+        """Add or replace a column (enrichment adds its columns right after decoding)."""
+        f = self.registry[name]
+        if f.ftype == FieldType.IPV6 and f.column6 >= 0:
+            self._cols6[f.column6] = values
+        else:
+            self._cols[f.column] = values
+
     def names(self) -> list[str]:
         """Names of the fields present in this batch, in registry order."""
         out = []

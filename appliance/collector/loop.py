@@ -55,9 +55,14 @@ class Collector:
             devices=devices,
             template_file=config.templates_file,
             pending_max_age_s=config.pending_max_age_s,
+            template_quota=int(config.template_quota),
+            template_max_age_s=config.template_max_age_s,
+            allowed_exporters=config.allowed_exporters,
         )
         self.dumper = FlowDumper(config.dump_flows, self.decoder, config.dump_format)
         self.sinks = list(sinks)
+        #: called on every decoded batch before the sinks, to add columns (the enrichment stage)
+        self.enrich: FlowSink | None = None
         if self.dumper.enabled:
             self.sinks.append(self.dumper.dump)
         self.clock = clock
@@ -80,6 +85,8 @@ class Collector:
         n = 0
         for batch in self.decoder.decode(packets):
             n += batch.n
+            if self.enrich is not None:
+                self.enrich(batch)
             for sink in self.sinks:
                 sink(batch)
         self.records += n

@@ -28,6 +28,7 @@ from appliance.collector.config.runtime import Runtime, load_runtime
 from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.decode.decoder import Decoder
 from appliance.collector.decode.dump import FlowDumper
+from appliance.collector.enrich import Enricher, unprovided
 from appliance.collector.export.archive import ArchiveSettings, FlowArchive
 from appliance.collector.export.postgres import PgExporter
 from appliance.collector.export.spool import DEFAULT_SPOOL, Spool
@@ -126,6 +127,12 @@ class Pipeline:
         for w in cfg.warnings + (runtime.warnings if runtime is not None else []):
             log.warning("%s", w)
         self.collector = Collector(cfg, clock=clock)
+        #: GeoIP/ASN enrichment (cfg.geoip): columns added to every batch before the sinks
+        self.enricher: Enricher | None = Enricher(cfg.geoip) if cfg.geoip else None
+        if runtime is not None:
+            missing = unprovided(runtime.objects, self.enricher.provides if self.enricher else frozenset())
+            if missing:
+                raise ConfigErrors(missing)
         self.monitoring: Monitoring | None = None
         if runtime is not None:
             self.monitoring = Monitoring(cfg, runtime, self.collector.decoder, live)
@@ -158,6 +165,9 @@ class Pipeline:
                 self.monitoring.monitor.row_sinks.append(self.live.on_rows)
                 self.monitoring.monitor.exporters.append(self.live.on_window)
         self.collector.sinks = sinks
+        if self.enricher is not None:
+            self.collector.enrich = self.enricher
+            self.collector.stats_sections["geoip"] = self.enricher.stats
         self.collector.tickers = [self.tick]
         if self.monitoring is not None:
             self.collector.stats_sections["monitoring"] = self.monitoring.monitor.stats
@@ -190,13 +200,20 @@ class Pipeline:
         self._reload.set()
 
     def reload(self) -> bool:
-        """Re-read objects, filters, windows, IP lists and devices; all or nothing (SIGHUP)."""
+        """Re-read objects, filters, windows, IP lists and devices; all or nothing (SIGHUP).
+        The GeoIP/ASN databases reload in the background (the loaded ones serve until then)."""
+        if self.enricher is not None:
+            self.enricher.reload()
         if self.cfg.mo_dir is None and self.cfg.devices_file is None and self.cfg.iplists_dir is None:
             return False
         try:
             rt = load_runtime(self.cfg)
         except ConfigErrors as exc:
             log.error("reload refused, the running configuration stays: %d error(s):\n%s", len(exc.errors), exc)
+            return False
+        missing = unprovided(rt.objects, self.enricher.provides if self.enricher else frozenset())
+        if missing:
+            log.error("reload refused, the running configuration stays:\n%s", ConfigErrors(missing))
             return False
         if self.monitoring is not None:
             self.monitoring.replace(rt)

@@ -588,6 +588,20 @@ VIRTUAL: tuple[tuple[int, str, FieldType, str], ...] = (
     (65510, "template_slot", U, "collector-internal template slot (for dumps)"),
     (65511, "record_offset", U, "offset of the record in the receive buffer (for dumps)"),
     (65512, "version", U, "NetFlow version of the packet (5, 9, 10)"),
+    # filled by the enrichment stage (appliance.collector.enrich) from .mmdb databases;
+    # codes: countries/continents 'D' << 8 | 'E', texts index appliance.collector.fields.geo.TEXTS
+    *((65513 + 2 * i + k, f"{side}_{name}", U, f"{'source' if k == 0 else 'destination'} {desc}")
+      for i, (name, desc) in enumerate((
+          ("country", "country ISO code (GeoIP; code 'D'<<8|'E', 0 = unknown)"),
+          ("continent", "continent code (GeoIP; code 'E'<<8|'U', 0 = unknown)"),
+          ("asn", "AS number from the ASN database (0 = unknown)"),
+          ("as_org", "AS organisation (ASN database; text code)"),
+          ("state", "state / region (City database; text code)"),
+          ("city", "city (City database; text code)"),
+          ("zip", "postal code (City database; text code)"),
+          ("lat", "latitude (City database; text code)"),
+          ("long", "longitude (City database; text code)"),
+      )) for k, side in enumerate(("src", "dst"))),
 )
 
 #: The names ``decode --format jsonl`` always uses for the common fields.

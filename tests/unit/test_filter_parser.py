@@ -147,7 +147,7 @@ def test_parses_to(text: str, tree: str) -> None:
         ("sni 'x'", "sni", "sFlow payload parsing"),
         ("class0 'x'", "class0", "classification"),
         ("dev-mark 1", "dev-mark", "not supported yet"),
-        ("asd(src host) 'Google'", "asd", "GeoIP/AS databases"),
+        ("asd(src port) 'Google'", "asd", "takes one address"),
         ("nosuch(port) 1", "nosuch", "unknown function 'nosuch(...)'"),
         ("sampling_probability 1", "sampling_probability", "floating-point field"),
         ("port 'abc", "'abc", "string is not closed"),

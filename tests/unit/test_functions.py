@@ -195,7 +195,7 @@ def test_column_names_and_types() -> None:
      ("min(port, dst port)", "write 'src port' or 'dst port'"), ("min(octets, packets)", "not the aggregate"),
      ("div_l(octets, packets, 1)", "must be ≥ 2"), ("div_r(octets, packets, x)", "is a number"),
      ("mfreq(src as, dst as)", "16-bit"), ("tfstr(src host)", "works on numbers"),
-     ("asd(src host)", "GeoIP/AS databases"), ("nosuch(octets)", "unknown function"),
+     ("asd(src port)", "takes one address"), ("nosuch(octets)", "unknown function"),
      ("min(src port desc, dst port)", "after the whole call"), ("div(octets, packets", "closing")],
 )  # fmt: skip
 def test_bad_function_fields(text: str, words: str) -> None:
@@ -289,7 +289,7 @@ def test_filter_mfreq_counts_each_argument_once_and_only_within() -> None:
 
 @pytest.mark.parametrize(
     ("text", "col", "words"),
-    [("div(octets) 1", 1, "takes 2 argument"), ("country(src host) 'RU'", 1, "GeoIP/AS databases"),
+    [("div(octets) 1", 1, "takes 2 argument"), ("country(src port) 'RU'", 1, "takes one address"),
      ("tfstr(tcp-flags)", 17, "expected a text"), ("div(octets, packets) abc", 22, "not a number"),
      ("foo(port) 1", 1, "unknown function"), ("port 80 and min(src port, dst port", 13, "not closed")],
 )  # fmt: skip

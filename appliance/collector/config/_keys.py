@@ -12,7 +12,6 @@ __all__ = ["key_warnings", "XENOEYE_CONFIG_KEYS", "XENOEYE_MO_KEYS"]
 XENOEYE_CONFIG_KEYS = {
     "sflow-capture": "sFlow v5 input",
     "clsf-dir": "the classification database",
-    "geodb": "GeoIP/AS databases built by xemkgeodb",
     "db-type": "ClickHouse SQL files (Mirrorflow writes PostgreSQL SQL and COPY)",
     "db-export": "a script run after each export pass",
     "ch-codec": "ClickHouse column codecs",

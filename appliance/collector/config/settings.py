@@ -22,18 +22,25 @@ A xenoeye.conf works unchanged (JSON with comments). Keys the collector reads to
   "spool-dir": "/var/lib/mirrorflow/spool",               // windows waiting for the database
   "spool-max-mb": 1024, "spool-max-files": 100000,        // the spool's bound (then: alarm)
   "notifications-dir": "/var/lib/mirrorflow/notifications", // moving-average alert files
-  "script-timeout": 30                                    // s before an alert script is killed
+  "script-timeout": 30,                                   // s before an alert script is killed
+  "templates-per-exporter": 1024,                         // template quota of one exporter address
+  "template-max-age": 3600,                               // s: unused templates are dropped
+  "allowed-exporters": ["192.0.2.0/24", "2001:db8::/32"], // decode only these sources (default: all)
+  "geoip": ["/var/lib/mirrorflow/geoip/dbip-country-lite.mmdb"], // .mmdb files or folders
+  "geodb": "/var/lib/mirrorflow/geoip"                    // xenoeye's key: a folder of .mmdb files
 }
 ```
 
 Unlike xenoeye, ``listen-on`` is honoured and IPv6 works. A key Mirrorflow does not read gets a
 warning with its position (``check-config`` prints it, the collector logs it at start): a typo
 with the nearest known key, a xenoeye key that is not supported yet (``sflow-capture``,
-``geodb``, ``clsf-dir``, ``db-type``, ``db-export``, ``ch-codec``) named as such.
+``clsf-dir``, ``db-type``, ``db-export``, ``ch-codec``) named as such. ``geodb`` (xenoeye's) and
+``geoip`` name .mmdb GeoIP/ASN databases or folders of them (docs/enrichment.md).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +56,8 @@ CONFIG_KEYS = frozenset({
     "capture", "templates.db", "devices", "debug.dump-flows", "rcvbufsize_m", "stats-interval", "stats-file",
     "pending-max-age", "mo-dir", "iplists-dir", "export-dir", "db", "spool-dir", "spool-max-mb", "spool-max-files",
     "notifications-dir", "script-timeout", "api", "probe-stats", "probe-address", "api-flows",
+    "templates-per-exporter", "template-max-age", "allowed-exporters",
+    "geoip", "geodb",
 })  # fmt: skip
 
 
@@ -74,6 +83,12 @@ class CollectorConfig:
     spool_max_files: int = 100_000
     notifications_dir: Path | None = Path("/var/lib/mirrorflow/notifications")
     script_timeout_s: float = 30.0
+    template_quota: int = 1024
+    template_max_age_s: float = 3600.0
+    #: networks whose datagrams are decoded; None: every source
+    allowed_exporters: list[str] | None = None
+    #: GeoIP/ASN .mmdb files or folders of them (appliance.collector.enrich)
+    geoip: list[Path] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
     #: FILE:LINE:COLUMN: warning: ... for keys the collector does not read
     warnings: list[str] = field(default_factory=list)
@@ -141,16 +156,38 @@ def load_config(path: Path | str) -> CollectorConfig:
         if not isinstance(doc["db"], str):
             raise ConfigError(p, 0, 0, 'db must be a PostgreSQL connection string like "host=/run/postgresql dbname=mirrorflow"')
         cfg.db = doc["db"] or None
+    for key in ("geoip", "geodb"):
+        value = doc.get(key)
+        if value is None:
+            continue
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
+            raise ConfigError(p, 0, 0, f'{key} must be a .mmdb file or folder, or a list of them: '
+                                       '["/var/lib/mirrorflow/geoip/dbip-country-lite.mmdb"]')
+        cfg.geoip.extend(Path(v) for v in items)
     dump = doc.get("debug.dump-flows", "none")
     if not isinstance(dump, str):
         raise ConfigError(p, 0, 0, "debug.dump-flows must be \"none\", \"syslog\", \"stdout\" or a file path")
     cfg.dump_flows = dump
     for key, attr in (("rcvbufsize_m", "rcvbuf_mb"), ("stats-interval", "stats_interval_s"),
                       ("pending-max-age", "pending_max_age_s"), ("spool-max-mb", "spool_max_mb"),
-                      ("spool-max-files", "spool_max_files"), ("script-timeout", "script_timeout_s")):  # fmt: skip
+                      ("spool-max-files", "spool_max_files"), ("script-timeout", "script_timeout_s"),
+                      ("templates-per-exporter", "template_quota"), ("template-max-age", "template_max_age_s")):  # fmt: skip
         if key in doc:
             value = doc[key]
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(p, 0, 0, f"{key} must be a non-negative number")
             setattr(cfg, attr, value)
+    if "allowed-exporters" in doc:
+        nets = doc["allowed-exporters"]
+        if not isinstance(nets, list) or not all(isinstance(n, str) for n in nets):
+            line, col = loc.where(("allowed-exporters",))
+            raise ConfigError(p, line, col, 'allowed-exporters must be a list of networks like ["192.0.2.0/24", "2001:db8::/32"]')
+        for i, n in enumerate(nets):
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                line, col = loc.where(("allowed-exporters", i))
+                raise ConfigError(p, line, col, f"allowed-exporters: {n!r} is not an IPv4 or IPv6 network") from None
+        cfg.allowed_exporters = list(nets)
     return cfg

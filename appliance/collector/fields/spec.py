@@ -10,9 +10,11 @@ the same names as in filters, ``src``/``dst`` prefix; a two-sided name without p
 (``min(src port, dst port)``), as in xenoeye. The column name is xenoeye's: the text with
 every non-alphanumeric character replaced by ``_`` (``div(octets, packets)`` →
 ``div_octets__packets_``). Text fields of the registry (``if_name``, ``http_host``…) are
-grouped by a 128-bit hash of their bytes and exported as TEXT. The GeoIP and AS functions
-(``country()``, ``asn()``, ``asd()``, …) need xenoeye's geo databases, which Mirrorflow does
-not read: they are refused with a message saying so.
+grouped by a 128-bit hash of their bytes and exported as TEXT. xenoeye's GeoIP and AS functions
+of an address (``continent``, ``country_code``, ``country``, ``state``, ``city``, ``zip``,
+``lat``, ``long``, ``asn``, ``asd`` of ``src host`` / ``dst host``) read the columns the
+enrichment stage adds from .mmdb databases (`appliance.collector.fields.geo`; unknown → ``?``,
+``asn`` a number, 0 unknown); so do the field names ``src country``, ``dst asn``, ``as-org``….
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.collector.fields import functions as fn
+from appliance.collector.fields import geo
 from appliance.collector.fields.table import FILTER_FIELDS, ValueKind
 from appliance.collector.flowbatch import FlowBatch
 from appliance.netflow.registry import REGISTRY, FieldType
@@ -46,9 +49,9 @@ _FUNCTIONS: dict[str, tuple[str, int, bool]] = {
     "mfreq": ("mfreq", 2, False), "tfstr": ("tfstr", 1, False), "portstr": ("portstr", 1, False),
     "ppstr": ("ppstr", 2, False),
 }  # fmt: skip
-_GEO_FUNCTIONS = ("continent", "country_code", "country", "state", "city", "zip", "lat", "long", "asn", "asd")
+_GEO_FUNCTIONS = tuple(geo.GEO_FUNCTIONS)
 #: functions whose value is text (computed as a code, rendered at export)
-TEXT_FUNCTIONS = frozenset({"tfstr", "portstr", "ppstr"})
+TEXT_FUNCTIONS = frozenset({"tfstr", "portstr", "ppstr", *(f for f in _GEO_FUNCTIONS if f != "asn")})
 
 
 class FieldError(ValueError):
@@ -116,6 +119,8 @@ class FieldSpec:
     @property
     def columns_read(self) -> tuple[str, ...]:
         """Registry names this field (or function) reads."""
+        if self.func in geo.GEO_FUNCTIONS:
+            return (self.source,)  # type: ignore[return-value]
         if self.func is not None:
             return tuple(c for a in self.args for c in a.columns_read)
         return tuple(c for c in (self.source, self.source6, *self.alternatives) if c)
@@ -165,6 +170,8 @@ class FieldSpec:
 
     def _function(self, batch: FlowBatch, rows: np.ndarray | None, freq: np.ndarray | None) -> np.ndarray:
         f = self.func
+        if f in geo.GEO_FUNCTIONS:
+            return batch[self.source]  # type: ignore[index]
         if f in ("div", "div_r", "div_l"):
             a, b = (x.values(batch) for x in self.args)
             out = np.empty(batch.n, dtype=np.uint64)
@@ -191,6 +198,10 @@ class FieldSpec:
 
     def render(self, codes: np.ndarray) -> np.ndarray:
         """Text of a CODE field's codes (an object array)."""
+        if self.func is None:
+            return geo.render(self.source, codes)  # type: ignore[arg-type]
+        if self.func in geo.GEO_FUNCTIONS:
+            return geo.function_render(self.func, codes)
         if self.func == "tfstr":
             return np.array(fn.TFSTR, dtype=object)[codes.astype(np.int64)]
         if self.func == "portstr":
@@ -273,7 +284,7 @@ def _named_key(text: str, column: str, desc: bool, name: str, direction: str | N
     if f.kind in (ValueKind.IP, ValueKind.IP6):
         return FieldSpec(text, column, desc, False, v6[0], kind=KeyKind.IPV6)
     kind = {ValueKind.IP4: KeyKind.IPV4, ValueKind.MAC: KeyKind.MAC,
-            ValueKind.TEXT: KeyKind.TEXT}.get(f.kind, KeyKind.NUMBER)  # fmt: skip
+            ValueKind.TEXT: KeyKind.TEXT, ValueKind.CODE: KeyKind.CODE}.get(f.kind, KeyKind.NUMBER)  # fmt: skip
     return FieldSpec(text, column, desc, False, v4[0], kind=kind, alternatives=v4[1:])
 
 
@@ -290,9 +301,7 @@ def parse_call(text: str, bare: str, column: str | None = None, desc: bool = Fal
     m = re.fullmatch(r"\s*([A-Za-z_]+)\s*\((.*)\)\s*", bare, re.S)
     name = re.match(r"\s*([A-Za-z_]+)", bare).group(1).lower()  # type: ignore[union-attr]
     if name in _GEO_FUNCTIONS:
-        raise FieldError(f"{text!r}: {name}() needs xenoeye's GeoIP/AS databases (geodb, built by "
-                         "xemkgeodb), which Mirrorflow does not read; remove it (use 'as' for AS numbers "
-                         "the exporter sends)")  # fmt: skip
+        return _geo_call(text, bare, name, m, column, desc)
     if name not in _FUNCTIONS:
         known = ", ".join(sorted({v[0] for v in _FUNCTIONS.values()}))
         raise FieldError(f"{text!r}: unknown function {name}(); known: {known}")
@@ -348,3 +357,23 @@ def parse_call(text: str, bare: str, column: str | None = None, desc: bool = Fal
     if column is None:
         column = _column_name(bare.strip()).lower()
     return FieldSpec(text, column, desc, False, None, kind=kind, func=canon, args=tuple(args), param=param)
+
+
+def _geo_call(text: str, bare: str, name: str, m: re.Match | None, column: str | None, desc: bool) -> FieldSpec:
+    """``country_code(src host)``, ``asn(dst host)``…: the enriched column of that address."""
+    usage = f"{name}(src host) or {name}(dst host)"
+    arg = m.group(2).strip() if m is not None else ""
+    try:
+        spec = parse_field(arg) if arg and "," not in arg else None
+    except FieldError:
+        spec = None
+    side = None
+    if spec is not None and not spec.aggregate:
+        side = {"src_addr": "src", "src_addr6": "src", "dst_addr": "dst", "dst_addr6": "dst"}.get(spec.source or "")
+    if side is None or spec is None or spec.desc:
+        raise FieldError(f"{text!r}: {name}() takes one address, like {usage}")
+    kind = KeyKind.NUMBER if name == "asn" else KeyKind.CODE
+    if column is None:
+        column = _column_name(bare.strip()).lower()
+    return FieldSpec(text, column, desc, False, geo.function_column(name, side), kind=kind, func=name,
+                     args=(spec,))

@@ -28,10 +28,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from appliance.collector.fields import geo
 from appliance.netflow.registry import REGISTRY, FieldType, Registry
 
 __all__ = ["ValueKind", "FilterField", "lookup_field", "PROTOCOLS", "SERVICES", "TCP_FLAGS",
-           "PROTOCOL_SHORTHANDS", "UNSUPPORTED", "service_port", "FILTER_FIELDS"]
+           "PROTOCOL_SHORTHANDS", "UNSUPPORTED", "service_port", "FILTER_FIELDS", "ENRICHED_FIELDS",
+           "code_value"]
 
 
 class ValueKind(enum.Enum):
@@ -44,6 +46,7 @@ class ValueKind(enum.Enum):
     IP6 = "an IPv6 address or prefix, or an IP list name"
     MAC = "a MAC address (aa:bb:cc:dd:ee:ff)"
     TEXT = "a quoted string ('eth0')"
+    CODE = "a name the enrichment adds: a country code (DE), an AS name ('Google LLC'), or ? for unknown"
 
 
 # IANA protocol numbers by the names engineers write (tcpdump/iptables spellings).
@@ -204,8 +207,27 @@ FILTER_FIELDS: dict[str, FilterField] = {
         FilterField("dev-ip", _IP, ("dev_ip",), ("dev_ip",), ("dev_ip6",), ("dev_ip6",)),
         FilterField("dev-ip6", _IP6, (), (), ("dev_ip6",), ("dev_ip6",)),
         _one("dev-id", _INT, "dev_id"),
+        # enrichment (appliance.collector.enrich): from the GeoIP/ASN databases, coded
+        # numbers (appliance.collector.fields.geo); need a database that provides them
+        *(_pair(name.replace("_", "-"), _INT if how == "number" else ValueKind.CODE, f"src_{name}",
+                f"dst_{name}", max_value=0xFFFFFFFF if how == "number" else (1 << 32) - 1)
+          for name, how in geo.ENRICHED.items()),
     )
 }
+
+#: field-table names whose columns the enrichment stage adds (``country``, ``asn``, ``as-org``…)
+ENRICHED_FIELDS = frozenset(n.replace("_", "-") for n in geo.ENRICHED)
+
+
+def code_value(field: FilterField, word: str) -> int | None:
+    """The code a `ValueKind.CODE` field's value means (``DE``, ``'Google LLC'``, ``?``), or None
+    when the word cannot be one (a country code that is not two letters)."""
+    if word == "?":
+        return 0
+    how = geo.ENRICHED[field.src[0].split("_", 1)[1]]
+    if how == "letters":
+        return geo.letters_code(word) or None
+    return geo.TEXTS.code(word)
 
 _KIND_OF_TYPE = {
     FieldType.IPV4: ValueKind.IP4,

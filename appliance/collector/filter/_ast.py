@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.collector.fields.names import TCP_FLAGS, FilterField
+from appliance.collector.fields.table import TCP_FLAGS, FilterField
 
 __all__ = ["IntRange", "Flags", "Net", "ListRef", "Text", "Value",
            "Rule", "FuncRule", "Not", "And", "Or", "MatchAll", "Node"]

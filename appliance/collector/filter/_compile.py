@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.collector.fields import functions as fn
+from appliance.collector.fields import geo
 from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net,
                                              Node, Not, Or, Rule, Text)
-from appliance.collector.fields.names import ValueKind
+from appliance.collector.fields.table import ValueKind
 from appliance.collector.filter._iplists import IPLists, merge_ranges
 from appliance.collector.filter._kernels import (bucket_index, or_in_ranges, or_in_ranges6,
                                                  or_in_ranges_indexed, or_text_equal)
@@ -242,7 +243,10 @@ def _compile_function(rule: FuncRule, used: set[str], ctx: _Context) -> _Eval:
     member: np.ndarray | None = None  # text functions: code → matches
     codes: np.ndarray | None = None
     lo = hi = None
-    if func in ("tfstr", "portstr"):
+    geo_texts: list[str] | None = None  # GeoIP functions: texts resolved to codes when used
+    if func in geo.GEO_FUNCTIONS and func != "asn":
+        geo_texts = [v.value.decode("utf-8", "replace") for v in rule.values if isinstance(v, Text)]
+    elif func in ("tfstr", "portstr"):
         wanted = {v.value.decode("utf-8", "replace").lower() for v in rule.values if isinstance(v, Text)}
         table = fn.TFSTR if func == "tfstr" else fn.port_texts()
         member = np.array([t.lower() in wanted for t in table], dtype=np.bool_)
@@ -262,6 +266,9 @@ def _compile_function(rule: FuncRule, used: set[str], ctx: _Context) -> _Eval:
         if freq is not None:
             rows = np.flatnonzero(ctx.within) if ctx.within is not None else np.arange(batch.n, dtype=np.int64)
         values = call.key_words(batch, rows, freq)[0]
+        if geo_texts is not None:  # country names are known once a database has loaded
+            return np.isin(values, np.array(sorted({c for t in geo_texts for c in geo.function_codes(func, t)}),
+                                            dtype=np.uint64))
         if member is not None:
             return member[values.astype(np.int64)]
         if codes is not None:

@@ -25,7 +25,8 @@ from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, Lis
 from appliance.collector.filter._errors import FilterError
 from appliance.collector.fields.table import (FILTER_FIELDS, PROTOCOL_SHORTHANDS, PROTOCOLS,
                                                 TCP_FLAGS, UNSUPPORTED, FilterField, ValueKind,
-                                                lookup_field, service_port)
+                                                code_value, lookup_field, service_port)
+from appliance.collector.fields.spec import TEXT_FUNCTIONS
 from appliance.collector.filter._iplists import IPLists
 from appliance.collector.filter._lexer import MAX_FILTER_CHARS, Kind, Token, tokenize
 from appliance.netflow.registry import REGISTRY, FieldType, Registry
@@ -226,7 +227,7 @@ class _Parser:
 
     def function_value(self, call: object, name: Token) -> Value:
         tok = self.peek()
-        text_valued = getattr(call, "func", None) in ("tfstr", "portstr", "ppstr")
+        text_valued = getattr(call, "func", None) in TEXT_FUNCTIONS
         if text_valued:
             if tok.kind is Kind.STRING or (tok.kind is Kind.WORD and tok.lower not in _KEYWORDS):
                 self.take()
@@ -297,6 +298,12 @@ class _Parser:
                 for p in parts:
                     mask |= TCP_FLAGS[p]
                 return Flags(mask)
+        if kind is ValueKind.CODE:  # enrichment: country codes, AS names (fields.geo)
+            code = code_value(field, word)
+            if code is None:
+                raise self.error(pos, f"'{word}' is not a valid value for '{field.name}'; expected a two-letter "
+                                      "code like DE, or ? for unknown")  # fmt: skip
+            return IntRange(code, code)
         if kind is ValueKind.MAC and _MAC.fullmatch(word):
             v = int(re.sub(r"[:.-]", "", word), 16)
             return IntRange(v, v)

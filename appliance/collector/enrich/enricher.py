@@ -1,0 +1,164 @@
+"""`Enricher`: the stage that adds country, continent, AS and city columns to every batch.
+
+The collector calls it on each decoded batch before any sink (`appliance.collector.pipeline`
+wires it), so filters, windows, dumps, the archive and the API all see the same columns:
+``src_country``/``dst_country``, ``src_asn``/``dst_asn``, ``src_as_org``/``dst_as_org`` and,
+with a City database, continent, state, city, zip, lat and long (codes:
+`appliance.collector.fields.geo`). Only what the loaded databases provide is added; unknown
+addresses get 0 (rendered empty, or ``?`` by xenoeye's functions).
+
+Reload (SIGHUP): the files are loaded again on a thread of their own while the old tables go on
+serving; the new ones replace them in one assignment when every file has loaded. A missing or
+corrupt file keeps the old tables (logged, counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.collector.enrich.mmdb import GeoDatabase, GeoError, database_files, load_database
+from appliance.collector.fields import geo
+from appliance.collector.flowbatch import FlowBatch
+from appliance.errors import ConfigError
+
+__all__ = ["Enricher", "ENRICHED_COLUMNS", "unprovided", "texts"]
+
+log = logging.getLogger("mirrorflow.collector")
+
+#: every column the stage can add, in registry order
+ENRICHED_COLUMNS: tuple[str, ...] = tuple(f"{side}_{n}" for n in geo.ENRICHED for side in ("src", "dst"))
+
+
+def _load_all(paths: Sequence[Path]) -> list[GeoDatabase]:
+    return [load_database(f) for p in paths for f in database_files(Path(p))]
+
+
+class Enricher:
+    """Adds the databases' columns to batches.
+
+    Args:
+        paths: .mmdb files or folders of them (``--geoip``, ``geoip``/``geodb`` keys); where
+            two provide the same value, the first that knows an address wins.
+
+    Raises:
+        GeoError: a missing, unreadable or corrupt file (the collector does not start).
+    """
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.databases: list[GeoDatabase] = _load_all(self.paths)
+        self.reloads = 0
+        self.reload_errors = 0
+        self.loaded_at = time.time()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def provides(self) -> frozenset[str]:
+        """The columns added (``src_country``, ``dst_country``…)."""
+        return frozenset(f"{side}_{n}" for db in self.databases for n in db.provides for side in ("src", "dst"))
+
+    def __call__(self, batch: FlowBatch) -> None:
+        self.enrich(batch)
+
+    def enrich(self, batch: FlowBatch) -> None:
+        """Add (or overwrite) the provided columns of one batch."""
+        dbs = self.databases  # one read: a reload swaps the list, never edits it
+        if not dbs:
+            return
+        for side in ("src", "dst"):
+            v4 = batch[f"{side}_addr"]
+            v6 = batch[f"{side}_addr6"] if f"{side}_addr6" in batch else None
+            cols: dict[str, np.ndarray] = {}
+            for db in dbs:
+                codes = db.lookup(v4, v6)
+                for name in db.provides:
+                    vals = db.values[name][codes]
+                    prev = cols.get(name)
+                    cols[name] = vals if prev is None else np.where(prev != 0, prev, vals)
+            for name, arr in cols.items():
+                batch.set(f"{side}_{name}", arr)
+
+    # ---- reload ---------------------------------------------------------------------------
+
+    def reload(self, wait: bool = False) -> threading.Thread | None:
+        """Load the files again in the background; the old tables serve until then.
+
+        Args:
+            wait: return only when the new tables are in place (or refused).
+
+        Returns:
+            the loading thread (None when one is already running).
+        """
+        if self._thread is not None and self._thread.is_alive():
+            log.warning("GeoIP reload already running; this one is skipped")
+            return None
+        self._thread = threading.Thread(target=self._reload, name="geoip-reload", daemon=True)
+        self._thread.start()
+        if wait:
+            self._thread.join()
+        return self._thread
+
+    def _reload(self) -> None:
+        try:
+            new = _load_all(self.paths)
+        except GeoError as exc:
+            self.reload_errors += 1
+            log.error("GeoIP reload refused, the loaded databases stay: %s", exc)
+            return
+        lost = self.provides - frozenset(f"{s}_{n}" for db in new for n in db.provides for s in ("src", "dst"))
+        if lost:
+            self.reload_errors += 1
+            log.error("GeoIP reload refused, the loaded databases stay: the new files do not provide %s",
+                      ", ".join(sorted(lost)))  # fmt: skip
+            return
+        self.databases = new
+        self.reloads += 1
+        self.loaded_at = time.time()
+        log.info("GeoIP reloaded: %s", "; ".join(f"{d.path} ({d.database_type}, {d.ranges} ranges)" for d in new))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "databases": [{"path": str(d.path), "type": d.database_type, "build_epoch": d.build_epoch,
+                           "ranges": d.ranges, "records": d.records, "provides": list(d.provides)}
+                          for d in self.databases],  # fmt: skip
+            "reloads": self.reloads,
+            "reload_errors": self.reload_errors,
+            "texts": len(geo.TEXTS),
+            "texts_overflow": geo.TEXTS.overflow,
+        }
+
+
+def unprovided(objects: Iterable[Any], provides: frozenset[str]) -> list[ConfigError]:
+    """Errors for monitoring objects whose filters or windows read enriched columns no loaded
+    database provides (``src country DE`` without a Country or City database)."""
+    errors: list[ConfigError] = []
+    enriched = frozenset(ENRICHED_COLUMNS)
+    for obj in objects:
+        used = set(getattr(obj.filter, "fields", ()))
+        for w in obj.windows:
+            for f in w.fields:
+                used.update(f.columns_read)
+        missing = sorted((used & enriched) - provides)
+        if missing:
+            names = ", ".join(missing)
+            have = ", ".join(sorted(provides)) or "none loaded"
+            errors.append(ConfigError(str(obj.conf), 0, 0, f"{names} need a GeoIP/ASN database that provides "
+                                      f"them (now: {have}); add one with --geoip FILE or the collector config's "
+                                      '"geoip": ["/var/lib/mirrorflow/geoip/…mmdb"] (see docs/enrichment.md)'))
+    return errors
+
+
+def texts(batch: FlowBatch) -> dict[str, np.ndarray]:
+    """The readable values of the enriched columns a batch carries (for dumps and ``decode``)."""
+    out: dict[str, np.ndarray] = {}
+    for name in ENRICHED_COLUMNS:
+        if name in batch:
+            out[name] = geo.render(name, batch[name])
+    return out
