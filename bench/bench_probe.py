@@ -3,6 +3,14 @@
     sudo .venv/bin/python bench/bench_probe.py                  # 10 k and 1 M distinct flows
     sudo .venv/bin/python bench/bench_probe.py --flows 10000 --loops 100 --pps 200000
     sudo .venv/bin/python bench/bench_probe.py --trace ../shared/corpus/traffic/nDPI/gnutella.pcap
+    sudo .venv/bin/python -m bench probe --flood [--flows 1000000] [--hooks tc,xdp]
+
+--flood: a spoofed-source flood, every frame a new 5-tuple (no loops), replayed at top speed;
+the probe runs with its defaults (maxflows 2,000,000, timeouts, scan interval) once on TC and
+once on XDP (native, veth), each time next to softflowd and pmacctd (nfprobe plugin) on the
+same frames. Accounted = packets in the decoded export / frames sent; CPU per packet = the
+probe's thread CPU (drain, table, expiry, export: user + system) plus the eBPF program's run
+time per packet (kernel.bpf_stats_enabled), the peers' process CPU (pmacctd: core + plugin).
 
 Each scenario replays frames (tcpreplay, top speed by default, pcap preloaded) into a veth
 pair whose far end sits in a namespace; the probe (in this process, TC ingress) and softflowd
@@ -110,13 +118,23 @@ def filler_pcap(path: Path) -> Path:
 
 
 def warm_up_numba() -> None:
-    """Loads the flow table's compiled functions now, so their one-time cost is not counted."""
-    from appliance.probe.flowtable import FlowTable  # noqa: PLC0415
+    """Runs the probe's whole userspace path once (drain, table, expiry, numba export) over
+    a MemoryFlowCache, so that loading its compiled functions is not counted."""
+    from appliance.probe.exporter import MemoryTransport  # noqa: PLC0415
+    from appliance.probe.kernel import MemoryFlowCache  # noqa: PLC0415
     from appliance.probe.records import KEY_DTYPE, VAL_DTYPE  # noqa: PLC0415
 
-    t = FlowTable(4)
-    t.merge(np.zeros(1, KEY_DTYPE), np.zeros(1, VAL_DTYPE))
-    t.expire(10**18)
+    for protocol in (9, 10):
+        s = ProbeSettings(interfaces=["x"], destinations=["127.0.0.1:9"], protocol=protocol,
+                          maxflows=16)
+        clock = SystemClock()
+        cache = MemoryFlowCache(16)
+        probe = Probe(s, cache, build_exporter(s, clock, transports=[MemoryTransport()]), clock)
+        keys, vals = np.zeros(2, KEY_DTYPE), np.zeros(2, VAL_DTYPE)
+        keys["ipver"], keys["sport"] = 4, [1, 2]
+        cache.push(keys, vals)
+        probe.scan()
+        probe.flush()
 
 
 def sf_stat(text: str, pattern: str) -> int:
@@ -157,6 +175,46 @@ class Receiver(threading.Thread):
         self._done.set()
         self.join()
         self.sock.close()
+
+
+def v9_packets(payloads: list[bytes]) -> tuple[int, int]:
+    """(packets, flow records) of a NetFlow v9 export, decoded here (IN_PKTS, element 2), so
+    the benchmark does not depend on the collector's decoder. Datagrams whose template has not
+    arrived yet are not counted (every exporter here sends its templates first)."""
+    templates: dict[int, tuple[int, int, int]] = {}  # id → (record length, offset, size)
+    packets = records = 0
+    for p in payloads:
+        if len(p) < 20 or p[1] != 9:
+            continue
+        off = 20
+        while off + 4 <= len(p):
+            sid, length = struct.unpack_from("!HH", p, off)
+            if length < 4:
+                break
+            body = p[off + 4 : off + length]
+            if sid == 0:
+                i = 0
+                while i + 4 <= len(body):
+                    tid, count = struct.unpack_from("!HH", body, i)
+                    i += 4
+                    reclen = at = size = 0
+                    where = -1
+                    for _ in range(count):
+                        fid, flen = struct.unpack_from("!HH", body, i)
+                        i += 4
+                        if fid == 2 and where < 0:
+                            where, size = reclen, flen
+                        reclen += flen
+                    templates[tid] = (reclen, where, size)
+                    del at
+            elif sid >= 256 and sid in templates:
+                reclen, where, size = templates[sid]
+                if reclen and where >= 0:
+                    for r in range(0, len(body) - reclen + 1, reclen):
+                        packets += int.from_bytes(body[r + where : r + where + size], "big")
+                        records += 1
+            off += length
+    return packets, records
 
 
 def exported_packets(payloads: list[bytes]) -> tuple[int, int]:
@@ -277,6 +335,157 @@ def report(r: dict) -> None:
           f"{r['sf_us'] * 1e3 / max(1e-9, r['bpf_ns'] + 1e3 * r['user_us']):.2f}")
 
 
+# --- flood: every packet a new 5-tuple, probe (TC or XDP) vs softflowd vs pmacctd nfprobe ----
+
+PMACCT_CONF = """daemonize: false
+pcap_interface: {iface}
+pcap_interface_wait: true
+aggregate: src_host, dst_host, src_port, dst_port, proto, tos
+plugins: nfprobe
+nfprobe_receiver: {receiver}
+nfprobe_version: 9
+nfprobe_maxflows: {maxflows}
+nfprobe_timeouts: tcp=86400:tcp.rst=86400:tcp.fin=86400:udp=86400:icmp=86400:general=86400:maxlife=86400:expint=60
+plugin_buffer_size: 102400
+plugin_pipe_size: 1024000000
+"""
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds of every live process in a process group (pmacctd: core + plugin)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def flood(hook: str, pcap: Path, tmp: Path, ns: str, a: str, b: str, maxflows: int,
+          peers: bool) -> dict:
+    """One flood replay watched by the probe (hook "tc" or "xdp"), softflowd and pmacctd."""
+    frames = pcap_frames(pcap)
+    ctl = tmp / "sf.ctl"
+    ours_c, sf_c, pm_c = Receiver(), Receiver(), Receiver()
+    procs: dict[str, subprocess.Popen] = {}
+    if peers:
+        procs["softflowd"] = subprocess.Popen(
+            ["softflowd", "-d", "-i", a, "-n", sf_c.address, "-v", "9", "-T", "full",
+             "-m", str(maxflows), *[x for t in SF_TIMEOUTS for x in ("-t", f"{t}={DAY}")],
+             "-c", str(ctl), "-p", str(tmp / "sf.pid")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        if shutil.which("pmacctd"):
+            conf = tmp / "pmacctd.conf"
+            conf.write_text(PMACCT_CONF.format(iface=a, receiver=pm_c.address, maxflows=maxflows))
+            procs["pmacctd"] = subprocess.Popen(
+                ["pmacctd", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                stderr=open(tmp / "pmacctd.log", "w"), start_new_session=True,  # noqa: SIM115
+            )  # fmt: skip
+    cache = KernelFlowCache(maxflows, hook=hook)
+    res: dict = {"hook": hook, "frames": frames}
+    try:
+        s = ProbeSettings(interfaces=[a], destinations=[ours_c.address], state_dir=tmp / "st",
+                          maxflows=maxflows, attach=hook)
+        clock = SystemClock()
+        probe = Probe(s, cache, build_exporter(s, clock), clock, warn=lambda _m: None)
+        att = attach(a, cache.program_fd("native"), state_dir=tmp / "st", hook=hook,
+                     xdp_mode="native")
+        deadline = time.monotonic() + 20
+        while peers and "Packets processed" not in sh("softflowctl", "-c", str(ctl), "statistics",
+                                                      check=False).stdout:  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("softflowd did not start")
+            time.sleep(0.1)
+        time.sleep(1.0 if "pmacctd" in procs else 0)  # pmacctd opens its pcap
+        warm_up_numba()
+        stop = threading.Event()
+        loop_cpu = [0.0]
+
+        def probe_loop() -> None:
+            t = time.thread_time()
+            probe.run(stop)
+            loop_cpu[0] = time.thread_time() - t
+
+        th = threading.Thread(target=probe_loop)
+        th.start()
+        cpu0 = {name: group_cpu(p.pid) for name, p in procs.items()}
+        bpf0 = prog_stats(cache.program_fd("native"))
+        t0 = time.perf_counter()
+        sh("ip", "netns", "exec", ns, "tcpreplay", "-q", "-K", "-i", b, "--topspeed", str(pcap))
+        elapsed = time.perf_counter() - t0
+        bpf1 = prog_stats(cache.program_fd("native"))
+        time.sleep(2.5)  # the probe's next scans; the peers' capture buffers
+        if peers:
+            filler = filler_pcap(tmp / "filler.pcap")
+            while True:
+                st = sh("softflowctl", "-c", str(ctl), "statistics", check=False).stdout
+                if sf_stat(st, r"\((?:\d+) non-IP, (\d+) too short\)") >= 1:
+                    break
+                if time.monotonic() > deadline + 300:
+                    raise RuntimeError("softflowd never caught up")
+                sh("ip", "netns", "exec", ns, "tcpreplay", "-q", "-i", b, "--topspeed", str(filler))
+                time.sleep(0.2)
+            res["sf_pcap_drops"] = sf_stat(st, r"dropped by libpcap: (\d+)")
+        cpu1 = {name: group_cpu(p.pid) for name, p in procs.items()}
+        stop.set()
+        th.join()
+        att.detach()
+        t = time.thread_time()
+        probe.flush()
+        probe_cpu = loop_cpu[0] + time.thread_time() - t
+        if "softflowd" in procs:
+            sh("softflowctl", "-c", str(ctl), "expire-all", check=False)
+        if "pmacctd" in procs:  # nfprobe exports everything it holds when it stops
+            os.killpg(procs["pmacctd"].pid, signal.SIGINT)
+            procs["pmacctd"].wait(120)
+        for c in (ours_c, sf_c, pm_c):
+            c.quiet(1.5)
+        k = cache.counters().sum(axis=0)
+        probe.close()
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(30)
+        cache.close()
+        for c in (ours_c, sf_c, pm_c):
+            c.close()
+    res.update({
+        "kpps": frames / elapsed / 1e3, "ip_sent": int(k[Counter.IP_PACKETS]),
+        "refused": int(k[Counter.REFUSED_PACKETS]) + probe.table.stats.refused_packets,
+        "probe": v9_packets(ours_c.payloads)[0],
+        "bpf_ns": (bpf1[0] - bpf0[0]) / max(1, bpf1[1] - bpf0[1]),
+        "user_ns": 1e9 * probe_cpu / frames,
+    })  # fmt: skip
+    for name, c in (("softflowd", sf_c), ("pmacctd", pm_c)):
+        if name in procs:
+            res[name] = v9_packets(c.payloads)[0]
+            res[f"{name}_ns"] = 1e9 * (cpu1[name] - cpu0[name]) / frames
+    return res
+
+
+def flood_report(r: dict) -> None:
+    n = r["frames"]
+    probe_ns = r["bpf_ns"] + r["user_ns"]
+    print(f"flood, probe on {r['hook'].upper()}: {n} frames, every one a new 5-tuple, "
+          f"{r['kpps']:.0f} kpps (tcpreplay top speed)")
+    print(f"  {'':<10} {'accounted':>10} {'CPU/packet':>11}")
+    print(f"  {'probe':<10} {100 * r['probe'] / n:>9.3f}% {probe_ns:>8.0f} ns  (eBPF "
+          f"{r['bpf_ns']:.0f} + userspace {r['user_ns']:.0f}; refused, counted: {r['refused']})")
+    for name in ("softflowd", "pmacctd"):
+        if name in r:
+            print(f"  {name:<10} {100 * r[name] / n:>9.3f}% {r[name + '_ns']:>8.0f} ns  "
+                  f"(probe's CPU per packet / {name}'s: {probe_ns / max(1e-9, r[name + '_ns']):.2f})")
+    if "sf_pcap_drops" in r:
+        print(f"  softflowd's libpcap drops reported: {r['sf_pcap_drops']}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -287,6 +496,12 @@ def main() -> int:
     ap.add_argument("--loops", type=int, help="times the file is replayed (default: 50 for "
                     "10 k flows, 2 for 1 M, 200 for a trace)")
     ap.add_argument("--pps", type=int, default=0, help="0 = top speed")
+    ap.add_argument("--flood", action="store_true",
+                    help="spoofed-source flood: every packet a new 5-tuple (--flows of them, "
+                    "default 1000000), top speed; the probe on TC then on XDP, softflowd and "
+                    "pmacctd (nfprobe) on the same frames in each run")
+    ap.add_argument("--hooks", default="tc,xdp", help="with --flood: probe hooks to run")
+    ap.add_argument("--no-peers", action="store_true", help="with --flood: the probe alone")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mfbench"))
     ns, a, b = f"mfb{os.getpid()}", f"mfb{os.getpid()}a", f"mfb{os.getpid()}b"
@@ -299,6 +514,12 @@ def main() -> int:
         sh("ip", "link", "set", a, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", b, "up")
         sh("sysctl", "-qw", "kernel.bpf_stats_enabled=1", check=False)
+        if args.flood:
+            n = (args.flows or [1_000_000])[0]
+            pcap = flows_pcap(tmp / "flood.pcap", n)
+            for hook in args.hooks.split(","):
+                flood_report(flood(hook, pcap, tmp, ns, a, b, 2_000_000, not args.no_peers))
+            return 0
         runs = []
         if args.trace:
             pcap = ethernet_pcap(args.trace, tmp / "t.pcap")

@@ -21,7 +21,7 @@ class ProbeSettings:
     interfaces: list[str] = field(default_factory=list)
     destinations: list[str] = field(default_factory=list)
     protocol: int = 9
-    active_timeout: float = 1800.0
+    active_timeout: float = 60.0  # ipt_netflow: 1800; 60 keeps collector averages live
     inactive_timeout: float = 15.0
     tcp_end_timeout: float | None = None  # seconds idle after FIN/RST; None: off
     maxflows: int = 2_000_000
