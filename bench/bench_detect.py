@@ -27,12 +27,13 @@ import shlex
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from appliance.synth import udp_frame, write_pcap
 
 REPO = Path(__file__).resolve().parents[1]
 VICTIM = bytes([192, 0, 2, 1])
@@ -78,17 +79,16 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def flood_pcap(path: Path, n: int, spoofed: bool) -> Path:
-    """n UDP frames to the victim: each from a new source address, or all one 5-tuple."""
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i in range(n):
-            src = bytes([10, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF]) if spoofed else bytes(
-                [198, 51, 100, 7])
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, 0, 0, 64, 17, 0, src, VICTIM)
-            frame = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + struct.pack(
-                "!HHHH", 1024 + i % 50000 if spoofed else 4444, 53, 26, 0) + bytes(18)
-            f.write(struct.pack("<IIII", i // 1000, i % 1000, len(frame), len(frame)) + frame)
-    return path
+    """n UDP frames to the victim, 1000 a second: each from a new source address, or all one 5-tuple."""
+    victim = socket.inet_ntoa(VICTIM)
+
+    def frame(i: int) -> bytes:
+        if spoofed:
+            return udp_frame(f"10.{(i >> 16) & 0xFF}.{(i >> 8) & 0xFF}.{i & 0xFF}", victim, 1024 + i % 50000, 53,
+                             bytes(18))  # fmt: skip
+        return udp_frame("198.51.100.7", victim, 4444, 53, bytes(18))
+
+    return write_pcap(path, ((i // 1000 * 10**9 + i % 1000 * 1000, frame(i)) for i in range(n)))
 
 
 def free_port() -> int:

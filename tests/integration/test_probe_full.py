@@ -3,7 +3,6 @@ stage, exported in the refusals options records; everything else is exported exa
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from appliance.probe.attach import attach
 from appliance.probe.config import ProbeSettings
 from appliance.probe.records import Counter
 from appliance.probe.runner import Probe, SystemClock, build_exporter
+from appliance.synth import udp_frame, write_pcap
 from tests.integration.test_probe_rig import Collector, make_rig
 from tests.integration.test_probe_support import tshark_flows
 from tests.unit.test_probe_runner import _refusal_records
@@ -24,15 +24,8 @@ LONG = {"active_timeout": 86400.0, "inactive_timeout": 86400.0}
 
 def udp_pcap(path: Path, packets: list[tuple[int, int]]) -> Path:
     """One UDP frame per (source port, IP length): 10.0.0.1:sport → 10.0.0.2:53."""
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i, (sport, ip_len) in enumerate(packets):
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 0, 0, 64, 17, 0,
-                             bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))  # fmt: skip
-            udp = struct.pack("!HHHH", sport, 53, ip_len - 20, 0)
-            frame = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + udp + bytes(ip_len - 28)
-            f.write(struct.pack("<IIII", 1, i, len(frame), len(frame)) + frame)
-    return path
+    return write_pcap(path, [(10**9 + i * 1000, udp_frame("10.0.0.1", "10.0.0.2", sport, 53, bytes(ip_len - 28)))
+                             for i, (sport, ip_len) in enumerate(packets)])  # fmt: skip
 
 
 @pytest.fixture(scope="module")

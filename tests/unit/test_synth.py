@@ -37,9 +37,11 @@ def test_udp_frame_layout() -> None:
     assert len(synth.udp_frame("2001:db8::1", "2001:db8::2", 1, 2, b"x" * 5)) == 14 + 40 + 8 + 5
 
 
-def test_addresses_of_two_versions_are_refused() -> None:
+def test_mixed_or_bad_addresses_are_refused() -> None:
     with pytest.raises(ValueError, match="not of one IP version"):
         synth.udp_frame("192.0.2.1", "2001:db8::1", 1, 2, b"")
+    with pytest.raises(ValueError, match="'192.0.2.300' is not an IPv4 or IPv6 address"):
+        synth.tcp_frame("192.0.2.300", "192.0.2.1", 1, 2)
 
 
 def test_pcap_pieces_are_the_documented_layout() -> None:
