@@ -33,6 +33,8 @@ from typing import Any
 
 import pytest
 
+from appliance.synth import udp_frame
+
 REPO = Path(__file__).resolve().parents[2]
 VM = REPO / "vm-image"
 
@@ -171,20 +173,9 @@ class Guest:
                 time.sleep(0.05)  # the guest is emulated: do not overrun its RX ring
 
 
-def _checksum(data: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    return ~(s + (s >> 16)) & 0xFFFF
-
-
 def _frame(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
-    payload = struct.pack("!I", seq) + b"m" * 60
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), seq & 0xFFFF, 0, 64, 17, 0,
-                     socket.inet_aton(src), socket.inet_aton(dst))  # fmt: skip
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-    eth = bytes.fromhex("020000000009") + bytes.fromhex("020000000007") + b"\x08\x00"
-    return eth + ip + udp
+    return udp_frame(src, dst, sport, dport, struct.pack("!I", seq) + b"m" * 60, ident=seq,
+                     src_mac=bytes.fromhex("020000000007"), dst_mac=bytes.fromhex("020000000009"))  # fmt: skip
 
 
 def _accel() -> str:
