@@ -202,6 +202,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=30, help="flood length, s (default 30)")
     ap.add_argument("--probe-args", default="", help="extra `mirrorflow probe` options")
     ap.add_argument("--scenarios", default="spoofed,single")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mfdetect"))
     ns, a, b = f"mfd{os.getpid()}", f"mfd{os.getpid()}a", f"mfd{os.getpid()}b"
@@ -224,7 +225,10 @@ def main() -> int:
     finally:
         sh("ip", "link", "del", a, check=False)
         sh("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"work directory kept: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
