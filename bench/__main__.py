@@ -29,6 +29,8 @@ BENCHMARKS = {
              "moving averages: ns per flow with 1 M keys and 3 levels; cost on the fwm profile"),
     "objects": ("bench.bench_objects_udp", None,
                 "live UDP through monitoring objects + windows + .sql export: lossless rate, ns/flow"),
+    "soak": ("bench.bench_soak", None,
+             "minutes of the profile with PostgreSQL restarts, a collector restart, SIGHUPs, floods: books balance"),
     "probe": ("bench.bench_probe", None,
               "probe vs softflowd on a veth mirror (root, netns, tcpreplay, softflowd)"),
 }  # fmt: skip
