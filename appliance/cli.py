@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_collect_parser(sub)
     add_decode_parser(sub)
+    from appliance.collector.query.cli import add_parser as add_flows_parser
+
+    add_flows_parser(sub)
     from appliance.collector.checkconfig import add_parsers as add_config_parsers
 
     add_config_parsers(sub)
