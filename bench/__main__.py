@@ -32,7 +32,14 @@ BENCHMARKS = {
     "soak": ("bench.bench_soak", None,
              "minutes of the profile with PostgreSQL restarts, a collector restart, SIGHUPs, floods: books balance"),
     "probe": ("bench.bench_probe", None,
-              "probe vs softflowd on a veth mirror (root, netns, tcpreplay, softflowd)"),
+              "probe vs softflowd on a veth mirror (root, netns, tcpreplay, softflowd); --flood: "
+              "every packet a new flow, TC and XDP, vs softflowd and pmacctd"),
+    "probe-cost": ("bench.bench_probe_cost", None,
+                   "probe userspace ns per flow by stage at 1 M flows (drain, merge, expire, "
+                   "encode, send; root for the kernel map, --memory without)"),
+    "detect": ("bench.bench_detect", None,
+               "seconds from a flood's first packet to the alert script: probe + collector "
+               "vs FastNetMon on one veth (root, netns, tcpreplay, fastnetmon)"),
 }  # fmt: skip
 
 

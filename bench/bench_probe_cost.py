@@ -90,13 +90,13 @@ def fill_kernel_map(cache, keys: np.ndarray, vals: np.ndarray) -> None:  # type:
             raise RuntimeError(f"bpf_update_batch failed: {ret}")
 
 
-def run(n: int, memory: bool, protocol: int) -> dict[str, float]:
+def run(n: int, memory: bool, protocol: int, mtu: int = 1400) -> dict[str, float]:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     dest = f"127.0.0.1:{sink.getsockname()[1]}"
     clock = FakeClock()
     s = ProbeSettings(interfaces=["x"], destinations=[dest], maxflows=max(65536, 2 * n),
-                      protocol=protocol, active_timeout=60, inactive_timeout=15)
+                      protocol=protocol, active_timeout=60, inactive_timeout=15, mtu=mtu)
     if memory:
         cache = MemoryFlowCache(s.maxflows)
     else:
@@ -110,13 +110,23 @@ def run(n: int, memory: bool, protocol: int) -> dict[str, float]:
     probe.table.merge(wk, wv)
     probe.scan(clock.mono + 10**6 * _S)
     probe.table.flush()
+    clock.mono += 10**6 * _S
 
+    for _ in range(2):  # the first pass faults in the table's memory; the second is timed
+        t = one_pass(probe, cache, clock, n, memory)
+    probe.close()
+    cache.close()
+    sink.close()
+    return {name: 1e9 * secs / n for name, secs in t.items()}
+
+
+def one_pass(probe, cache, clock, n: int, memory: bool) -> dict[str, float]:  # type: ignore[no-untyped-def]
     keys, vals = flood_flows(n, clock.mono)
     if memory:
         cache.push(keys, vals)
     else:
         fill_kernel_map(cache, keys, vals)
-    t = {}
+    t: dict[str, float] = {}
     t["drain"] = t["merge"] = 0.0
     chunks = cache.drain_chunks()
     drained = 0
@@ -143,10 +153,7 @@ def run(n: int, memory: bool, protocol: int) -> dict[str, float]:
         for stage, secs in probe.exporter.timed_export(ended, probe.epoch_offset_ns, cpu).items():
             t[stage] += secs
     assert probe.exporter.flows_exported >= n
-    probe.close()
-    cache.close()
-    sink.close()
-    return {name: 1e9 * secs / n for name, secs in t.items()}
+    return t
 
 
 def main() -> int:
@@ -156,16 +163,17 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="best of (default 3)")
     ap.add_argument("--memory", action="store_true", help="MemoryFlowCache (no root)")
     ap.add_argument("--protocol", type=int, default=9, choices=(5, 9, 10))
+    ap.add_argument("--mtu", type=int, default=1400, help="export payload size (default 1400)")
     args = ap.parse_args()
     best: dict[str, float] = {}
     for _ in range(args.rounds):
-        r = run(args.flows, args.memory, args.protocol)
+        r = run(args.flows, args.memory, args.protocol, args.mtu)
         for k, v in r.items():
             best[k] = min(best.get(k, v), v)
     total = sum(best.values())
     where = "MemoryFlowCache" if args.memory else "kernel map (batch syscalls)"
     print(f"probe userspace cost per flow, {args.flows} one-packet flows, NetFlow "
-          f"v{args.protocol}, {where}, best of {args.rounds} (process CPU, user + system):")
+          f"v{args.protocol}, {args.mtu}-byte datagrams, {where}, best of {args.rounds} (process CPU, user + system):")
     for k, v in best.items():
         print(f"  {k:<8} {v:8.0f} ns")
     print(f"  {'total':<8} {total:8.0f} ns per flow")
