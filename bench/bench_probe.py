@@ -6,7 +6,8 @@
     sudo .venv/bin/python -m bench probe --flood [--flows 1000000] [--hooks tc,xdp]
 
 --flood: a spoofed-source flood, every frame a new 5-tuple (no loops), replayed at top speed;
-the probe runs with its defaults (maxflows 2,000,000, timeouts, scan interval) once on TC and
+the probe runs with the appliance's settings (maxflows 2,000,000; active 2 s, inactive 1 s,
+scan 0.5 s, 8960-byte datagrams; --probe-defaults: the probe's own) once on TC and
 once on XDP (native, veth), each time next to softflowd and pmacctd (nfprobe plugin) on the
 same frames. Accounted = packets in the decoded export / frames sent; CPU per packet = the
 probe's thread CPU (drain, table, expiry, export: user + system) plus the eBPF program's run
@@ -366,8 +367,12 @@ def group_cpu(pgid: int) -> float:
     return total
 
 
+#: the appliance's probe → local collector settings (ansible mirrorflow_probe_live)
+APPLIANCE = {"active_timeout": 2.0, "inactive_timeout": 1.0, "scan_interval": 0.5, "mtu": 8960}
+
+
 def flood(hook: str, pcap: Path, tmp: Path, ns: str, a: str, b: str, maxflows: int,
-          peers: bool) -> dict:
+          peers: bool, settings: dict) -> dict:
     """One flood replay watched by the probe (hook "tc" or "xdp"), softflowd and pmacctd."""
     frames = pcap_frames(pcap)
     ctl = tmp / "sf.ctl"
@@ -391,7 +396,7 @@ def flood(hook: str, pcap: Path, tmp: Path, ns: str, a: str, b: str, maxflows: i
     res: dict = {"hook": hook, "frames": frames}
     try:
         s = ProbeSettings(interfaces=[a], destinations=[ours_c.address], state_dir=tmp / "st",
-                          maxflows=maxflows, attach=hook)
+                          maxflows=maxflows, attach=hook, **settings)
         clock = SystemClock()
         probe = Probe(s, cache, build_exporter(s, clock), clock, warn=lambda _m: None)
         att = attach(a, cache.program_fd("native"), state_dir=tmp / "st", hook=hook,
@@ -502,6 +507,10 @@ def main() -> int:
                     "pmacctd (nfprobe) on the same frames in each run")
     ap.add_argument("--hooks", default="tc,xdp", help="with --flood: probe hooks to run")
     ap.add_argument("--no-peers", action="store_true", help="with --flood: the probe alone")
+    ap.add_argument("--probe-defaults", action="store_true",
+                    help="with --flood: the probe's own defaults (active 60 s, inactive 15 s, "
+                    "1400-byte datagrams) instead of the appliance's local-collector settings "
+                    "(active 2 s, inactive 1 s, scan 0.5 s, 8960-byte datagrams)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mfbench"))
     ns, a, b = f"mfb{os.getpid()}", f"mfb{os.getpid()}a", f"mfb{os.getpid()}b"
@@ -518,7 +527,8 @@ def main() -> int:
             n = (args.flows or [1_000_000])[0]
             pcap = flows_pcap(tmp / "flood.pcap", n)
             for hook in args.hooks.split(","):
-                flood_report(flood(hook, pcap, tmp, ns, a, b, 2_000_000, not args.no_peers))
+                flood_report(flood(hook, pcap, tmp, ns, a, b, 2_000_000, not args.no_peers,
+                                   {} if args.probe_defaults else APPLIANCE))
             return 0
         runs = []
         if args.trace:

@@ -127,11 +127,18 @@ struct flow_val {
     __u8  pad[6];
 };
 
+#define MF_MAX_SELF_PORTS 8
+
 struct probe_config {
     __u32 sampler_mode;
     __u32 sampler_n;
     __u32 key_fields;
     __u32 features;
+    // UDP destination ports of the self_export entries: only a packet to one of them costs
+    // the two self_export lookups (a flood of other UDP packets does not)
+    __u16 self_dports[MF_MAX_SELF_PORTS];
+    __u32 n_self_dports;  // 0..MF_MAX_SELF_PORTS; more entries than that: look up always
+    __u32 pad;
 };
 
 struct mac_addr {
@@ -436,7 +443,19 @@ static __always_inline void count_frame(MF_CTX *ctx)
         }
     }
 
+    int maybe_self = 0;
     if (l4proto == 17) {
+        __u32 nself = cfg->n_self_dports;
+        if (nself > MF_MAX_SELF_PORTS) {
+            maybe_self = 1;
+        } else {
+#pragma unroll
+            for (int i = 0; i < MF_MAX_SELF_PORTS; i++)
+                if (i < nself && cfg->self_dports[i] == key.dport)
+                    maybe_self = 1;
+        }
+    }
+    if (maybe_self) {
         struct self_key sk = {};
         __builtin_memcpy(sk.addr, key.dst, 16);
         sk.dport = key.dport;

@@ -27,6 +27,8 @@ BPF_SOURCE = "flowcache.bpf.c"
 PROGRAMS = {"tc": "mf_ingress", "xdp": "mf_xdp"}
 #: The most entries one batch syscall returns; a hash bucket never holds more.
 DRAIN_CHUNK = 65536
+#: UDP ports of our own export the kernel checks before its self_export lookups
+MAX_SELF_PORTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,8 @@ class KernelFlowCache:
         self._self_export = self._bpf[b"self_export"]
         self._if_macs = self._bpf[b"if_macs"]
         self._ncpu = len(self._counters.getvalue(0))
+        self._self_entries: list[SelfExport] = []
+        self._settings = KernelSettings()
         self._active = 0
         self._point_at(0)
         self._lock = threading.Lock()
@@ -173,11 +177,23 @@ class KernelFlowCache:
     def configure(self, settings: KernelSettings) -> None:
         if settings.sampler_mode != SamplerMode.OFF and settings.sampler_n < 1:
             raise KernelError("sampler rate must be at least 1")
+        self._settings = settings
+        self._write_config()
+
+    def _write_config(self) -> None:
+        settings = self._settings
         leaf = self._config.Leaf()
         leaf.sampler_mode = int(settings.sampler_mode)
         leaf.sampler_n = int(settings.sampler_n)
         leaf.key_fields = int(settings.key_fields)
         leaf.features = int(settings.features)
+        ports = sorted({e.dport for e in self._self_entries})
+        if len(ports) > MAX_SELF_PORTS:
+            leaf.n_self_dports = MAX_SELF_PORTS + 1  # the kernel then looks every UDP packet up
+        else:
+            leaf.n_self_dports = len(ports)
+            for i, port in enumerate(ports):
+                leaf.self_dports[i] = port
         self._config[ct.c_int(0)] = leaf
 
     def set_self_export(self, entries: list[SelfExport]) -> None:
@@ -191,6 +207,8 @@ class KernelFlowCache:
             key.sport = e.sport
             key.ipver = e.ipver
             self._self_export[key] = ct.c_uint8(1)
+        self._self_entries = list(entries)
+        self._write_config()
 
     def set_interface_mac(self, ifindex: int, mac: bytes) -> None:
         """The MAC of an attached interface: XDP counts frames to other MACs as promisc-only
