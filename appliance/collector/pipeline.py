@@ -30,6 +30,7 @@ from appliance.collector.decode.decoder import Decoder
 from appliance.collector.decode.dump import FlowDumper
 from appliance.collector.enrich import Enricher, unprovided
 from appliance.collector.export.archive import ArchiveSettings, FlowArchive
+from appliance.collector.export.archive_retention import ArchiveRetention
 from appliance.collector.export.postgres import PgExporter
 from appliance.collector.export.spool import DEFAULT_SPOOL, Spool
 from appliance.collector.export.sqlfile import SqlFileWriter
@@ -145,8 +146,13 @@ class Pipeline:
             self.api = LiveApi(self.live, api)
         self._live = live
         self.archive: FlowArchive | None = None
+        self.retention: ArchiveRetention | None = None
         if archive is not None:
-            self.archive = FlowArchive(archive, self.collector.decoder.exporter_address)
+            # age counts from the wall clock live, from the newest archived flow on a replay
+            self.retention = ArchiveRetention(archive, clock=time.time if live else None)
+            self.archive = FlowArchive(archive, self.collector.decoder.exporter_address,
+                                       retention=self.retention.run, on_closed=self.retention.add)
+            self.retention.run()
         self._reload = threading.Event()
         self._closed = False
 
@@ -156,9 +162,10 @@ class Pipeline:
             sinks.append(self.monitoring.sink)
         if self.collector.dumper.enabled:
             sinks.append(self.collector.dumper.dump)
-        if self.archive is not None:
+        if self.archive is not None and self.retention is not None:
             sinks.append(self.archive.write)
-            self.collector.stats_sections["archive"] = self.archive.stats
+            archive_stats, retention_stats = self.archive.stats, self.retention.stats
+            self.collector.stats_sections["archive"] = lambda: {**archive_stats(), **retention_stats()}
         if self.live is not None:
             sinks.append(self.live.on_batch)
             if self.monitoring is not None:

@@ -417,6 +417,10 @@ class LiveState:
                 problems.append(f"{mon['export_errors']} window export errors: see the collector's log")
             if mon.get("db_up") == 0 and mon.get("db_errors"):  # a real attempt failed (not: none made yet)
                 problems.append("database unreachable: windows wait in the spool")
+        arc = stats.get("archive")
+        if isinstance(arc, dict) and arc.get("failing"):
+            problems.append(f"flow archive not writing ({arc.get('flows_lost', 0)} flows not archived): "
+                            f"{arc.get('last_error', '')}")
         if probe.get("stale"):
             problems.append(f"probe statistics are {probe['age_s']:.0f} s old: is the probe running?")
         rates = self._meter.rates()
@@ -448,6 +452,7 @@ class LiveState:
                 "mo_dir": str(self.collector.config.mo_dir) if self.collector.config.mo_dir else None,
             },
             "monitoring": mon if isinstance(mon, dict) else None,
+            "archive": arc if isinstance(arc, dict) else None,
             "probe": {"available": probe["available"], "stale": probe["stale"], "age_s": probe["age_s"]},
         }
 

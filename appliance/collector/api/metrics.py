@@ -1,7 +1,8 @@
 """Prometheus text exposition (format 0.0.4) of a live-API snapshot.
 
 Labels are bounded by configuration, never by traffic: ``exporter`` (the routers and the
-probe), ``object``, ``window``, ``mavg``, ``level`` and the fixed decode-error ``kind``. Per-IP numbers
+probe), ``object``, ``window``, ``mavg``, ``level``, the fixed decode-error ``kind`` and the archive
+retention's ``reason`` (age, size, free_space). Per-IP numbers
 (top talkers) are JSON-only (``/api/v1/windows``).
 """
 
@@ -13,7 +14,7 @@ from appliance.collector.api.livestate import Snapshot
 
 __all__ = ["render_metrics", "LABELS"]
 
-LABELS = frozenset({"exporter", "object", "window", "mavg", "level", "kind"})
+LABELS = frozenset({"exporter", "object", "window", "mavg", "level", "kind", "reason"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -116,6 +117,24 @@ def render_metrics(snap: Snapshot) -> str:
     for key in ("db_up", "spool_files", "spool_bytes"):
         if key in mon and isinstance(mon[key], (int, float)):
             o.metric(f"monitoring_{key}", "gauge", f"monitoring gauge {key}", [({}, mon[key])])
+
+    arc = st.get("archive") or {}
+    for key, help_ in (("flows", "flows written to the archive"), ("files", "archive files completed"),
+                       ("bytes", "bytes of completed archive files"),
+                       ("flows_lost", "flows the archive could not store (disk full, permissions)"),
+                       ("write_errors", "archive write errors"),
+                       ("partial_set_aside", "incomplete files of a crashed writer set aside at start"),
+                       ("partial_recovered", "complete files of a crashed writer renamed at start")):  # fmt: skip
+        if key in arc:
+            o.metric(f"archive_{key}_total", "counter", help_, [({}, arc[key])])
+    if "failing" in arc:
+        o.metric("archive_failing", "gauge", "1 while archive writes fail", [({}, arc["failing"])])
+        o.metric("archive_bytes_kept", "gauge", "bytes of this appliance's archive files",
+                 [({}, arc.get("bytes_kept"))])  # fmt: skip
+        for key, help_ in (("removed_files", "archive files removed by retention, per reason"),
+                           ("removed_bytes", "archive bytes removed by retention, per reason")):  # fmt: skip
+            o.metric(f"archive_{key}_total", "counter", help_,
+                     [({"reason": r}, n) for r, n in (arc.get(key) or {}).items()])  # fmt: skip
 
     mv = snap.mavg
     o.metric("mavg_keys", "gauge", "keys in the moving-average table",

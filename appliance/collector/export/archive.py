@@ -354,12 +354,15 @@ class FlowArchive:
     Args:
         settings: directory, appliance name, rotation and retention.
         exporter_address: the decoder's exporter index → address text.
-        retention: called after each closed file and at start (the retention pass), or None.
+        retention: called after each closed file (the retention pass), or None.
+        on_closed: told of every file made visible (its path and size), or None.
     """
 
     def __init__(self, settings: ArchiveSettings, exporter_address: Callable[[int], str],
-                 retention: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 retention: Callable[[], object] | None = None,
+                 on_closed: Callable[[Path, int], None] | None = None) -> None:  # fmt: skip
         self.settings = settings
+        self._on_closed = on_closed
         self.root = settings.directory / f"appliance={settings.appliance}"
         self._address = exporter_address
         self._retention = retention
@@ -488,9 +491,12 @@ class FlowArchive:
             return
         self.counters["files"] += 1
         try:
-            self.counters["bytes"] += f.final.stat().st_size
+            size = f.final.stat().st_size
         except OSError:
-            pass
+            return
+        self.counters["bytes"] += size
+        if self._on_closed is not None:
+            self._on_closed(f.final, size)
 
     def _finish(self) -> None:
         """Flush, close the open file, run the retention pass."""
