@@ -54,6 +54,7 @@ STATUS = obj({
     "exporters": INT, "objects": INT,
     "config": obj({"generation": INT, "loaded_at": _opt(NUM), "mo_dir": _opt(STR)}),
     "monitoring": {"type": ["object", "null"]},
+    "archive": {"type": ["object", "null"]},  # FlowArchive + ArchiveRetention counters (docs/archive.md)
     "probe": obj({"available": BOOL, "stale": _opt(BOOL), "age_s": _opt(NUM)}),
 })  # fmt: skip
 
