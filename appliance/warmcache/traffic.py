@@ -46,6 +46,8 @@ class FakeClock:
 
 @dataclass(frozen=True, slots=True)
 class Datagram:
+    """One UDP datagram an exporter sent, at its time on the synthetic timeline."""
+
     exporter: str  # source address of the UDP datagram
     port: int  # destination UDP port
     time_ns: int
