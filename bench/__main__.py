@@ -25,6 +25,8 @@ BENCHMARKS = {
                 "live UDP: mirrorflow collect vs nfcapd, highest lossless rate and ratio"),
     "fwm": ("bench.bench_fwm", ["--quick"],
             "monitoring objects + fixed windows from memory (3 objects, 6 windows, 65 k sources)"),
+    "enrich": ("bench.bench_enrich", ["--quick"],
+               "GeoIP/ASN lookups/s vs maxminddb; fwm profile CPU per flow with and without enrichment"),
     "mavg": ("bench.bench_mavg", ["--quick"],
              "moving averages: ns per flow with 1 M keys and 3 levels; cost on the fwm profile"),
     "objects": ("bench.bench_objects_udp", None,

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.collector.enrich import bundled_geoip
+
 from . import DemoError, PrerequisiteError
 from .netns import Topology, build_topology, owned_names, process_alive, remove_leftovers
 from .pg import PostgresCluster, free_tcp_port, postgres_bin_dir, stop_cluster
@@ -293,6 +295,9 @@ class Demo:
                    "--templates", str(self.work / "templates.json"), "--stats-interval", "30"]  # fmt: skip
         if dsn:
             collect += ["--db", dsn]
+        geoip = bundled_geoip()  # countries and AS numbers out of the box (scripts/fetch-geoip)
+        if geoip is not None:
+            collect += ["--geoip", str(geoip)]
         self.say(f"starting the collector on UDP {self.port}, live API {self.api_url} "
                  "(numba compiles on a first run: up to a minute)")
         collector = self.spawn("collector", collect)

@@ -386,3 +386,54 @@ def test_config_keys_geoip_and_geodb(tmp_path: Path) -> None:
     conf.write_text('{"geoip": 5}')
     with pytest.raises(ConfigError, match="geoip must be a .mmdb file or folder"):
         load_config(conf)
+
+
+def test_range_csv_matches_a_linear_scan(tmp_path: Path) -> None:
+    """ip-location-db's CSV (the AS data shipped on npm): every lookup equals a scan of the lines."""
+    rng = random.Random(5)
+    for version, bits in ((4, 32), (6, 128)):
+        cuts = sorted(rng.sample(range(1, 2**bits - 1), 400)) if version == 4 else \
+            sorted({rng.getrandbits(128) for _ in range(400)})
+        lines, ranges = [], []
+        for k in range(0, len(cuts) - 1, 2):
+            lo, hi = cuts[k], cuts[k + 1] - 1
+            if rng.random() < 0.3:
+                continue  # a gap: unknown
+            asn = rng.randrange(1, 70000)
+            org = f"Org, {asn} \"x\"" if asn % 3 == 0 else f"Org {asn}"
+            ranges.append((lo, hi, asn, org))
+            w = ipaddress.ip_address if rng.random() < 0.8 else str
+            lines.append(f'{w(lo)},{w(hi)},{asn},"{org.replace(chr(34), chr(34) * 2)}"')
+        ranges.append((2**bits - 1, 2**bits - 1, 7, "Last"))  # the very last address
+        lines.append(f"{ipaddress.ip_address(2**bits - 1) if version == 4 else ipaddress.IPv6Address(2**bits - 1)},"
+                     f"{ipaddress.ip_address(2**bits - 1) if version == 4 else ipaddress.IPv6Address(2**bits - 1)},7,Last")
+        rng.shuffle(lines)
+        path = tmp_path / f"asn-ipv{version}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        from appliance.collector.enrich.csvranges import load_csv
+
+        db = load_csv(path)
+        probes = [0, 1, 2**bits - 1, 2**bits - 2] + [x for lo, hi, _, _ in ranges for x in (lo - 1, lo, hi, hi + 1)]
+        probes += [rng.getrandbits(bits) for _ in range(300)]
+        for v in probes:
+            if not 0 <= v < 2**bits:
+                continue
+            want = next(((a, o) for lo, hi, a, o in ranges if lo <= v <= hi), (0, ""))
+            ip = ipaddress.IPv4Address(v) if version == 4 else ipaddress.IPv6Address(v)
+            got = db.get(str(ip))
+            assert (got["asn"], TEXTS.text(got["as_org"])) == want, ip
+
+
+def test_range_csv_bad_lines(tmp_path: Path) -> None:
+    from appliance.collector.enrich.csvranges import load_csv
+
+    p = tmp_path / "x.csv"
+    p.write_text("1.0.0.0,1.0.0.255,13335,Cloudflare\nnot-an-ip,1.0.0.1,5,x\n")
+    with pytest.raises(GeoError, match=r"x.csv:2: expected FIRST,LAST"):
+        load_csv(p)
+    p.write_text("1.0.0.0,::1,13335,Cloudflare\n")
+    with pytest.raises(GeoError, match="one address family"):
+        load_csv(p)
+    p.write_text("1.0.0.0,1.0.0.9,ASx,Cloudflare\n")
+    with pytest.raises(GeoError, match="not an AS number"):
+        load_csv(p)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from appliance.collector.enrich import _kernels as K
+from appliance.collector.enrich.csvranges import load_csv
 from appliance.collector.enrich.mmdb import GeoDatabase, GeoError, database_files, load_database
 from appliance.collector.fields import geo
 from appliance.collector.flowbatch import FlowBatch
@@ -32,12 +34,17 @@ __all__ = ["Enricher", "ENRICHED_COLUMNS", "unprovided", "texts"]
 
 log = logging.getLogger("mirrorflow.collector")
 
+_NO_V6 = np.zeros((1, 2), dtype=np.uint64)
 #: every column the stage can add, in registry order
 ENRICHED_COLUMNS: tuple[str, ...] = tuple(f"{side}_{n}" for n in geo.ENRICHED for side in ("src", "dst"))
 
 
+def _load(path: Path) -> GeoDatabase:
+    return load_csv(path) if path.suffix == ".csv" else load_database(path)
+
+
 def _load_all(paths: Sequence[Path]) -> list[GeoDatabase]:
-    return [load_database(f) for p in paths for f in database_files(Path(p))]
+    return [_load(f) for p in paths for f in database_files(Path(p))]
 
 
 class Enricher:
@@ -68,22 +75,25 @@ class Enricher:
         self.enrich(batch)
 
     def enrich(self, batch: FlowBatch) -> None:
-        """Add (or overwrite) the provided columns of one batch."""
+        """Add (or overwrite) the provided columns of one batch: one numba pass per database and
+        side writes every value of the address's record."""
         dbs = self.databases  # one read: a reload swaps the list, never edits it
-        if not dbs:
+        if not dbs or batch.n == 0:
             return
+        names = [n for n in geo.ENRICHED if any(n in db.provides for db in dbs)]
+        row = {n: r for r, n in enumerate(names)}
         for side in ("src", "dst"):
-            v4 = batch[f"{side}_addr"]
-            v6 = batch[f"{side}_addr6"] if f"{side}_addr6" in batch else None
-            cols: dict[str, np.ndarray] = {}
+            v4 = np.ascontiguousarray(batch[f"{side}_addr"], np.uint64)
+            has6 = f"{side}_addr6" in batch
+            v6 = np.ascontiguousarray(batch[f"{side}_addr6"], np.uint64) if has6 else _NO_V6
+            out = np.zeros((len(names), batch.n), dtype=np.uint64)
             for db in dbs:
-                codes = db.lookup(v4, v6)
-                for name in db.provides:
-                    vals = db.values[name][codes]
-                    prev = cols.get(name)
-                    cols[name] = vals if prev is None else np.where(prev != 0, prev, vals)
-            for name, arr in cols.items():
-                batch.set(f"{side}_{name}", arr)
+                a, b = db.v4, db.v6
+                rows = np.array([row[n] for n in db.provides], dtype=np.int64)
+                K.lookup_values(v4, v6, has6, a.hi, a.lo, a.idx, a.code, b.hi, b.lo, b.idx, b.code,
+                                db.matrix(), rows, out)  # fmt: skip
+            for r, name in enumerate(names):
+                batch.set(f"{side}_{name}", out[r])
 
     # ---- reload ---------------------------------------------------------------------------
 

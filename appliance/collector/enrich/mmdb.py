@@ -50,7 +50,7 @@ class _Table:
     @classmethod
     def empty(cls) -> _Table:
         z = np.zeros(0, dtype=np.uint64)
-        return cls(z, z, np.zeros(65537, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        return cls(z, z, np.zeros((1 << K.BUCKET_BITS) + 1, dtype=np.int32), np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.lo)
@@ -77,10 +77,18 @@ class GeoDatabase:
     records: int
     v4: _Table = field(default_factory=_Table.empty)
     v6: _Table = field(default_factory=_Table.empty)
+    _matrix: np.ndarray | None = None
 
     @property
     def ranges(self) -> int:
         return len(self.v4) + len(self.v6)
+
+    def matrix(self) -> np.ndarray:
+        """The values as one uint64[len(provides), records + 1] array (`_kernels.lookup_values`)."""
+        m = self._matrix
+        if m is None:
+            m = self._matrix = np.ascontiguousarray(np.stack([self.values[n] for n in self.provides]))
+        return m
 
     def lookup(self, v4: np.ndarray, v6: np.ndarray | None) -> np.ndarray:
         """Record codes (int64) of addresses: `v4` uint64[n] and, if any, `v6` uint64[n, 2]."""
@@ -105,14 +113,16 @@ class GeoDatabase:
 
 
 def database_files(path: Path) -> list[Path]:
-    """The .mmdb files a ``geoip`` entry names: the file, or every .mmdb in a folder (sorted).
+    """The files a ``geoip`` entry names: the file, or every .mmdb and range .csv in a folder
+    (sorted: .mmdb first).
 
     Raises:
         GeoError: a missing path, a folder without .mmdb files (xenoeye's xemkgeodb files
             are named in the message).
     """
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".mmdb" and p.is_file())
+        files = sorted((p for p in path.iterdir() if p.suffix in (".mmdb", ".csv") and p.is_file()),
+                       key=lambda p: (p.suffix != ".mmdb", p.name))
         if not files:
             xeno = [p.name for p in path.iterdir() if p.name in ("geo4.db", "geo6.db", "as4.db", "as6.db")]
             if xeno:
@@ -271,10 +281,11 @@ def _provides(database_type: str, kept: list[dict[str, Any]]) -> tuple[str, ...]
         names += ["continent", "country"]
     if "asn" in t or "isp" in t:
         names += ["asn", "as_org"]
+    seen = {k for r in kept for k in r}
     if not names:  # a type we do not know by name: what its records hold
-        seen = {k for r in kept for k in r}
-        names = [n for n in geo.ENRICHED if n in seen]
-    return tuple(n for n in geo.ENRICHED if n in names)
+        names = list(seen)
+    # what the type promises and the records hold (ip-location-db's "country" has no continent)
+    return tuple(n for n in geo.ENRICHED if n in names and n in seen)
 
 
 def _value_array(name: str, kept: list[dict[str, Any]]) -> np.ndarray:
