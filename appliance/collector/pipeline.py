@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.collector.api.livestate import LiveState
+from appliance.collector.api.archive import ArchiveApi
 from appliance.collector.api.server import ApiSettings, LiveApi
 from appliance.collector.config.objects import ConfigErrors
 from appliance.collector.config.runtime import Runtime, load_runtime
@@ -153,6 +154,8 @@ class Pipeline:
             self.archive = FlowArchive(archive, self.collector.decoder.exporter_address,
                                        retention=self.retention.run, on_closed=self.retention.add)
             self.retention.run()
+            if self.api is not None:
+                self.api.archive = ArchiveApi(archive.directory)
         self._reload = threading.Event()
         self._closed = False
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from appliance.collector.api.schema import SCHEMAS, validate
 from appliance.collector.receive.pcapfile import PcapReader
 from tests.integration._live import free_port, get, wait_for
 from tests.unit.test_api import parse_metrics
@@ -62,6 +63,12 @@ def test_sighup_and_sigterm_close_the_open_file(tmp_path: Path, corpus_dir: Path
         m = parse_metrics(get(base + "/metrics"))
         assert m["mirrorflow_archive_flows_total"][()] == n and m["mirrorflow_archive_failing"][()] == 0
         assert m["mirrorflow_archive_removed_files_total"][(("reason", "age"),)] == 0
+        flows = get(base + "/api/v1/archive/flows?limit=3&filter=proto%20tcp%20or%20udp")
+        validate(flows, SCHEMAS["/api/v1/archive/flows"])
+        assert flows["count"] == 3 and all(f["exporter"] == "127.0.0.1" for f in flows["flows"])
+        top = get(base + "/api/v1/archive/top?top=proto&by=flows&limit=5")
+        validate(top, SCHEMAS["/api/v1/archive/top"])
+        assert top["totals"]["flows"] == n == sum(r["flows"] for r in top["rows"])
         send(capture, udp)
         wait_for(lambda: get(base + "/api/v1/status")["status"]["totals"]["records"] == 2 * n)
     finally:

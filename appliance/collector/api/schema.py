@@ -132,6 +132,14 @@ PROBE = obj({"stats_file": _opt(STR), "available": BOOL, "age_s": _opt(NUM), "st
 ERROR = obj({"api_version": {"type": "integer", "enum": [1]},
              "error": obj({"status": INT, "message": STR})})  # fmt: skip
 
+# the archive's answers are queries, not snapshots: no snapshot envelope; times in ns since the epoch
+_ARCHIVE = {"api_version": {"type": "integer", "enum": [1]}, "filter": STR, "since": _opt(INT), "until": _opt(INT),
+            "limit": INT, "elapsed_s": NUM, "count": INT}  # fmt: skip
+ARCHIVE_FLOWS = obj({**_ARCHIVE, "flows": arr({"type": "object"})})  # decode --format jsonl records
+ARCHIVE_TOP = obj({**_ARCHIVE, "top": arr(STR), "by": {"type": "string", "enum": ["bytes", "packets", "flows"]},
+                   "rows": arr({"type": "object"}),  # the key fields, then bytes, packets, flows
+                   "totals": obj({"bytes": INT, "packets": INT, "flows": INT})})  # fmt: skip
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "/api/v1/status": _envelope({"status": STATUS}),
     "/api/v1/exporters": _envelope({"exporters": arr(EXPORTER), "probe": PROBE}),
@@ -143,6 +151,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "/api/v1/mavg": _envelope({"mavg": arr(MAVG)}),
     "/api/v1/alerts": _envelope({"active": arr(ALERT), "past": arr(ALERT)}),
     "/api/v1/probe": _envelope({"probe": PROBE}),
+    "/api/v1/archive/flows": ARCHIVE_FLOWS,
+    "/api/v1/archive/top": ARCHIVE_TOP,
     "error": ERROR,
 }
 

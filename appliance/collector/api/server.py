@@ -34,6 +34,7 @@ from appliance.collector.api.schema import SCHEMAS
 from appliance.collector.api.flowtail import matching_records, tail_records
 from appliance.collector.api.livestate import API_VERSION, LiveState, Snapshot
 from appliance.collector.api.metrics import CONTENT_TYPE, render_metrics
+from appliance.collector.api.archive import ARCHIVE_ENDPOINTS, ArchiveApi, ArchiveApiError
 from appliance.collector.filter import Filter, FilterError, compile_filter
 
 __all__ = ["ApiSettings", "ApiAddressError", "LiveApi", "parse_api_address", "settings_from_config",
@@ -66,6 +67,7 @@ ENDPOINTS = {
     "/api/v1/schema": "JSON schemas of every response",
     "/metrics": "Prometheus text exposition",
 }
+ENDPOINTS.update(ARCHIVE_ENDPOINTS)  # with --archive (404 without)
 
 
 class ApiAddressError(MirrorflowError):
@@ -311,9 +313,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, render_metrics(snap).encode(), CONTENT_TYPE, head)
                 return
             query = parse_qs(url.query, keep_blank_values=True)
-            doc = route(snap, url.path, query)
+            if url.path.startswith("/api/v1/archive/"):
+                if self.server.archive is None:
+                    raise _NotFound("no flow archive: start the collector with --archive DIR (docs/archive.md)")
+                doc = self.server.archive.handle(url.path, query, snap.iplists)
+            else:
+                doc = route(snap, url.path, query)
         except _NotFound as exc:
             self._error(404, str(exc), head)
+            return
+        except ArchiveApiError as exc:
+            self._error(exc.status, str(exc), head)
             return
         except _BadRequest as exc:
             self._error(400, str(exc), head)
@@ -349,6 +359,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     state: LiveState
+    archive: ArchiveApi | None = None
 
     def __init__(self, address: tuple[str, int], state: LiveState, max_connections: int = MAX_CONNECTIONS,
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:  # fmt: skip
@@ -399,6 +410,8 @@ class LiveApi:
         self.state = state
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: the archive endpoints (the pipeline sets it when the collector writes an archive)
+        self.archive: ArchiveApi | None = None
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -429,6 +442,7 @@ class LiveApi:
             log.warning("live API on %s: it has no authentication; keep it on 127.0.0.1 and use SSH", host)
         self._server = _Server(self.settings.address, self.state, self.settings.max_connections,
                                self.settings.idle_timeout_s)  # fmt: skip
+        self._server.archive = self.archive
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="mirrorflow-api", daemon=True)  # fmt: skip
         self._thread.start()
