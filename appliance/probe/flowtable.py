@@ -378,7 +378,11 @@ class FlowTable:
         """
         v = self._vals
         tcp_end = -1 if self.tcp_end_timeout_ns is None else int(self.tcp_end_timeout_ns)
-        n = _due(self._state, self._reason, v["first_ns"], v["last_ns"], v["tcp_flags"],
+        # Slots are handed out lowest first and reused before new ones: none above the peak
+        # occupancy was ever used, so the scan stops there (not at the capacity).
+        used = self.stats.peak_active
+        n = _due(self._state[:used], self._reason[:used], v["first_ns"][:used],
+                 v["last_ns"][:used], v["tcp_flags"][:used],
                  np.int64(now_ns), np.int64(self.inactive_timeout_ns),
                  np.int64(self.active_timeout_ns), np.int64(tcp_end), self._due_slots,
                  self._due_reasons)  # fmt: skip

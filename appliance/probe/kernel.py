@@ -265,7 +265,19 @@ class KernelFlowCache:
             first = False
 
     def counters(self) -> np.ndarray:
-        """Per-CPU counters, uint64[ncpu, N_COUNTERS]."""
+        """Per-CPU counters, uint64[ncpu, N_COUNTERS] (one batch lookup syscall)."""
+        lib = self._bcc.libbcc.lib
+        keys = np.arange(N_COUNTERS, dtype=np.uint32)
+        vals = np.zeros((N_COUNTERS, self._ncpu), np.uint64)
+        cnt = ct.c_uint32(N_COUNTERS)
+        out_batch = ct.c_uint32(0)
+        ret = lib.bpf_lookup_batch(self._counters.map_fd, None, ct.byref(out_batch),
+                                   keys.ctypes.data, vals.ctypes.data, ct.byref(cnt))  # fmt: skip
+        if (ret != 0 and -ret != errno.ENOENT) or cnt.value != N_COUNTERS:
+            return self._counters_one_by_one()
+        return np.ascontiguousarray(vals.T)
+
+    def _counters_one_by_one(self) -> np.ndarray:
         out = np.zeros((self._ncpu, N_COUNTERS), np.uint64)
         for i in range(N_COUNTERS):
             vals = self._counters.getvalue(self._counters.Key(i))

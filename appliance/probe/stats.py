@@ -99,5 +99,7 @@ def render(s: dict[str, Any]) -> str:
         lines.append(
             f"  {d['destination']:<28} packets {d['packets']} bytes {d['bytes']} "
             f"flows {d['flows']} errors {d['errors']} ({causes}) flows lost {d['flows_lost']}"
+            f"; refused by ICMP {d.get('refused', 0)}, held {d.get('held', 0)}, "
+            f"resent {d.get('resent', 0)}"
         )
     return "\n".join(lines)
