@@ -72,10 +72,12 @@ def lookups(mmdb: Path, n: int) -> None:
         print(f"{name:<28} {ours / 1e6:>15.1f} {peer / 1e6:>15.2f} {ours / peer:>6.0f}x")
 
 
-def profile_batches(total: int, size: int = 16384, seed: int = 1) -> list[FlowBatch]:
-    """bench fwm's profile with 65 k random public sources (so lookups meet real tables)."""
+def profile_batches(total: int, size: int = 16384, seed: int = 1, public: bool = True) -> list[FlowBatch]:
+    """bench fwm's profile: 65 k random public sources (lookups meet real, scattered tables), or
+    its own 65 k sources in 198.18.0.0/16 (one region of the tables, as bench fwm and bench
+    objects send)."""
     rng = np.random.default_rng(seed)
-    pool = _public(rng, 70_000)[:65_536]
+    pool = _public(rng, 70_000)[:65_536] if public else (0xC6120000 + np.arange(65_536)).astype(np.uint64)
     out = []
     t0 = 1_700_000_000 * 10**9
     for start in range(0, total, size):
@@ -107,9 +109,9 @@ def profile_batches(total: int, size: int = 16384, seed: int = 1) -> list[FlowBa
     return out
 
 
-def objects(geoip: Path, total: int, rounds: int) -> None:
+def objects(geoip: Path, total: int, rounds: int, public: bool) -> None:
     enricher = Enricher([geoip])
-    data = profile_batches(total)
+    data = profile_batches(total, public=public)
     with tempfile.TemporaryDirectory() as tmp:
         for rel, text in OBJECTS.items():
             (Path(tmp) / rel).mkdir(parents=True)
@@ -133,7 +135,8 @@ def objects(geoip: Path, total: int, rounds: int) -> None:
             plain.append(run(False))
             rich.append(run(True))
     p, r = statistics.median(plain), statistics.median(rich)
-    print(f"fwm profile (3 objects, 6 windows, 65 k public sources), {total} flows, {rounds} rounds, "
+    where = "65 k random public sources" if public else "65 k sources in 198.18.0.0/16"
+    print(f"fwm profile (3 objects, 6 windows, {where}), {total} flows, {rounds} rounds, "
           f"CPU ns/flow median: without {p:.0f}, with country+ASN on both addresses {r:.0f}: "
           f"+{(r / p - 1) * 100:.1f} % ({', '.join(d.path.name for d in enricher.databases)})")
 
@@ -155,7 +158,8 @@ def main() -> int:
     mmdbs = sorted(geoip.glob("*.mmdb")) if geoip.is_dir() else [geoip]
     if mmdbs:
         lookups(mmdbs[0], args.lookups)
-    objects(geoip, args.flows, args.rounds)
+    for public in (False, True):
+        objects(geoip, args.flows, args.rounds, public)
     return 0
 
 

@@ -437,3 +437,32 @@ def test_range_csv_bad_lines(tmp_path: Path) -> None:
     p.write_text("1.0.0.0,1.0.0.9,ASx,Cloudflare\n")
     with pytest.raises(GeoError, match="not an AS number"):
         load_csv(p)
+
+
+def test_merged_databases_first_one_that_knows_wins(tmp_path: Path) -> None:
+    """Several databases are merged into one table at load: the first listed that knows an
+    address gives each value; a value only the second has still comes from it."""
+    a = MMDBWriter(ip_version=6, database_type="GeoLite2-City", ipv4_compatible=True)
+    a.insert_network(IPSet(["10.0.0.0/8"]), {"country": {"iso_code": "DE"}, "city": {"names": {"en": "Berlin"}}})
+    a.insert_network(IPSet(["2001:db8::/32"]), {"country": {"iso_code": "NL"}})
+    a.to_db_file(str(tmp_path / "a.mmdb"))
+    b = MMDBWriter(ip_version=4, database_type="GeoLite2-Country")
+    b.insert_network(IPSet(["10.0.0.0/7"]), {"country": {"iso_code": "FR"}})  # 10/8 and 11/8
+    b.insert_network(IPSet(["10.1.0.0/16"]), {"country": {"iso_code": "JP"}})
+    b.to_db_file(str(tmp_path / "b.mmdb"))
+    e = Enricher([tmp_path / "a.mmdb", tmp_path / "b.mmdb"])
+    addrs = ["10.0.0.1", "10.1.2.3", "11.0.0.1", "12.0.0.1", "2001:db8::5", "::ffff:11.0.0.1"]
+    cols: dict[int, np.ndarray] = {REGISTRY["src_addr"].column: np.zeros(len(addrs), np.uint64),
+                                   REGISTRY["dst_addr"].column: np.zeros(len(addrs), np.uint64)}
+    v6 = np.zeros((len(addrs), 2), dtype=np.uint64)
+    for i, s in enumerate(addrs):
+        ip = ipaddress.ip_address(s)
+        if ip.version == 4:
+            cols[REGISTRY["src_addr"].column][i] = int(ip)
+        else:
+            v6[i] = (int(ip) >> 64, int(ip) & (2**64 - 1))
+    batch = FlowBatch(len(addrs), cols, {REGISTRY["src_addr6"].column6: v6})
+    e.enrich(batch)
+    assert [code_letters(int(c)) for c in batch["src_country"]] == ["DE", "DE", "FR", "", "NL", "FR"]
+    assert [TEXTS.text(int(c)) for c in batch["src_city"]] == ["Berlin", "Berlin", "", "", "", ""]
+    assert e.provides >= {"src_city", "dst_country"}

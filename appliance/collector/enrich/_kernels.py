@@ -196,7 +196,8 @@ def lookup_values(v4: np.ndarray, v6: np.ndarray, has6: bool,
     they are still 0 (an earlier database that knew the address wins).
 
     Args:
-        values: uint64[k, K + 1], value j of record code c (code 0: zeros).
+        values: uint64[K + 1, k], value j of record code c in row c (code 0: zeros), so one
+            record's values share a cache line.
         rows: int64[k], the row of `out` value j goes to.
         out: uint64[columns, n].
     """
@@ -229,4 +230,4 @@ def lookup_values(v4: np.ndarray, v6: np.ndarray, has6: bool,
         for j in range(k):
             r = rows[j]
             if out[r, i] == 0:
-                out[r, i] = values[j, c]
+                out[r, i] = values[c, j]

@@ -25,6 +25,7 @@ import numpy as np
 
 from appliance.collector.enrich import _kernels as K
 from appliance.collector.enrich.csvranges import load_csv
+from appliance.collector.enrich.merged import merge
 from appliance.collector.enrich.mmdb import GeoDatabase, GeoError, database_files, load_database
 from appliance.collector.fields import geo
 from appliance.collector.flowbatch import FlowBatch
@@ -60,11 +61,20 @@ class Enricher:
 
     def __init__(self, paths: Iterable[Path]) -> None:
         self.paths = [Path(p) for p in paths]
-        self.databases: list[GeoDatabase] = _load_all(self.paths)
+        dbs = _load_all(self.paths)
+        #: the loaded databases and the one table they are merged into, swapped together
+        self._state: tuple[list[GeoDatabase], GeoDatabase | None] = (dbs, merge(dbs) if dbs else None)
         self.reloads = 0
         self.reload_errors = 0
         self.loaded_at = time.time()
         self._thread: threading.Thread | None = None
+        # output columns, reused batch after batch (fresh arrays cost page faults each time):
+        # like the decoder's, a batch's enriched columns are valid until the next batch
+        self._buffers: dict[str, np.ndarray] = {}
+
+    @property
+    def databases(self) -> list[GeoDatabase]:
+        return self._state[0]
 
     @property
     def provides(self) -> frozenset[str]:
@@ -75,23 +85,25 @@ class Enricher:
         self.enrich(batch)
 
     def enrich(self, batch: FlowBatch) -> None:
-        """Add (or overwrite) the provided columns of one batch: one numba pass per database and
-        side writes every value of the address's record."""
-        dbs = self.databases  # one read: a reload swaps the list, never edits it
-        if not dbs or batch.n == 0:
+        """Add (or overwrite) the provided columns of one batch: one numba pass per side over
+        the merged table writes every value of the address's ranges."""
+        db = self._state[1]  # one read: a reload swaps the state, never edits it
+        if db is None or batch.n == 0:
             return
-        names = [n for n in geo.ENRICHED if any(n in db.provides for db in dbs)]
-        row = {n: r for r, n in enumerate(names)}
+        names = db.provides
+        rows = np.arange(len(names), dtype=np.int64)
+        a, b = db.v4, db.v6
         for side in ("src", "dst"):
             v4 = np.ascontiguousarray(batch[f"{side}_addr"], np.uint64)
             has6 = f"{side}_addr6" in batch
             v6 = np.ascontiguousarray(batch[f"{side}_addr6"], np.uint64) if has6 else _NO_V6
-            out = np.zeros((len(names), batch.n), dtype=np.uint64)
-            for db in dbs:
-                a, b = db.v4, db.v6
-                rows = np.array([row[n] for n in db.provides], dtype=np.int64)
-                K.lookup_values(v4, v6, has6, a.hi, a.lo, a.idx, a.code, b.hi, b.lo, b.idx, b.code,
-                                db.matrix(), rows, out)  # fmt: skip
+            buf = self._buffers.get(side)
+            if buf is None or buf.shape[0] != len(names) or buf.shape[1] < batch.n:
+                buf = self._buffers[side] = np.empty((len(names), max(batch.n, 16384)), dtype=np.uint64)
+            out = buf[:, : batch.n]
+            out[:] = 0
+            K.lookup_values(v4, v6, has6, a.hi, a.lo, a.idx, a.code, b.hi, b.lo, b.idx, b.code,
+                            db.matrix(), rows, out)  # fmt: skip
             for r, name in enumerate(names):
                 batch.set(f"{side}_{name}", out[r])
 
@@ -128,7 +140,7 @@ class Enricher:
             log.error("GeoIP reload refused, the loaded databases stay: the new files do not provide %s",
                       ", ".join(sorted(lost)))  # fmt: skip
             return
-        self.databases = new
+        self._state = (new, merge(new) if new else None)
         self.reloads += 1
         self.loaded_at = time.time()
         log.info("GeoIP reloaded: %s", "; ".join(f"{d.path} ({d.database_type}, {d.ranges} ranges)" for d in new))

@@ -84,10 +84,10 @@ class GeoDatabase:
         return len(self.v4) + len(self.v6)
 
     def matrix(self) -> np.ndarray:
-        """The values as one uint64[len(provides), records + 1] array (`_kernels.lookup_values`)."""
+        """The values as one uint64[records + 1, len(provides)] array (`_kernels.lookup_values`)."""
         m = self._matrix
         if m is None:
-            m = self._matrix = np.ascontiguousarray(np.stack([self.values[n] for n in self.provides]))
+            m = self._matrix = np.ascontiguousarray(np.stack([self.values[n] for n in self.provides], axis=1))
         return m
 
     def lookup(self, v4: np.ndarray, v6: np.ndarray | None) -> np.ndarray:
