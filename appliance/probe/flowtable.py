@@ -67,10 +67,11 @@ def _same(a: np.ndarray, i: int, b: np.ndarray, j: int) -> bool:
 
 
 @nb.njit(cache=True, nogil=True)
-def _find(index, twords, bwords, j):
-    """Returns (position of the key or -1, first reusable position)."""
+def _find(index, twords, bwords, j, h=np.uint64(0), hashed=False):
+    """Returns (position of the key or -1, first reusable position). `h`: the key's hash
+    when `hashed` (the merge computes a block of them ahead)."""
     mask = np.uint64(len(index) - 1)
-    pos = _hash(bwords, j) & mask
+    pos = (h if hashed else _hash(bwords, j)) & mask
     reuse = -1
     while True:
         s = index[pos]
@@ -92,8 +93,18 @@ def _merge(index, where, twords, tbytes, state, reason, packets, bytes_, first, 
            blast, bflags, bmin_ttl, bmax_ttl, bfrag, limit, counts):
     """counts: [new flows, merged, refused flows, refused packets, refused bytes,
     guard splits, tombstones added]."""
+    # Hashes are computed a block ahead and their index entries read once, independently of
+    # each other, so the cache misses of a block overlap instead of coming one by one.
+    block = 32
+    hashes = np.empty(block, np.uint64)
+    mask = np.uint64(len(index) - 1)
+    warm = np.int64(0)
     for j in range(len(bwords)):
-        pos, reuse = _find(index, twords, bwords, j)
+        if j % block == 0:
+            for b in range(min(block, len(bwords) - j)):
+                hashes[b] = _hash(bwords, j + b)
+                warm += index[hashes[b] & mask]
+        pos, reuse = _find(index, twords, bwords, j, hashes[j % block], True)
         if pos >= 0:
             s = index[pos]
             if packets[s] + bpackets[j] > limit or bytes_[s] + bbytes_[j] > limit:
@@ -137,6 +148,7 @@ def _merge(index, where, twords, tbytes, state, reason, packets, bytes_, first, 
         state[s] = _ACTIVE
         reason[s] = 0
         counts[0] += 1
+    return warm
 
 
 @nb.njit(cache=True, nogil=True)
