@@ -79,6 +79,8 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--geoip", action="append", type=Path, metavar="FILE",
                    help="GeoIP/ASN database (.mmdb: GeoLite2, DB-IP lite, IPinfo lite) or a folder of them, "
                         "repeatable: adds src/dst country, asn, as-org… (docs/enrichment.md)")
+    p.add_argument("--networks", type=Path, metavar="FILE",
+                   help="your prefixes, one per line: PREFIX NAME [ROLE [SITE]]: adds src/dst net-name, -role, -site")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=run_collect)
 
@@ -100,6 +102,8 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
             setattr(cfg, attr, value)
     if args.geoip:
         cfg.geoip = list(args.geoip)
+    if args.networks:
+        cfg.networks = args.networks
     return cfg
 
 
@@ -177,6 +181,8 @@ def add_decode_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats", action="store_true", help="print per-exporter statistics to stderr at the end")
     p.add_argument("--geoip", action="append", type=Path, metavar="FILE",
                    help="GeoIP/ASN .mmdb database or folder (repeatable): records get src/dst country, asn…")
+    p.add_argument("--networks", type=Path, metavar="FILE",
+                   help="networks file (PREFIX NAME [ROLE [SITE]]): records get src/dst net_name, net_role, net_site")
     p.set_defaults(func=run_decode)
 
 
@@ -193,7 +199,7 @@ def run_decode(args: argparse.Namespace) -> int:
     try:
         devices = load_devices(args.devices) if args.devices else []
         dec = Decoder(apply_sampling=args.apply_sampling, emit_options=not args.no_options, devices=devices)
-        enricher = Enricher(args.geoip) if args.geoip else None
+        enricher = Enricher(args.geoip or [], args.networks) if args.geoip or args.networks else None
         out = sys.stdout
         for path in args.files:
             with PcapReader(path, ports=args.port) as reader:

@@ -130,7 +130,7 @@ class Pipeline:
             log.warning("%s", w)
         self.collector = Collector(cfg, clock=clock)
         #: GeoIP/ASN enrichment (cfg.geoip): columns added to every batch before the sinks
-        self.enricher: Enricher | None = Enricher(cfg.geoip) if cfg.geoip else None
+        self.enricher: Enricher | None = Enricher(cfg.geoip, cfg.networks) if cfg.geoip or cfg.networks else None
         if runtime is not None:
             missing = unprovided(runtime.objects, self.enricher.provides if self.enricher else frozenset())
             if missing:

@@ -601,7 +601,10 @@ VIRTUAL: tuple[tuple[int, str, FieldType, str], ...] = (
           ("zip", "postal code (City database; text code)"),
           ("lat", "latitude (City database; text code)"),
           ("long", "longitude (City database; text code)"),
-      )) for k, side in enumerate(("src", "dst"))),
+          ("net_name", "network name (the networks file; text code)"),
+          ("net_role", "network role (the networks file; text code)"),
+          ("net_site", "network site (the networks file; text code)"),
+      )) for k, side in enumerate(("src", "dst"))),  # ids past 65535: never on the wire
 )
 
 #: The names ``decode --format jsonl`` always uses for the common fields.

@@ -466,3 +466,80 @@ def test_merged_databases_first_one_that_knows_wins(tmp_path: Path) -> None:
     assert [code_letters(int(c)) for c in batch["src_country"]] == ["DE", "DE", "FR", "", "NL", "FR"]
     assert [TEXTS.text(int(c)) for c in batch["src_city"]] == ["Berlin", "Berlin", "", "", "", ""]
     assert e.provides >= {"src_city", "dst_country"}
+
+
+def test_networks_file_most_specific_prefix_wins(tmp_path: Path) -> None:
+    from appliance.collector.enrich import load_networks
+
+    text = """# prefix name role site
+    10.20.0.0/16      office   internal  paris
+    10.20.5.0/24      servers  dmz       paris
+    10.20.5.128/25    "db farm"
+    2001:db8:90::/48  lab      internal  "lyon 2"
+    0.0.0.0/0         internet external
+    192.0.2.7/32      one
+    """
+    p = tmp_path / "networks"
+    p.write_text(text)
+    db = load_networks(p)
+    nets = []
+    for line in text.splitlines()[1:]:
+        import shlex
+
+        w = shlex.split(line)
+        if w:
+            nets.append((ipaddress.ip_network(w[0]), (w + ["", ""])[1:4]))
+    rng = random.Random(3)
+    probes = ["10.20.0.0", "10.20.4.255", "10.20.5.0", "10.20.5.127", "10.20.5.128", "10.20.5.255", "10.20.6.0",
+              "10.21.0.0", "0.0.0.0", "255.255.255.255", "192.0.2.6", "192.0.2.7", "192.0.2.8", "2001:db8:90::1",
+              "2001:db8:91::", "::1"]
+    probes += [str(ipaddress.IPv4Address(0x0A140000 + rng.randrange(1 << 16))) for _ in range(300)]
+    for a in probes:
+        ip = ipaddress.ip_address(a)
+        inside = [(n, rec) for n, rec in nets if n.version == ip.version and ip in n]
+        want = max(inside, key=lambda x: x[0].prefixlen)[1] if inside else ["", "", ""]
+        got = db.get(a)
+        assert [TEXTS.text(got.get(k, 0)) for k in ("net_name", "net_role", "net_site")] == want, a
+    assert db.provides == ("net_name", "net_role", "net_site")
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("10.0.0.0/8\n", "expected PREFIX NAME"), ("10.0.0.300/8 x\n", "not an IPv4 or IPv6 prefix"),
+    ("10.0.0.0/8 a\n10.0.0.0/8 b\n", "already named on line 1"), ("10.0.0.0/8 'a\n", "No closing quotation"),
+])  # fmt: skip
+def test_networks_file_errors(tmp_path: Path, text: str, words: str) -> None:
+    from appliance.collector.enrich import load_networks
+
+    p = tmp_path / "networks"
+    p.write_text(text)
+    with pytest.raises(GeoError, match=words):
+        load_networks(p)
+
+
+def test_networks_in_filters_and_windows(tmp_path: Path, dbs: types.SimpleNamespace) -> None:
+    p = tmp_path / "networks"
+    p.write_text("10.0.0.0/8 ten inside\n10.1.0.0/16 'ten one' inside\n2000::/3 six outside\n")
+    e = Enricher([dbs.country], networks=p)
+    batch = _batch(np.random.default_rng(9), [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("10.1.0.0/16")]
+                   * 20 + dbs.nets, 1500)
+    e.enrich(batch)
+
+    def name(side: str, i: int) -> str:
+        ip = ipaddress.ip_address(_addr(batch, side, i))
+        ip = getattr(ip, "ipv4_mapped", None) or ip
+        if ip in ipaddress.ip_network("10.1.0.0/16"):
+            return "ten one"
+        if ip in ipaddress.ip_network("10.0.0.0/8"):
+            return "ten"
+        return "six" if ip.version == 6 and ip in ipaddress.ip_network("2000::/3") else ""
+
+    src = [name("src", i) for i in range(batch.n)]
+    assert [TEXTS.text(int(c)) for c in batch["src_net_name"]] == src
+    f = compile_filter("src net-name 'ten one' or dst net-role outside")
+    dst_role = ["outside" if name("dst", i) == "six" else ("inside" if name("dst", i) else "")
+                for i in range(batch.n)]
+    assert f.evaluate(batch).tolist() == [s == "ten one" or r == "outside" for s, r in zip(src, dst_role)]
+    assert any(s == "ten one" for s in src)
+    assert unprovided([types.SimpleNamespace(conf=Path("x"), filter=f, windows=())], frozenset()) != []
+    assert "networks file" in str(unprovided([types.SimpleNamespace(conf=Path("x"), filter=f, windows=())],
+                                              frozenset())[0])

@@ -27,7 +27,8 @@ A xenoeye.conf works unchanged (JSON with comments). Keys the collector reads to
   "template-max-age": 3600,                               // s: unused templates are dropped
   "allowed-exporters": ["192.0.2.0/24", "2001:db8::/32"], // decode only these sources (default: all)
   "geoip": ["/var/lib/mirrorflow/geoip/dbip-country-lite.mmdb"], // .mmdb files or folders
-  "geodb": "/var/lib/mirrorflow/geoip"                    // xenoeye's key: a folder of .mmdb files
+  "geodb": "/var/lib/mirrorflow/geoip",                  // xenoeye's key: a folder of .mmdb files
+  "networks": "/etc/mirrorflow/networks"                  // prefix name [role [site]] per line
 }
 ```
 
@@ -57,7 +58,7 @@ CONFIG_KEYS = frozenset({
     "pending-max-age", "mo-dir", "iplists-dir", "export-dir", "db", "spool-dir", "spool-max-mb", "spool-max-files",
     "notifications-dir", "script-timeout", "api", "probe-stats", "probe-address", "api-flows",
     "templates-per-exporter", "template-max-age", "allowed-exporters",
-    "geoip", "geodb",
+    "geoip", "geodb", "networks",
 })  # fmt: skip
 
 
@@ -89,6 +90,8 @@ class CollectorConfig:
     allowed_exporters: list[str] | None = None
     #: GeoIP/ASN .mmdb files or folders of them (appliance.collector.enrich)
     geoip: list[Path] = field(default_factory=list)
+    #: the user's networks file: prefix, name, role, site (appliance.collector.enrich.networks)
+    networks: Path | None = None
     raw: dict = field(default_factory=dict)
     #: FILE:LINE:COLUMN: warning: ... for keys the collector does not read
     warnings: list[str] = field(default_factory=list)
@@ -165,6 +168,10 @@ def load_config(path: Path | str) -> CollectorConfig:
             raise ConfigError(p, 0, 0, f'{key} must be a .mmdb file or folder, or a list of them: '
                                        '["/var/lib/mirrorflow/geoip/dbip-country-lite.mmdb"]')
         cfg.geoip.extend(Path(v) for v in items)
+    if "networks" in doc:
+        if not isinstance(doc["networks"], str) or not doc["networks"]:
+            raise ConfigError(p, 0, 0, 'networks must be the path of a networks file ("/etc/mirrorflow/networks")')
+        cfg.networks = Path(doc["networks"])
     dump = doc.get("debug.dump-flows", "none")
     if not isinstance(dump, str):
         raise ConfigError(p, 0, 0, "debug.dump-flows must be \"none\", \"syslog\", \"stdout\" or a file path")

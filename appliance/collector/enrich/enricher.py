@@ -26,6 +26,7 @@ import numpy as np
 from appliance.collector.enrich import _kernels as K
 from appliance.collector.enrich.csvranges import load_csv
 from appliance.collector.enrich.merged import merge
+from appliance.collector.enrich.networks import load_networks
 from appliance.collector.enrich.mmdb import GeoDatabase, GeoError, database_files, load_database
 from appliance.collector.fields import geo
 from appliance.collector.flowbatch import FlowBatch
@@ -44,8 +45,9 @@ def _load(path: Path) -> GeoDatabase:
     return load_csv(path) if path.suffix == ".csv" else load_database(path)
 
 
-def _load_all(paths: Sequence[Path]) -> list[GeoDatabase]:
-    return [_load(f) for p in paths for f in database_files(Path(p))]
+def _load_all(paths: Sequence[Path], networks: Path | None = None) -> list[GeoDatabase]:
+    dbs = [load_networks(networks)] if networks is not None else []
+    return dbs + [_load(f) for p in paths for f in database_files(Path(p))]
 
 
 class Enricher:
@@ -54,14 +56,16 @@ class Enricher:
     Args:
         paths: .mmdb files or folders of them (``--geoip``, ``geoip``/``geodb`` keys); where
             two provide the same value, the first that knows an address wins.
+        networks: the user's networks file (``--networks``, ``networks``): net-name, -role, -site.
 
     Raises:
         GeoError: a missing, unreadable or corrupt file (the collector does not start).
     """
 
-    def __init__(self, paths: Iterable[Path]) -> None:
+    def __init__(self, paths: Iterable[Path], networks: Path | None = None) -> None:
         self.paths = [Path(p) for p in paths]
-        dbs = _load_all(self.paths)
+        self.networks = networks
+        dbs = _load_all(self.paths, networks)
         #: the loaded databases and the one table they are merged into, swapped together
         self._state: tuple[list[GeoDatabase], GeoDatabase | None] = (dbs, merge(dbs) if dbs else None)
         self.reloads = 0
@@ -129,7 +133,7 @@ class Enricher:
 
     def _reload(self) -> None:
         try:
-            new = _load_all(self.paths)
+            new = _load_all(self.paths, self.networks)
         except GeoError as exc:
             self.reload_errors += 1
             log.error("GeoIP reload refused, the loaded databases stay: %s", exc)
@@ -168,12 +172,17 @@ def unprovided(objects: Iterable[Any], provides: frozenset[str]) -> list[ConfigE
             for f in w.fields:
                 used.update(f.columns_read)
         missing = sorted((used & enriched) - provides)
-        if missing:
-            names = ", ".join(missing)
-            have = ", ".join(sorted(provides)) or "none loaded"
-            errors.append(ConfigError(str(obj.conf), 0, 0, f"{names} need a GeoIP/ASN database that provides "
-                                      f"them (now: {have}); add one with --geoip FILE or the collector config's "
-                                      '"geoip": ["/var/lib/mirrorflow/geoip/…mmdb"] (see docs/enrichment.md)'))
+        nets = [m for m in missing if "_net_" in m]
+        geos = [m for m in missing if "_net_" not in m]
+        have = ", ".join(sorted(provides)) or "none loaded"
+        if geos:
+            errors.append(ConfigError(str(obj.conf), 0, 0, f"{', '.join(geos)} need a GeoIP/ASN database that "
+                                      f"provides them (now: {have}); add one with --geoip FILE or the collector "
+                                      'config\'s "geoip": ["/var/lib/mirrorflow/geoip/…mmdb"] (see docs/enrichment.md)'))
+        if nets:
+            errors.append(ConfigError(str(obj.conf), 0, 0, f"{', '.join(nets)} need a networks file (prefixes with "
+                                      'name, role, site): --networks FILE or "networks" in the collector config '
+                                      "(see docs/enrichment.md)"))
     return errors
 
 

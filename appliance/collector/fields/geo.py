@@ -27,6 +27,7 @@ __all__ = ["ENRICHED", "GEO_FUNCTIONS", "TEXTS", "TextTable", "COUNTRY_NAMES", "
 ENRICHED: dict[str, str] = {
     "country": "letters", "continent": "letters", "asn": "number", "as_org": "text",
     "state": "text", "city": "text", "zip": "text", "lat": "text", "long": "text",
+    "net_name": "text", "net_role": "text", "net_site": "text",
 }  # fmt: skip
 
 #: xenoeye's GeoIP/AS functions → the enriched column they read (without src_/dst_)
