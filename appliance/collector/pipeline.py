@@ -106,8 +106,10 @@ class Monitoring:
         self.loaded_at = time.time()
 
     def close(self) -> None:
-        self.averages.close()
+        """The last windows first (SIGTERM must not lose them to a slow script), then the
+        averages, whose scripts get at most a few seconds (actions.STOP_GRACE_S)."""
         self.monitor.close()
+        self.averages.close()
 
 
 class Pipeline:

@@ -66,3 +66,39 @@ def test_deep_filter_on_sighup_and_in_the_api(tmp_path: Path) -> None:
     assert "reload refused, the running configuration stays: 1 error(s):" in err
     assert f"{conf}:1:77: filter: '(' and 'not' nest more than 64 deep here" in err
     assert "reloaded: 1 monitoring objects" in err
+
+
+HANG = """#!/bin/sh
+setsid sleep 300 &
+echo "$$ $!" > {pids}
+sleep 300
+"""
+
+
+def test_sigterm_writes_the_last_window_and_does_not_wait_for_scripts(tmp_path: Path) -> None:
+    from tests.integration.test_objects_live import _flows_in, _send
+
+    mo, exp, pids = tmp_path / "mo", tmp_path / "exp", tmp_path / "pids"
+    (mo / "all").mkdir(parents=True)
+    (tmp_path / "hang.sh").write_text(HANG.format(pids=pids))
+    (tmp_path / "hang.sh").chmod(0o755)
+    (mo / "all" / "mo.conf").write_text(json.dumps({
+        "fwm": [{"name": "n", "time": 3600, "fields": ["flows"]}],
+        "mavg": [{"name": "pps", "time": 1, "fields": ["src host", "packets"],
+                  "overlimit": [{"name": "any", "default": [1], "action-script": str(tmp_path / "hang.sh")}]}]}))  # fmt: skip
+    proc, base, udp = _collect(tmp_path, "--mo-dir", str(mo), "--export-dir", str(exp),
+                               "--notifications-dir", str(tmp_path / "notif"))  # fmt: skip
+    try:
+        _send(udp, 40)
+        wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2)
+        wait_for(lambda: get(base + "/api/v1/status")["status"]["totals"]["records"] == 40)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    # the open hour-long window was written at stop, with every flow
+    assert _flows_in(exp, "all_n") == 40
+    script, child = (int(x) for x in pids.read_text().split())
+    for pid in (script, child):
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert "killed: still running when the collector stopped" in err
