@@ -93,6 +93,10 @@ class FlowPlan:
     template: Template
     ops: np.ndarray  # int64[fields, 4]: op, source offset, source size, field length
     record_length: int
+    #: per record byte: the flow record byte it is a copy of, or -1 (zero, or computed)
+    gather: np.ndarray
+    #: the fields that are computed, not copied: int64[k, 5] = op, offset, size, width, at
+    computed: np.ndarray
 
 
 def plan_for(template: Template) -> FlowPlan | None:
@@ -106,7 +110,23 @@ def plan_for(template: Template) -> FlowPlan | None:
     length = template.record_length
     if length is None:
         return None
-    return FlowPlan(template, np.array(rows, np.int64), length)
+    gather = np.full(length, -1, np.int64)
+    computed = []
+    at = 0
+    for op, off, size, width in rows:
+        if op == OP_RAW:
+            gather[at : at + width] = np.arange(off, off + width)
+        elif op == OP_UINT and size == width:  # big-endian copy of a little-endian value
+            gather[at : at + width] = np.arange(off + width - 1, off - 1, -1)
+        elif op in (OP_TCP_FLAGS, OP_MPLS_TTL) and width >= 1:  # the low byte, zero above
+            gather[at + width - 1] = off
+        elif op == OP_MPLS_LABEL and width == 3:  # bytes 3, 2, 1 of the little-endian entry
+            gather[at : at + 3] = [off + 3, off + 2, off + 1]
+        else:
+            computed.append((op, off, size, width, at))
+        at += width
+    return FlowPlan(template, np.array(rows, np.int64), length, gather,
+                    np.array(computed, np.int64).reshape(-1, 5))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -117,48 +137,21 @@ def _put(buf, at, value, width):  # pragma: no cover
 
 
 @nb.njit(cache=True, nogil=True)
-def _fields(buf, pos, flows, rows, ops, epoch_offset_ns, boot_ms, directions,
+def _fields(buf, pos, flows, rows, gather, computed, epoch_offset_ns, boot_ms, directions,
             const):  # pragma: no cover
-    """Writes every record: the record of flows[rows[j]] starts at buf[pos[j]]. Field by field
-    (the branch on the field's kind is taken once per field, not once per record)."""
-    at = 0
-    n = len(rows)
-    for f in range(ops.shape[0]):
-        op, off, size, width = ops[f, 0], ops[f, 1], ops[f, 2], ops[f, 3]
-        if op == OP_RAW:
-            for j in range(n):
-                d = pos[j] + at
-                r = rows[j]
-                for b in range(width):
-                    buf[d + b] = flows[r, off + b]
-            at += width
-            continue
-        if op == OP_UINT and size == width:  # the common case: reverse the bytes
-            if width == 1:
-                for j in range(n):
-                    buf[pos[j] + at] = flows[rows[j], off]
-            elif width == 2:
-                for j in range(n):
-                    d, r = pos[j] + at, rows[j]
-                    buf[d] = flows[r, off + 1]
-                    buf[d + 1] = flows[r, off]
-            elif width == 4:
-                for j in range(n):
-                    d, r = pos[j] + at, rows[j]
-                    for b in range(4):
-                        buf[d + b] = flows[r, off + 3 - b]
-            else:
-                for j in range(n):
-                    d, r = pos[j] + at, rows[j]
-                    for b in range(width):
-                        buf[d + b] = flows[r, off + width - 1 - b]
-            at += width
-            continue
-        limit = np.uint64(0xFFFFFFFFFFFFFFFF)
-        if width < 8 and op != OP_UPTIME_MS:
-            limit = (np.uint64(1) << np.uint64(8 * width)) - np.uint64(1)
-        for j in range(n):
-            r = rows[j]
+    """Writes every record: the record of flows[rows[j]] starts at buf[pos[j]]. The bytes
+    that are copies of the flow record's (most of them) by one gather, then the few computed
+    fields (times, ICMP type, clamped values, direction, constants)."""
+    reclen = len(gather)
+    for j in range(len(rows)):
+        d = pos[j]
+        r = rows[j]
+        for k in range(reclen):
+            g = gather[k]
+            buf[d + k] = flows[r, g] if g >= 0 else np.uint8(0)
+        for c in range(computed.shape[0]):
+            op, off, size, width, at = (computed[c, 0], computed[c, 1], computed[c, 2],
+                                        computed[c, 3], computed[c, 4])
             v = np.uint64(0)
             if op == OP_DIRECTION:
                 v = np.uint64(directions[r]) if directions[r] > 0 else np.uint64(0)
@@ -182,17 +175,18 @@ def _fields(buf, pos, flows, rows, ops, epoch_offset_ns, boot_ms, directions,
                     v >>= np.uint64(8)
                 elif op == OP_MPLS_TTL:
                     v &= np.uint64(0xFF)
-            if v > limit:
-                v = limit
-            d = pos[j] + at
+            if width < 8 and op != OP_UPTIME_MS:
+                limit = (np.uint64(1) << np.uint64(8 * width)) - np.uint64(1)
+                if v > limit:
+                    v = limit
+            e = d + at
             for b in range(width - 1, -1, -1):
-                buf[d + b] = np.uint8(v & np.uint64(0xFF))
+                buf[e + b] = np.uint8(v & np.uint64(0xFF))
                 v >>= np.uint64(8)
-        at += width
 
 
 @nb.njit(cache=True, nogil=True)
-def _encode(flows, rows, directions, ops, reclen, const, epoch_offset_ns, boot_ms, template_id,
+def _encode(flows, rows, directions, gather, computed, reclen, const, epoch_offset_ns, boot_ms, template_id,
             tsets, tset_records, version, mtu, pad, due, refresh_packets, since_template,
             messages, records_sent, uptime_ms, secs, domain):  # pragma: no cover
     """Datagrams of the flows at `rows` of the raw FLOW_DTYPE matrix `flows`: (buffer,
@@ -267,7 +261,8 @@ def _encode(flows, rows, directions, ops, reclen, const, epoch_offset_ns, boot_m
         p += 1
         offs[p] = o
         start += k
-    _fields(buf, pos, flows, rows, ops, epoch_offset_ns, boot_ms, directions, const)
+    _fields(buf, pos, flows, rows, gather, computed, epoch_offset_ns, boot_ms, directions,
+            const)
     state = np.array([messages, records_sent, since_template, sent_templates], np.int64)
     return buf, offs[: p + 1], flows_in[:p], state
 
@@ -300,7 +295,8 @@ def encode_datagrams(enc: V9Encoder | IPFIXEncoder, plan: FlowPlan, flows: np.nd
     domain = enc.source_id if isinstance(enc, V9Encoder) else enc.observation_domain
     tsets = np.frombuffer(enc.template_sets, np.uint8)
     buf, offs, counts, state = _encode(
-        raw, rows.astype(np.int64), directions.astype(np.int8), plan.ops, plan.record_length,
+        raw, rows.astype(np.int64), directions.astype(np.int8), plan.gather, plan.computed,
+        plan.record_length,
         const, epoch_offset_ns, boot_ms, plan.template.template_id, tsets, enc.template_records,
         enc.version, enc.mtu, enc.pad_sets, enc.templates_due(now_ns),
         enc.template_refresh_packets, enc._packets_since_template,  # noqa: SLF001
