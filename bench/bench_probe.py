@@ -392,7 +392,7 @@ def flood(hook: str, pcap: Path, tmp: Path, ns: str, a: str, b: str, maxflows: i
                 ["pmacctd", "-f", str(conf)], stdout=subprocess.DEVNULL,
                 stderr=open(tmp / "pmacctd.log", "w"), start_new_session=True,  # noqa: SIM115
             )  # fmt: skip
-    cache = KernelFlowCache(maxflows, hook=hook)
+    cache = KernelFlowCache(ProbeSettings(maxflows=maxflows).kernel_map_flows(), hook=hook)
     res: dict = {"hook": hook, "frames": frames}
     try:
         s = ProbeSettings(interfaces=[a], destinations=[ours_c.address], state_dir=tmp / "st",
@@ -506,6 +506,8 @@ def main() -> int:
                     "default 1000000), top speed; the probe on TC then on XDP, softflowd and "
                     "pmacctd (nfprobe) on the same frames in each run")
     ap.add_argument("--hooks", default="tc,xdp", help="with --flood: probe hooks to run")
+    ap.add_argument("--maxflows", type=int, default=2_000_000,
+                    help="with --flood: the probe's --maxflows (default 2000000)")
     ap.add_argument("--no-peers", action="store_true", help="with --flood: the probe alone")
     ap.add_argument("--probe-defaults", action="store_true",
                     help="with --flood: the probe's own defaults (active 60 s, inactive 15 s, "
@@ -527,7 +529,7 @@ def main() -> int:
             n = (args.flows or [1_000_000])[0]
             pcap = flows_pcap(tmp / "flood.pcap", n)
             for hook in args.hooks.split(","):
-                flood_report(flood(hook, pcap, tmp, ns, a, b, 2_000_000, not args.no_peers,
+                flood_report(flood(hook, pcap, tmp, ns, a, b, args.maxflows, not args.no_peers,
                                    {} if args.probe_defaults else APPLIANCE))
             return 0
         runs = []

@@ -66,7 +66,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
       help="export a TCP flow S seconds after its last packet once FIN/RST was seen "
       "(default: off, like ipt_netflow; 0 = at the next scan)")
     a("--maxflows", type=int, metavar="N",
-      help=f"flow limit of the kernel map and of the table (default {d.maxflows})")
+      help=f"flow limit of the flow table (default {d.maxflows})")
+    a("--map-flows", type=int, metavar="N",
+      help="entries of each kernel flow map, i.e. new flows between two scans (default "
+      "min(maxflows, 524288)); packets beyond are refused and counted")
     a("--emergency-fill", type=float, metavar="F",
       help="when the flow table is fuller than F (0.2-1), end the flows idle longest early "
       f"(flowEndReason 5) until it is 15 points lower; 1 = off (default {d.emergency_fill:g})")
@@ -149,7 +152,7 @@ def _serve(s: ProbeSettings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: flush_now.set())
     clock = SystemClock()
-    cache = KernelFlowCache(s.maxflows, hook=s.attach)
+    cache = KernelFlowCache(s.kernel_map_flows(), hook=s.attach)
     exporter = build_exporter(s, clock)
     probe = Probe(s, cache, exporter, clock)
     attachments: list[Attachment] = []

@@ -335,6 +335,10 @@ class FlowTable:
         self._nfree = np.array([self.capacity], np.int64)
         self._tombstones = 0
         self.stats = TableStats()
+        # Fault the table's memory in now, not page by page in the middle of a flood.
+        for arr in (self._keys, self._vals, self._where, self._due_slots, self._due_reasons,
+                    self._state, self._reason):
+            arr.view(np.uint8).reshape(-1)[::4096] = 0
 
     def __len__(self) -> int:
         """Flows held (active ones and closed ones waiting for the next expiry pass)."""

@@ -181,8 +181,9 @@ class Probe:
             self._last_fill_warning = now
             where = "kernel map" if self.map_fill >= table_fill else "flow table"
             self.warn(
-                f"{where} is {100 * fill:.0f} % full ({maxflows} maxflows): new flows will be "
-                "refused and counted when it is full; raise --maxflows or shorten timeouts"
+                f"{where} is {100 * fill:.0f} % full ({maxflows} entries in the kernel map, "
+                f"{self.table.capacity} in the table): new flows will be refused and counted "
+                "when it is full; raise --map-flows / --maxflows or shorten timeouts"
             )
 
     def _rate_values(self) -> dict[str, int]:
@@ -211,6 +212,7 @@ class Probe:
             "inactive_timeout_s": s.inactive_timeout,
             "tcp_end_timeout_s": s.tcp_end_timeout,
             "maxflows": s.maxflows,
+            "map_flows": self.cache.maxflows,
             "sampler": "off" if mode == SamplerMode.OFF else f"{mode.name.lower()}:{n}",
             "kernel": counters_dict(self.cache.counters()),
             "refused_by_stage": {r.stage.name.lower(): {"packets": r.packets, "bytes": r.bytes,
