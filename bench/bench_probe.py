@@ -131,10 +131,12 @@ def warm_up_numba() -> None:
         clock = SystemClock()
         cache = MemoryFlowCache(16)
         probe = Probe(s, cache, build_exporter(s, clock, transports=[MemoryTransport()]), clock)
-        keys, vals = np.zeros(2, KEY_DTYPE), np.zeros(2, VAL_DTYPE)
-        keys["ipver"], keys["sport"] = 4, [1, 2]
-        cache.push(keys, vals)
-        probe.scan()
+        probe.scan()  # an empty table
+        for n in (1, 2):  # a drain of one flow is typed apart (contiguous field views)
+            keys, vals = np.zeros(n, KEY_DTYPE), np.zeros(n, VAL_DTYPE)
+            keys["ipver"], keys["sport"] = 4, np.arange(n) + 10 * n
+            cache.push(keys, vals)
+            probe.scan()
         probe.flush()
 
 

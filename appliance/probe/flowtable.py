@@ -179,12 +179,13 @@ def _rebuild(index, where, twords, state):
 
 
 @nb.njit(cache=True, nogil=True)
-def _due(state, reason, first, last, flags, now, inactive, active, tcp_end, out_slots,
+def _due(state, reason, first, last, flags, used, now, inactive, active, tcp_end, out_slots,
          out_reasons):
-    """The slots whose flows end at `now` and why; returns how many (written to out_*).
-    tcp_end < 0: no early TCP export."""
+    """The slots below `used` whose flows end at `now` and why; returns how many (written to
+    out_*). tcp_end < 0: no early TCP export. (The arrays are passed whole: slices of one or
+    no element would be typed contiguous, another signature to compile.)"""
     n = 0
-    for s in range(len(state)):
+    for s in range(used):
         st = state[s]
         if st == _FREE:
             continue
@@ -210,52 +211,47 @@ def _due(state, reason, first, last, flags, now, inactive, active, tcp_end, out_
 @nb.njit(cache=True, nogil=True)
 def _oldest_first(first, slots):
     """The order (positions into `slots`) that sorts them by first[slot], ties in their given
-    order: a counting sort into about len(slots) buckets, then each bucket sorted (they hold
-    about one flow on average; large ones by merge sort)."""
+    order: the times are gathered once, counted into about len(slots) / 4 buckets, and each
+    bucket sorted (a few flows by insertion, large ones by merge sort)."""
     k = len(slots)
     if k < 2:
         return np.arange(k)
-    lo = first[slots[0]]
-    hi = lo
-    for s in slots:
-        v = first[s]
-        if v < lo:
-            lo = v
-        if v > hi:
-            hi = v
+    keys = np.empty(k, first.dtype)
+    for i in range(k):  # the one random pass over the table
+        keys[i] = first[slots[i]]
+    lo = keys.min()
+    hi = keys.max()
+    nb = max(1, k // 4)
     shift = np.uint64(0)
-    while ((hi - lo) >> shift) >= np.uint64(k):
+    while ((hi - lo) >> shift) >= np.uint64(nb):
         shift += np.uint64(1)
-    starts = np.zeros(k + 1, np.int64)
-    for s in slots:
-        starts[np.int64((first[s] - lo) >> shift) + 1] += 1
-    for b in range(k):
+    starts = np.zeros(nb + 1, np.int64)
+    for i in range(k):
+        starts[np.int64((keys[i] - lo) >> shift) + 1] += 1
+    for b in range(nb):
         starts[b + 1] += starts[b]
     fill = starts[:-1].copy()
     out = np.empty(k, np.int64)
     for i in range(k):
-        b = np.int64((first[slots[i]] - lo) >> shift)
+        b = np.int64((keys[i] - lo) >> shift)
         out[fill[b]] = i
         fill[b] += 1
-    for b in range(k):
+    for b in range(nb):
         a, z = starts[b], starts[b + 1]
         if z - a < 2:
             continue
-        if z - a <= 32:  # insertion sort, stable
+        if z - a <= 48:  # insertion sort, stable
             for i in range(a + 1, z):
                 p = out[i]
-                v = first[slots[p]]
+                v = keys[p]
                 j = i - 1
-                while j >= a and first[slots[out[j]]] > v:
+                while j >= a and keys[out[j]] > v:
                     out[j + 1] = out[j]
                     j -= 1
                 out[j + 1] = p
         else:
             part = out[a:z].copy()
-            keys = np.empty(z - a, first.dtype)
-            for i in range(z - a):
-                keys[i] = first[slots[part[i]]]
-            out[a:z] = part[np.argsort(keys, kind="mergesort")]
+            out[a:z] = part[np.argsort(keys[part], kind="mergesort")]
     return out
 
 
@@ -397,8 +393,7 @@ class FlowTable:
         # Slots are handed out lowest first and reused before new ones: none above the peak
         # occupancy was ever used, so the scan stops there (not at the capacity).
         used = self.stats.peak_active
-        n = _due(self._state[:used], self._reason[:used], v["first_ns"][:used],
-                 v["last_ns"][:used], v["tcp_flags"][:used],
+        n = _due(self._state, self._reason, v["first_ns"], v["last_ns"], v["tcp_flags"], used,
                  np.int64(now_ns), np.int64(self.inactive_timeout_ns),
                  np.int64(self.active_timeout_ns), np.int64(tcp_end), self._due_slots,
                  self._due_reasons)  # fmt: skip
