@@ -31,6 +31,8 @@ BENCHMARKS = {
              "moving averages: ns per flow with 1 M keys and 3 levels; cost on the fwm profile"),
     "objects": ("bench.bench_objects_udp", None,
                 "live UDP through monitoring objects + windows + .sql export: lossless rate, ns/flow"),
+    "archive": ("bench.bench_archive", None,
+                "flow archive: CPU per flow with/without --archive, bytes/flow vs nfcapd, query time vs nfdump"),
     "soak": ("bench.bench_soak", None,
              "minutes of the profile with PostgreSQL restarts, a collector restart, SIGHUPs, floods: books balance"),
     "probe": ("bench.bench_probe", None,

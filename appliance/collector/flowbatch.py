@@ -71,6 +71,11 @@ class FlowBatch:
         else:
             self._cols[f.column] = values
 
+    def layout(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Which columns are present, as a hashable key: cheap, for caches of `names` (which walks
+        the whole registry) keyed by a batch's shape."""
+        return tuple(self._cols), tuple(self._cols6)
+
     def names(self) -> list[str]:
         """Names of the fields present in this batch, in registry order."""
         out = []

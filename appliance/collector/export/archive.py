@@ -46,7 +46,8 @@ from appliance.collector.flowbatch import FlowBatch
 from appliance.errors import ConfigError
 from appliance.netflow.registry import REGISTRY, FieldType
 
-__all__ = ["ArchiveSettings", "FlowArchive", "archive_settings", "flows_table", "arrow_type",
+__all__ = ["ArchiveSettings", "FlowArchive", "archive_settings", "flows_table", "batch_columns", "columns_table",
+           "concat_columns", "arrow_type",
            "INTERNAL_COLUMNS", "DEFAULT_ARCHIVE"]  # fmt: skip
 
 log = logging.getLogger("mirrorflow.archive")
@@ -222,6 +223,105 @@ def _ipv6(words: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(16), len(words), [None, pa.py_buffer(be.tobytes())])
 
 
+_Columns = dict[str, "np.ndarray | pa.Array"]
+
+
+_NAMES: dict[tuple[tuple[int, ...], tuple[int, ...]], list[str]] = {}  # batch layout → archived names
+
+
+def batch_columns(batch: FlowBatch, rows: np.ndarray | slice | None = None) -> tuple[_Columns, int]:
+    """Copies of the archived columns of `batch`'s flow records (options records left out):
+    numpy arrays, strings already gathered into Arrow (they point into the batch's buffer)."""
+    layout = batch.layout()
+    names = _NAMES.get(layout)
+    if names is None:
+        if len(_NAMES) > 256:  # bounded: layouts change only with templates and enrichment
+            _NAMES.clear()
+        names = _NAMES[layout] = [n for n in batch.names() if n not in INTERNAL_COLUMNS or n == "exporter_index"]
+    sel = None if rows is None else np.arange(batch.n)[rows]
+    if "record_kind" in batch:
+        kinds = batch["record_kind"]
+        keep = kinds != _OPTIONS_RECORD if sel is None else kinds[sel] != _OPTIONS_RECORD
+        if not keep.all():
+            sel = np.flatnonzero(keep) if sel is None else sel[keep]
+    n = batch.n if sel is None else len(sel)
+    out: _Columns = {}
+    for name in names:
+        a = batch[name]
+        a = a.copy() if sel is None else a[sel]
+        if REGISTRY[name].ftype in (FieldType.STRING, FieldType.BYTES):
+            out[name] = _texts(a, batch.raw, REGISTRY[name].ftype == FieldType.BYTES)
+        else:
+            out[name] = a
+    return out, n
+
+
+def _zeros(name: str, n: int) -> np.ndarray | pa.Array:
+    ft = REGISTRY[name].ftype
+    if ft == FieldType.STRING:
+        return pa.repeat(pa.scalar("", pa.string()), n)
+    if ft == FieldType.BYTES:
+        return pa.repeat(pa.scalar(b"", pa.binary()), n)
+    return np.zeros((n, 2) if ft == FieldType.IPV6 else n, dtype=np.uint64)
+
+
+def concat_columns(parts: list[tuple[_Columns, int]]) -> tuple[_Columns, int]:
+    """Join buffered parts; a column some parts lack is 0 / '' there (as absent fields compare)."""
+    if len(parts) == 1:
+        return parts[0]
+    names = list(dict.fromkeys(k for cols, _ in parts for k in cols))
+    out: _Columns = {}
+    for name in names:
+        pieces = [cols[name] if name in cols else _zeros(name, n) for cols, n in parts]
+        if isinstance(pieces[0], pa.Array):
+            out[name] = pa.concat_arrays(pieces)
+        else:
+            out[name] = np.concatenate(pieces)
+    return out, sum(n for _, n in parts)
+
+
+def columns_table(cols: _Columns, n: int, exporter_address: Callable[[int], str]) -> pa.Table:
+    """The archive's table from `batch_columns` output: ``exporter`` then every column, typed by
+    `arrow_type` (numbers that do not fit their type become uint64). Vectorised: the only
+    Python loop is over the distinct exporters."""
+    arrays: list[pa.Array] = []
+    fields: list[pa.Field] = []
+    idx = cols.get("exporter_index")
+    if idx is None:
+        idx = np.zeros(n, dtype=np.uint64)
+    idx = np.asarray(idx, dtype=np.int64)
+    present = np.flatnonzero(np.bincount(idx)) if n else np.zeros(0, np.int64)
+    code = np.zeros(int(present[-1]) + 1 if len(present) else 1, dtype=np.int32)
+    code[present] = np.arange(len(present), dtype=np.int32)
+    addresses = pa.array([exporter_address(int(u)) for u in present], pa.string())
+    arrays.append(addresses.take(pa.array(code[idx])))
+    fields.append(pa.field("exporter", pa.string(), nullable=False))
+    for name, a in cols.items():
+        if name in INTERNAL_COLUMNS:
+            continue
+        t = arrow_type(name)
+        ft = REGISTRY[name].ftype
+        if isinstance(a, pa.Array):
+            arr = a
+        elif ft == FieldType.IPV6:
+            arr = _ipv6(a)
+        elif ft == FieldType.FLOAT:
+            arr = pa.array(np.ascontiguousarray(a, dtype=np.uint64).view(np.float64))
+        elif ft == FieldType.SIGNED:
+            arr = pa.array(np.ascontiguousarray(a, dtype=np.uint64).view(np.int64))
+        elif t in _NP:
+            if n and int(a.max()) > _LIMIT[t]:
+                t = pa.uint64()
+                arr = pa.array(a)
+            else:
+                arr = pa.array(a.astype(_NP[t]))
+        else:
+            arr = pa.array(a)
+        arrays.append(arr)
+        fields.append(pa.field(name, t, nullable=False))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
 def flows_table(batch: FlowBatch, exporter_address: Callable[[int], str],
                 rows: np.ndarray | slice | None = None) -> pa.Table:  # fmt: skip
     """The archive's columns for the flow records of `batch` (options records left out).
@@ -235,49 +335,35 @@ def flows_table(batch: FlowBatch, exporter_address: Callable[[int], str],
         A table with ``exporter`` and every registry column the batch carries, typed by
         `arrow_type` (numbers that do not fit their type become uint64).
     """
-    names = [n for n in batch.names() if n not in INTERNAL_COLUMNS]
-    sel = np.arange(batch.n)[rows] if rows is not None else None
-    if "record_kind" in batch:
-        keep = batch["record_kind"] != _OPTIONS_RECORD
-        if not keep.all():
-            base = sel if sel is not None else np.arange(batch.n)
-            sel = base[keep[base]]
+    cols, n = batch_columns(batch, rows)
+    return columns_table(cols, n, exporter_address)
 
-    def col(name: str) -> np.ndarray:
-        a = batch[name]
-        return a[sel] if sel is not None else a
 
-    n = batch.n if sel is None else len(sel)
-    arrays: list[pa.Array] = []
-    fields: list[pa.Field] = []
-    idx = col("exporter_index") if "exporter_index" in batch else np.zeros(n, dtype=np.uint64)
-    uniq, inv = np.unique(idx, return_inverse=True)
-    addresses = pa.array([exporter_address(int(u)) for u in uniq], pa.string())
-    arrays.append(addresses.take(pa.array(inv.reshape(-1).astype(np.int32))))
-    fields.append(pa.field("exporter", pa.string(), nullable=False))
-    for name in names:
-        t = arrow_type(name)
-        ft = REGISTRY[name].ftype
-        a = col(name)
-        if ft == FieldType.IPV6:
-            arr = _ipv6(a)
-        elif ft in (FieldType.STRING, FieldType.BYTES):
-            arr = _texts(a, batch.raw, ft == FieldType.BYTES)
-        elif ft == FieldType.FLOAT:
-            arr = pa.array(np.ascontiguousarray(a, dtype=np.uint64).view(np.float64))
-        elif ft == FieldType.SIGNED:
-            arr = pa.array(np.ascontiguousarray(a, dtype=np.uint64).view(np.int64))
-        elif t in _NP:
-            if n and int(a.max()) > _LIMIT[t]:
-                t = pa.uint64()
-                arr = pa.array(np.array(a, dtype=np.uint64))
-            else:
-                arr = pa.array(a.astype(_NP[t]))
+#: time columns: delta-encoded (they grow slowly), never dictionary-encoded
+_TIME_TYPES = (FieldType.TIME_UPTIME_MS, FieldType.TIME_SEC, FieldType.TIME_MS, FieldType.TIME_NTP_US,
+               FieldType.TIME_NTP_NS, FieldType.TIME_DELTA_US)  # fmt: skip
+_TIME_VIRTUAL = frozenset({"recv_time_ns", "time_start_ms", "time_end_ms"})
+#: high-cardinality columns where a dictionary only costs time (it is abandoned per page anyway)
+_NO_DICTIONARY_TYPES = (FieldType.IPV4, FieldType.IPV6, FieldType.MAC, FieldType.FLOAT)
+_DICTIONARY_ADDRESSES = frozenset({"dev_ip", "dev_ip6", "next_hop", "next_hop6", "bgp_next_hop", "bgp_next_hop6"})
+
+
+def _encodings(schema: pa.Schema) -> tuple[list[str], dict[str, str]]:
+    """Per column: dictionary for the repetitive ones, delta for times, plain for the rest."""
+    dictionary: list[str] = []
+    delta: dict[str, str] = {}
+    for f in schema:
+        if f.name == "exporter":
+            dictionary.append(f.name)
+            continue
+        reg = REGISTRY[f.name]
+        if (reg.ftype in _TIME_TYPES or f.name in _TIME_VIRTUAL) and pa.types.is_integer(f.type):
+            delta[f.name] = "DELTA_BINARY_PACKED"
+        elif reg.counter or (reg.ftype in _NO_DICTIONARY_TYPES and f.name not in _DICTIONARY_ADDRESSES):
+            continue
         else:
-            arr = pa.array(np.array(a, dtype=np.uint64))
-        arrays.append(arr)
-        fields.append(pa.field(name, t, nullable=False))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+            dictionary.append(f.name)
+    return dictionary, delta
 
 
 # ---- the writer ----------------------------------------------------------------------------
@@ -319,10 +405,11 @@ class _OpenFile:
         # a lock held while the file is written: recovery at start leaves a live writer's file alone
         self.lock_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        dictionary, delta = _encodings(schema)
         try:
             self.writer = pq.ParquetWriter(str(tmp), schema.with_metadata(meta), compression="zstd",
-                                           compression_level=level, use_dictionary=True,
-                                           write_statistics=True)  # fmt: skip
+                                           compression_level=level, use_dictionary=dictionary,
+                                           column_encoding=delta, write_statistics=True)  # fmt: skip
         except BaseException:
             os.close(self.lock_fd)
             raise
@@ -367,7 +454,7 @@ class FlowArchive:
         self._address = exporter_address
         self._retention = retention
         self._interval_ns = settings.rotate_s * 1_000_000_000
-        self._buffer: list[pa.Table] = []
+        self._buffer: list[tuple[_Columns, int]] = []
         self._buffered = 0
         self._interval: int | None = None  # interval number of the buffered rows / open file
         self._file: _OpenFile | None = None
@@ -386,23 +473,23 @@ class FlowArchive:
             return
         k = batch["recv_time_ns"] // np.uint64(self._interval_ns)
         if k[0] == k[-1] and (len(k) < 3 or (k == k[0]).all()):
-            self._append(int(k[0]), flows_table(batch, self._address))
+            self._append(int(k[0]), batch_columns(batch))
             return
         cuts = np.flatnonzero(k[1:] != k[:-1]) + 1
         bounds = [0, *cuts.tolist(), batch.n]
         for a, b in zip(bounds[:-1], bounds[1:]):
-            self._append(int(k[a]), flows_table(batch, self._address, slice(a, b)))
+            self._append(int(k[a]), batch_columns(batch, slice(a, b)))
 
     __call__ = write
 
-    def _append(self, interval: int, table: pa.Table) -> None:
-        if table.num_rows == 0:
+    def _append(self, interval: int, part: tuple[_Columns, int]) -> None:
+        if part[1] == 0:
             return
         if self._interval is not None and interval != self._interval:
             self._finish()
         self._interval = interval
-        self._buffer.append(table)
-        self._buffered += table.num_rows
+        self._buffer.append(part)
+        self._buffered += part[1]
         if self._buffered >= _ROW_GROUP:
             self._flush()
 
@@ -439,21 +526,23 @@ class FlowArchive:
         parts, rows = self._buffer, self._buffered
         self._buffer, self._buffered = [], 0
         assert self._interval is not None
-        schema = parts[0].schema
-        for p in parts[1:]:
-            schema = _merge_schemas(schema, p.schema)
         try:
+            table = columns_table(*concat_columns(parts), self._address)
+            schema = table.schema
             if self._file is not None and not self._file.schema.equals(schema):
-                # a new column (a new template) or a wider type: this file ends here
-                schema = _merge_schemas(self._file.schema, schema)
-                self.counters["early_rotations"] += 1
-                self._close_file()
+                merged = _merge_schemas(self._file.schema, schema)
+                if not merged.equals(self._file.schema):
+                    # a new column (a new template) or a wider type: this file ends here
+                    self.counters["early_rotations"] += 1
+                    self._close_file()
+                schema = merged
             if self._file is None:
                 tmp, final = self._paths(self._interval)
                 meta = {b"mirrorflow.appliance": self.settings.appliance.encode(),
                         b"mirrorflow.rotate_s": str(self.settings.rotate_s).encode()}  # fmt: skip
                 self._file = _OpenFile(tmp, final, schema, self.settings.compression_level, meta)
-            table = pa.concat_tables([_conform(p, self._file.schema) for p in parts]).combine_chunks()
+            if not table.schema.equals(self._file.schema):
+                table = _conform(table, self._file.schema)
             self._file.writer.write_table(table, row_group_size=max(1, table.num_rows))
             self._file.rows += rows
             self.counters["flows"] += rows

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from appliance.collector.fields import FieldSpec, KeyKind
@@ -54,30 +55,56 @@ def _value(name: str, v: Any) -> Any:
     return v
 
 
+def _column(table: pa.Table, name: str) -> list[Any]:
+    """One column as printed values: addresses converted once per distinct value."""
+    col = table[name].combine_chunks() if isinstance(table[name], pa.ChunkedArray) else table[name]
+    f = REGISTRY.by_name.get(name)
+    if f is None or f.ftype not in (FieldType.IPV4, FieldType.IPV6, FieldType.MAC, FieldType.BYTES) or not len(col):
+        return col.to_pylist()
+    nulls = col.is_null().to_numpy(zero_copy_only=False) if col.null_count else None
+    if f.ftype == FieldType.BYTES:
+        return [None if v is None else v.hex() for v in col.to_pylist()]
+    values = col.to_numpy(zero_copy_only=False)
+    if f.ftype == FieldType.IPV6:
+        values = np.array([b"\0" * 16 if v is None else v for v in values], dtype="S16") if nulls is not None \
+            else values.astype("S16")  # fmt: skip
+    elif nulls is not None:
+        values = np.where(nulls, 0, values).astype(np.uint64)
+    uniq, inv = np.unique(values, return_inverse=True)
+    texts = np.array([_value(name, v.ljust(16, b"\0") if isinstance(v, bytes) else int(v)) for v in uniq.tolist()],
+                     dtype=object)  # fmt: skip
+    out = texts[inv.reshape(-1)]
+    if nulls is not None:
+        out[nulls] = None
+    return out.tolist()
+
+
 def flow_records(table: pa.Table) -> Iterator[dict[str, Any]]:
     """One dict per archived flow, with the names and value forms of ``decode --format jsonl``:
     exporter, source_id, template_id, record_kind, version, then every field (addresses as
     text), then the appliance it came from. NULL (a column the flow's file did not have) is
     left out."""
-    data = table.to_pydict()
-    names = [n for n in table.column_names if n not in _HEAD and n not in _PARTITIONS and n != "dev_id"]
-    for i in range(table.num_rows):
-        kind = data.get("record_kind", [1] * table.num_rows)[i]
-        rec: dict[str, Any] = {
-            "exporter": data.get("exporter", [None] * table.num_rows)[i],
-            "source_id": data.get("dev_id", [0] * table.num_rows)[i],
-            "template_id": data["template_id"][i] if kind and "template_id" in data else None,
-            "record_kind": KIND_NAMES.get(kind, str(kind)),
-            "version": data.get("version", [None] * table.num_rows)[i],
-        }
-        for n in names:
-            v = data[n][i]
+    n = table.num_rows
+    names = [c for c in table.column_names if c not in _HEAD and c not in _PARTITIONS and c != "dev_id"]
+    cols = {c: _column(table, c) for c in table.column_names}
+    none = [None] * n
+    exporter, dev_id = cols.get("exporter", none), cols.get("dev_id", [0] * n)
+    kinds, tids, versions = cols.get("record_kind", [1] * n), cols.get("template_id", none), cols.get("version", none)
+    apps = cols.get("appliance")
+    body = [cols[c] for c in names]
+    for i in range(n):
+        kind = kinds[i]
+        rec: dict[str, Any] = {"exporter": exporter[i], "source_id": dev_id[i],
+                               "template_id": tids[i] if kind else None,
+                               "record_kind": KIND_NAMES.get(kind, str(kind)), "version": versions[i]}  # fmt: skip
+        for c, values in zip(names, body):
+            v = values[i]
             if v is not None:
-                rec[n] = _value(n, v)
-        if "dev_id" in data:
-            rec["dev_id"] = data["dev_id"][i]
-        if "appliance" in data:
-            rec["appliance"] = data["appliance"][i]
+                rec[c] = v
+        if "dev_id" in cols:
+            rec["dev_id"] = dev_id[i]
+        if apps is not None:
+            rec["appliance"] = apps[i]
         yield rec
 
 
