@@ -206,13 +206,22 @@ class Attachment:
         return self.state.ifindex
 
     def detach(self) -> None:
+        """Undo what we changed on the device (by ifindex: a renamed device is still ours; a
+        deleted one took everything with it). Never raises for a device that went away."""
         if not self.attached:
             return
         s = self.state
         with IPRoute() as ipr:
-            if ipr.link_lookup(ifname=s.ifname):
-                _del_filters(ipr, s.ifindex)
-                _del_xdp(ipr, s)
+            try:
+                exists = bool(ipr.link("get", index=s.ifindex))
+            except NetlinkError:  # gone (ENODEV)
+                exists = False
+            if exists:
+                try:
+                    _del_filters(ipr, s.ifindex)
+                    _del_xdp(ipr, s)
+                except NetlinkError as exc:  # deleted while we were at it
+                    log.warning("%s: could not detach: %s", s.ifname, exc)
                 if s.set_promisc and not s.promisc_before:
                     try:
                         _set_promisc(ipr, s.ifindex, False)
@@ -223,9 +232,20 @@ class Attachment:
                         ipr.tc("del", "clsact", s.ifindex)
                     except NetlinkError:
                         pass
-        path = _state_path(self._state_dir, s.ifname)
-        if path.exists():
-            path.unlink()
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the attachment without touching the device (it was deleted: the kernel removed
+        the program, the qdisc and the promisc state with it), state file included."""
+        path = _state_path(self._state_dir, self.state.ifname)
+        try:
+            state = json.loads(path.read_text())
+            if state.get("pid") == self.state.pid and state.get("ifindex") == self.state.ifindex:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.warning("%s: could not remove the state file %s: %s", self.ifname, path, exc)
         self.attached = False
 
 

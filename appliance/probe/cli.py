@@ -17,6 +17,7 @@ from pathlib import Path
 from .attach import DEFAULT_STATE_DIR, Attachment, attach
 from .config import ProbeSettings, load_config_file
 from .errors import ProbeError
+from .links import LinkFollower, LinkWatcher
 from .stats import read_snapshot, render, write_snapshot
 
 __all__ = ["add_parser", "run", "main"]
@@ -157,14 +158,24 @@ def _serve(s: ProbeSettings) -> int:
     probe = Probe(s, cache, exporter, clock)
     attachments: list[Attachment] = []
     stats_path = s.state_dir / "stats.json"
+
+    def attach_one(ifname: str) -> Attachment:  # at start, and again when it comes back
+        att = attach(ifname, cache.program_fd(s.xdp_mode), promisc=s.promisc,
+                     state_dir=s.state_dir,
+                     hook=s.attach, xdp_mode=s.xdp_mode)
+        cache.set_interface_mac(att.ifindex, att.mac)
+        probe.interface_table[:] = [e for e in probe.interface_table if e[1] != ifname]
+        probe.interface_table.append((att.ifindex, att.ifname, att.description))
+        if probe.scans:  # a re-attachment: collectors learn the new ifindex's name now
+            probe.exporter.send_interface_names(probe.interface_table)
+        return att
+
     try:
         for ifname in s.interfaces:
-            att = attach(ifname, cache.program_fd(s.xdp_mode), promisc=s.promisc,
-                         state_dir=s.state_dir,
-                         hook=s.attach, xdp_mode=s.xdp_mode)
-            attachments.append(att)
-            cache.set_interface_mac(att.ifindex, att.mac)
-            probe.interface_table.append((att.ifindex, att.ifname, att.description))
+            attachments.append(attach_one(ifname))
+        probe.links = LinkFollower(attachments, attach_one,
+                                   forget=lambda a: cache.forget_interface_mac(a.ifindex),
+                                   watcher=LinkWatcher())
         dests = ", ".join(str(d) for d in exporter.destinations)
         version = {5: "v5", 9: "v9", 10: "IPFIX"}[s.protocol]
         hook = "tc clsact ingress" if s.attach == "tc" else f"XDP {s.xdp_mode}"
@@ -173,6 +184,8 @@ def _serve(s: ProbeSettings) -> int:
               f"{dests}", flush=True)
         probe.run(stop, stats_path, flush_now)
     finally:
+        if probe.links is not None:
+            probe.links.close()
         for a in attachments:
             a.detach()
         # After detaching nothing writes the maps: flush exports every counted packet.

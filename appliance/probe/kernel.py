@@ -218,6 +218,13 @@ class KernelFlowCache:
             leaf.addr[i] = mac[i]
         self._if_macs[ct.c_uint32(ifindex)] = leaf
 
+    def forget_interface_mac(self, ifindex: int) -> None:
+        """Drops the MAC of an interface that went away (the map holds 64)."""
+        try:
+            del self._if_macs[ct.c_uint32(ifindex)]
+        except KeyError:
+            pass
+
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         """Swap the maps and return everything counted into the old one (then empty it).
 

@@ -100,6 +100,9 @@ class Probe:
         self.interfaces: list[str] = list(settings.interfaces)
         #: (ifindex, name, description) of the attached interfaces, for the names options
         self.interface_table: list[tuple[int, str, str]] = []
+        #: follows the interfaces through netlink (links.LinkFollower, set by the CLI): polled
+        #: before every pass, its state is the snapshot's "links"
+        self.links: Any = None
         features = Feature(0)
         if settings.mpls:
             features |= Feature.MPLS
@@ -207,6 +210,7 @@ class Probe:
             "flushes": self.flushes,
             "protocol": s.protocol,
             "interfaces": self.interfaces,
+            "links": self.links.snapshot() if self.links is not None else [],
             "attach": s.attach if s.attach == "tc" else f"xdp {s.xdp_mode}",
             "active_timeout_s": s.active_timeout,
             "inactive_timeout_s": s.inactive_timeout,
@@ -264,6 +268,8 @@ class Probe:
         interval = self.settings.scan_interval
         next_t = time.monotonic()
         while not stop.is_set():
+            if self.links is not None:
+                self.links.poll()
             if flush_now is not None and flush_now.is_set():
                 flush_now.clear()
                 n = self.flush()

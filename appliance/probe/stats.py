@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,26 @@ def _n(x: float) -> str:
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
 
 
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _links(links: list[dict[str, Any]]) -> list[str]:
+    """One line per interface that is not simply attached (or was re-attached)."""
+    out = []
+    for ln in links:
+        if ln["state"] == "detached":
+            out.append(f"  {ln['name']} DETACHED since {_when(ln['detached_at'])} "
+                       f"({ln['reason']}; was ifindex {ln['ifindex']}): waiting for it to come back")
+        elif ln["state"] == "down":
+            out.append(f"  {ln['name']} attached but DOWN since {_when(ln['since'])} "
+                       f"(ifindex {ln['ifindex']})")
+        elif ln["reattaches"]:
+            out.append(f"  {ln['name']} re-attached {ln['reattaches']} times, last at "
+                       f"{_when(ln['attached_at'])} (ifindex {ln['ifindex']})")
+    return out
+
+
 def render(s: dict[str, Any]) -> str:
     """The text of ``mirrorflow probe --stats`` (like /proc/net/stat/ipt_netflow, but exact)."""
     k = s["kernel"]["total"]
@@ -55,6 +76,7 @@ def render(s: dict[str, Any]) -> str:
         f"Interfaces: {', '.join(s['interfaces'])} ({s.get('attach', 'tc')}); timeouts active "
         f"{s['active_timeout_s']} s, "
         f"inactive {s['inactive_timeout_s']} s; maxflows {s['maxflows']}",
+        *_links(s.get("links") or []),
         f"Sampler: {s['sampler']}  selected {k['sampler_selected']}, "
         f"discarded {k['sampler_discarded']}",
         "",
