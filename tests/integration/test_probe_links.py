@@ -15,8 +15,18 @@ from pathlib import Path
 import pytest
 
 from appliance.demo.netns import add_veth
-from tests.integration.test_probe_rig import REPO, Collector, pcap_frames, start_probe, wait_probe_frames
-from tests.integration.test_probe_support import decoded_records, ethernet_pcap, tshark_flows
+from tests.integration.test_probe_rig import (
+    REPO,
+    Collector,
+    pcap_frames,
+    start_probe,
+    wait_probe_frames,
+)
+from tests.integration.test_probe_support import (
+    decoded_records,
+    ethernet_pcap,
+    tshark_flows,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.root]
 
