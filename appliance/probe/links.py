@@ -42,8 +42,17 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from .attach import Attachment
 from .errors import ProbeError
 
-__all__ = ["LinkEvent", "LinkState", "LinkWatcher", "LinkFollower", "parse_link_messages",
-           "lookup_link", "ATTACHED", "DOWN", "DETACHED"]
+__all__ = [
+    "ATTACHED",
+    "DETACHED",
+    "DOWN",
+    "LinkEvent",
+    "LinkFollower",
+    "LinkState",
+    "LinkWatcher",
+    "lookup_link",
+    "parse_link_messages",
+]
 
 log = logging.getLogger("mirrorflow.probe")
 
