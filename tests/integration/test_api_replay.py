@@ -199,7 +199,7 @@ def test_status_totals_and_rates_from_the_fake_clock(served: dict) -> None:
     assert st["rates"]["1m"]["records"] == len(recs) / 2
     assert st["rates"]["1m"]["bps"] == 8 * total_bytes / 2
     assert st["socket_drops"] is None  # no sockets on replay
-    assert st["probe"] == {"available": True, "stale": False, "age_s": st["probe"]["age_s"]}
+    assert st["probe"] == {"available": True, "stale": False, "age_s": st["probe"]["age_s"], "detached": []}
 
 
 def test_objects_count_what_their_filters_select(served: dict) -> None:

@@ -37,6 +37,8 @@ DECODE_ERROR_KINDS = ("short_packet", "bad_version", "bad_length", "bad_set_leng
                       "bad_template", "truncated_record", "count_mismatch", "template_table_full",
                       "stream_table_full")  # fmt: skip
 _PROBE_STALE_S = 10.0
+#: interfaces of the probe's statistics looked at (the probe has one entry per -i)
+_PROBE_LINKS_MAX = 64
 
 
 @njit(cache=True, nogil=True)
@@ -82,6 +84,27 @@ class Snapshot:
     @property
     def meta(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time}
+
+
+def _probe_links(stats: Any) -> list[dict[str, Any]]:
+    """The probe's interfaces (``links`` of its stats.json, appliance/probe/links.py)."""
+    links = stats.get("links") if isinstance(stats, dict) else None
+    if not isinstance(links, list):
+        return []
+    return [ln for ln in links[:_PROBE_LINKS_MAX] if isinstance(ln, dict) and isinstance(ln.get("name"), str)]
+
+
+def _link_problems(links: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for ln in links:
+        at = ln.get("detached_at") if ln.get("state") == "detached" else ln.get("since")
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at)) if isinstance(at, (int, float)) else "?"
+        if ln.get("state") == "detached":
+            out.append(f"probe interface {ln['name']} detached since {when} ({ln.get('reason')}, was ifindex "
+                       f"{ln.get('ifindex')}): its traffic is not seen until it comes back")
+        elif ln.get("state") == "down":
+            out.append(f"probe interface {ln['name']} down since {when}: no packets until it is up")
+    return out
 
 
 def _rate(rates: dict[str, dict[str, float]], window: str, name: str, scale: float = 1.0) -> float:
@@ -377,7 +400,8 @@ class LiveState:
 
         path = self.probe_stats
         out: dict[str, Any] = {"stats_file": str(path) if path else None, "available": False,
-                               "age_s": None, "stale": None, "error": None, "stats": None}  # fmt: skip
+                               "age_s": None, "stale": None, "error": None, "stats": None,
+                               "detached": []}  # fmt: skip
         if path is None:
             out["error"] = "no probe statistics configured (probe-stats / --probe-stats)"
             return out
@@ -392,6 +416,7 @@ class LiveState:
             return out
         age = max(0.0, self.wall() - st.st_mtime)
         out.update(available=True, age_s=round(age, 3), stale=age > _PROBE_STALE_S)
+        out["detached"] = [ln["name"] for ln in _probe_links(out["stats"]) if ln.get("state") == "detached"]
         return out
 
     def _status(self, stats: dict[str, Any], exporters: list[dict[str, Any]], objects: list[dict[str, Any]],
@@ -423,6 +448,7 @@ class LiveState:
                             f"{arc.get('last_error', '')}")
         if probe.get("stale"):
             problems.append(f"probe statistics are {probe['age_s']:.0f} s old: is the probe running?")
+        problems += _link_problems(_probe_links(probe.get("stats")))
         rates = self._meter.rates()
         generation = getattr(self.monitoring, "generation", 1) if self.monitoring is not None else 0
         return {
@@ -431,7 +457,7 @@ class LiveState:
             "mode": "live" if self.collector.receiver is not None else "replay",
             "started_at": self.started_at,
             "uptime_s": round(now - self.started_mono, 3),
-            "health": "warning" if problems else "ok",
+            "health": "degraded" if probe.get("detached") else "warning" if problems else "ok",
             "problems": problems,
             "listen": stats.get("listen", []),
             "rcvbuf_granted": stats.get("rcvbuf_granted"),
@@ -453,7 +479,8 @@ class LiveState:
             },
             "monitoring": mon if isinstance(mon, dict) else None,
             "archive": arc if isinstance(arc, dict) else None,
-            "probe": {"available": probe["available"], "stale": probe["stale"], "age_s": probe["age_s"]},
+            "probe": {"available": probe["available"], "stale": probe["stale"], "age_s": probe["age_s"],
+                      "detached": probe.get("detached", [])},
         }
 
     @property

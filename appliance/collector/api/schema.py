@@ -45,7 +45,7 @@ def _envelope(payload: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[s
 STATUS = obj({
     "version": STR, "pid": INT, "mode": {"type": "string", "enum": ["live", "replay"]},
     "started_at": NUM, "uptime_s": NUM,
-    "health": {"type": "string", "enum": ["ok", "warning"]}, "problems": arr(STR),
+    "health": {"type": "string", "enum": ["ok", "warning", "degraded"]}, "problems": arr(STR),
     "listen": arr(STR), "rcvbuf_granted": _opt(INT),
     "totals": obj({"records": INT, "bytes": INT, "packets": INT, "datagrams": INT, "batches": INT}),
     "rates": _rates("records", "bps", "pps", "datagrams"),
@@ -55,7 +55,9 @@ STATUS = obj({
     "config": obj({"generation": INT, "loaded_at": _opt(NUM), "mo_dir": _opt(STR)}),
     "monitoring": {"type": ["object", "null"]},
     "archive": {"type": ["object", "null"]},  # FlowArchive + ArchiveRetention counters (docs/archive.md)
-    "probe": obj({"available": BOOL, "stale": _opt(BOOL), "age_s": _opt(NUM)}),
+    # detached: names of the probe's interfaces that went away (health "degraded")
+    "probe": obj({"available": BOOL, "stale": _opt(BOOL), "age_s": _opt(NUM), "detached": arr(STR)},
+                 optional=("detached",)),
 })  # fmt: skip
 
 EXPORTER = obj({
@@ -127,7 +129,8 @@ MAVG = obj({
 }, extra=True, optional=("ended",))  # fmt: skip
 
 PROBE = obj({"stats_file": _opt(STR), "available": BOOL, "age_s": _opt(NUM), "stale": _opt(BOOL),
-             "error": _opt(STR), "stats": {"type": ["object", "null"]}})  # fmt: skip
+             "error": _opt(STR), "stats": {"type": ["object", "null"]}, "detached": arr(STR)},
+            optional=("detached",))  # fmt: skip
 
 ERROR = obj({"api_version": {"type": "integer", "enum": [1]},
              "error": obj({"status": INT, "message": STR})})  # fmt: skip
