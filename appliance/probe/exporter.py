@@ -9,11 +9,12 @@ comes back as ECONNREFUSED on a later send and, with IP_RECVERR, as the refused 
 first bytes on the socket's error queue. The refused datagram and everything after it are
 held for that destination (in order, with their original sequence numbers); at each scan the
 oldest held one is sent as a probe, and when a probe is not refused the rest follow. Only
-overflow of the hold (`HOLD_DATAGRAMS`) loses flows, and those are counted (`flows_lost`).
+overflow of the hold (`HOLD_BYTES`) loses flows, and those are counted (`flows_lost`).
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 import errno
 import ipaddress
@@ -82,8 +83,8 @@ TEMPLATE_SYSTEM = 267
 TEMPLATE_REFUSALS = 268
 #: minimum seconds between two resends of templates and options caused by send errors
 RESEND_AFTER_ERROR_S = 1.0
-#: datagrams held per destination while it refuses (about 90 MB at 1400 bytes)
-HOLD_DATAGRAMS = 65536
+#: bytes of datagrams held per destination while it refuses (then the oldest are dropped)
+HOLD_BYTES = 64 << 20
 #: datagrams sent recently, per destination, that an ICMP error can still be matched to
 RECENT_DATAGRAMS = 8192
 #: bytes of a datagram that identify it in an ICMP error (headers with sequence numbers)
@@ -296,6 +297,7 @@ class _Link:
 
     recent: dict[bytes, tuple[int, bytes, int]] = field(default_factory=dict)
     hold: list[tuple[int, bytes, int]] = field(default_factory=list)  # (index, payload, flows)
+    held_bytes: int = 0
     refusing: bool = False
     probe: bytes | None = None  # the match key of the probe sent at the last retry
 
@@ -541,10 +543,12 @@ class Exporter:
         st.last_error = f"{name}: {text}"
 
     def _hold(self, link: _Link, st: DestinationStats, item: tuple[int, bytes, int]) -> None:
-        link.hold.append(item)
-        if len(link.hold) > HOLD_DATAGRAMS:
-            link.hold.sort(key=lambda x: x[0])
-            st.flows_lost += link.hold.pop(0)[2]
+        bisect.insort(link.hold, item)  # by stream index (unique: payloads never compared)
+        link.held_bytes += len(item[1])
+        while link.held_bytes > HOLD_BYTES and len(link.hold) > 1:
+            _, payload, nflows = link.hold.pop(0)
+            link.held_bytes -= len(payload)
+            st.flows_lost += nflows
         st.held = len(link.hold)
 
     def retry(self) -> None:
@@ -568,18 +572,21 @@ class Exporter:
                     self._count_error(st, 0, "ICMP error for a datagram no longer held")
             if not link.refusing:
                 continue
-            link.hold.sort(key=lambda x: x[0])
             if link.probe is not None and not probe_refused and link.hold:
                 link.refusing = False  # the collector took the probe: send everything
             link.probe = None
-            while link.hold:
-                item = link.hold.pop(0)
-                if not self._send_one(t, st, link, item):
-                    link.hold.sort(key=lambda x: x[0])
+            pending, link.hold, link.held_bytes = link.hold, [], 0  # oldest first
+            for i, item in enumerate(pending):
+                if not self._send_one(t, st, link, item):  # refused again: held again
+                    link.refusing = True  # (another error: the rest waits for a probe too)
+                    for rest in pending[i + 1 :]:
+                        self._hold(link, st, rest)
                     break
                 st.resent += 1
                 if link.refusing:  # one probe per scan while the destination refuses
                     link.probe = item[1][:_MATCH_BYTES]
+                    for rest in pending[i + 1 :]:
+                        self._hold(link, st, rest)
                     break
             if not link.hold and link.probe is None:
                 link.refusing = False
@@ -790,6 +797,7 @@ class Exporter:
         for t, st, link in zip(self.transports, self.stats, self._links, strict=True):
             st.flows_lost += sum(item[2] for item in link.hold)
             link.hold.clear()
+            link.held_bytes = 0
             st.held = 0
             t.close()
 
