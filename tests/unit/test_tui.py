@@ -14,6 +14,7 @@ from appliance.tui.client import ApiClient, ApiUnavailable
 from appliance.tui.keys import KEYS, bindings, help_rows
 from appliance.tui.panels import View, exporters, header, mavg, objects, sampled, windows
 from appliance.tui.table import Cell, Column, LiveTable, Row, num
+from appliance.collector.api.schema import SCHEMAS, validate
 from tests.unit.test_tui_docs import T, Recorded, docs
 
 
@@ -76,6 +77,22 @@ def test_panels_render_the_documents() -> None:
     data = header.fetch(snap, "http://x")
     assert [d[0] for d in data.directions] == ["in", "out"]
     assert not header.is_stale(data, T + 1) and header.is_stale(data, T + header.STALE_AFTER_S + 0.1)
+
+
+def test_a_detached_probe_interface_is_shown() -> None:
+    d = docs()
+    problem = "probe interface ens4 detached since 2026-12-08 02:00:00 UTC (deleted, was ifindex 7): ..."
+    d["status"]["status"].update(health="degraded", problems=[problem])
+    d["status"]["status"]["probe"]["detached"] = ["ens4"]
+    d["exporters"]["probe"]["detached"] = ["ens4"]
+    validate(d["status"], SCHEMAS["/api/v1/status"])
+    validate(d["exporters"], SCHEMAS["/api/v1/exporters"])
+    snap = ApiClient("http://x", transport=Recorded([d])).fetch()
+    text = header.render_status(header.fetch(snap, "http://x"), T + 1)
+    assert "collector degraded(1)  probe DETACHED ens4  http://x" in text.plain
+    assert [str(s.style) for s in text.spans if "DETACHED" in text.plain[s.start : s.end]] == ["bold red"]
+    line = exporters.probe_line(exporters.fetch(snap)["probe"])
+    assert line.startswith("probe pid 4242  stats 0.8s old  DETACHED ens4  ")
 
 
 def test_key_table_generates_bindings_and_help() -> None:

@@ -54,7 +54,7 @@ def docs(bps: float = 639075032.3) -> dict[str, dict[str, Any]]:
         "socket_drops": 0, "truncated_datagrams": 0, "pending_sets": 0, "refused_exporter_packets": 0,
         "exporters": 2, "objects": 2,
         "config": {"generation": 1, "loaded_at": T - 412, "mo_dir": "/var/lib/mirrorflow/mo"},
-        "monitoring": None, "probe": {"available": True, "stale": False, "age_s": 0.8},
+        "monitoring": None, "archive": None, "probe": {"available": True, "stale": False, "age_s": 0.8},
     }  # fmt: skip
     window = {
         "object": "in", "window": "pairs", "table": "in_pairs", "time": 10, "limit": 3, "extended": False,

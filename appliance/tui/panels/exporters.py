@@ -50,5 +50,7 @@ def probe_line(probe: dict[str, Any]) -> str:
     total = (stats.get("kernel") or {}).get("total") or {}
     age = units.duration(probe.get("age_s"))
     parts = [f"probe pid {stats.get('pid', '?')}", f"stats {age} old" + (" STALE" if probe.get("stale") else "")]
+    if probe.get("detached"):
+        parts.append("DETACHED " + ",".join(probe["detached"]))
     parts += [f"{k} {units.si(v)}" for k, v in list(total.items())[:4] if isinstance(v, (int, float))]
     return "  ".join(parts)

@@ -74,12 +74,16 @@ def render_status(data: HeaderData, now: float, paused: str = "") -> Text:
         health = data.status.get("health", "?")
         problems = data.status.get("problems") or []
         out.append("collector ", "dim")
-        out.append(health + (f"({len(problems)})" if problems else ""), "green" if health == "ok" else "bold yellow")
+        style = {"ok": "green", "degraded": "bold red"}.get(health, "bold yellow")
+        out.append(health + (f"({len(problems)})" if problems else ""), style)
     out.append("  probe ", "dim")
+    detached = data.probe.get("detached") or []
     if not data.probe.get("available"):
         out.append("n/a", "dim")
     elif data.probe.get("stale"):
         out.append("STALE", "bold yellow")
+    elif detached:  # an interface went away: the probe sees nothing of it (appliance/probe/links.py)
+        out.append("DETACHED " + ",".join(detached[:3]) + ("…" if len(detached) > 3 else ""), "bold red")
     else:
         out.append("ok", "green")
     out.append(f"  {data.url}", "cyan")
