@@ -1,9 +1,9 @@
 """Benchmark: time to detect a flood, Mirrorflow (probe → collector → moving average → alert
 script) vs FastNetMon (AF_PACKET mirror mode), on the same veth, same threshold, one run.
 
-    sudo .venv/bin/python -m bench detect
+    sudo .venv/bin/python -m bench detect                     # the appliance's settings
     sudo .venv/bin/python -m bench detect --pps 5000 --threshold 1000 --seconds 30
-    sudo .venv/bin/python -m bench detect --probe-args "--active-timeout 60 --inactive-timeout 15"
+    sudo .venv/bin/python -m bench detect --probe-args ""     # the probe's own defaults
 
 Both watch the near end of a veth pair whose far end sits in a namespace. A flood of
 `--pps` packets per second to one victim (192.0.2.1) is replayed there with tcpreplay, in
@@ -11,8 +11,9 @@ two scenarios: spoofed sources (every packet a new source address, so a new flow
 single flow (one 5-tuple). Measured: seconds from the flood's first packet (tcpreplay's
 start) to the start of each alert script (its first line writes the time).
 
-Mirrorflow runs as installed: `mirrorflow probe` with the appliance's defaults (plus
-`--probe-args`) exporting to `mirrorflow collect` on 127.0.0.1, one monitoring object with a
+Mirrorflow runs as installed: `mirrorflow probe` with the appliance's settings for its local
+collector (`mirrorflow_probe_live` in the Ansible role's defaults; `--probe-args` replaces
+them) exporting to `mirrorflow collect` on 127.0.0.1, one monitoring object with a
 moving average over `--window` seconds (`"time"`) of packets per destination host and an
 overlimit at `--threshold`. FastNetMon: `average_calculation_time = --window`,
 `threshold_pps = --threshold`, the victim's /24 in networks_list, ban script = alert script.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -72,6 +74,19 @@ exabgp = off
 gobgp = off
 monitor_local_ip_addresses = off
 """
+
+
+def appliance_probe_args() -> str:
+    """`mirrorflow_probe_live` of the Ansible role as command-line options."""
+    text = (REPO / "ansible/roles/mirrorflow_probe/defaults/main.yml").read_text()
+    try:
+        import yaml  # noqa: PLC0415
+
+        live = yaml.safe_load(text).get("mirrorflow_probe_live") or {}
+    except ImportError:  # a one-line flow mapping of plain scalars
+        m = re.search(r"^mirrorflow_probe_live:\s*\{(.*)\}", text, re.M)
+        live = dict(kv.split(":", 1) for kv in m.group(1).split(",")) if m else {}
+    return " ".join(f"--{k.strip()} {str(v).strip()}" for k, v in live.items())
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -200,10 +215,14 @@ def main() -> int:
     ap.add_argument("--threshold", type=int, default=1000, help="pps per host (default 1000)")
     ap.add_argument("--window", type=int, default=5, help="moving average, s (default 5)")
     ap.add_argument("--seconds", type=int, default=30, help="flood length, s (default 30)")
-    ap.add_argument("--probe-args", default="", help="extra `mirrorflow probe` options")
+    ap.add_argument("--probe-args", default=None,
+                    help="`mirrorflow probe` options (default: the appliance's, from the "
+                    "Ansible role; \"\" = the probe's own defaults)")
     ap.add_argument("--scenarios", default="spoofed,single")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
+    if args.probe_args is None:
+        args.probe_args = appliance_probe_args()
     tmp = Path(tempfile.mkdtemp(prefix="mfdetect"))
     ns, a, b = f"mfd{os.getpid()}", f"mfd{os.getpid()}a", f"mfd{os.getpid()}b"
     sh("ip", "netns", "add", ns)
@@ -215,7 +234,8 @@ def main() -> int:
         sh("ip", "link", "set", a, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", b, "up")
         print(f"time to detect: {args.pps} pps to one host, threshold {args.threshold} pps, "
-              f"{args.window} s moving average; probe options: {args.probe_args or 'defaults'}")
+              f"{args.window} s moving average; probe options: "
+              f"{args.probe_args or 'the probe defaults'}")
         for name in args.scenarios.split(","):
             pcap = flood_pcap(tmp / f"{name}.pcap", args.pps * args.seconds, name == "spoofed")
             r = scenario(name, pcap, args, tmp, ns, a, b)
