@@ -39,6 +39,8 @@ Settings may also come from --config FILE (JSON, keys = long option names); opti
 the command line win. SIGTERM/SIGINT export every active flow, detach and restore promisc.
 SIGUSR1 exports every active flow now (flowEndReason 4, forced end) and keeps capturing:
   kill -USR1 PID    (the pid is in mirrorflow probe --stats)
+An interface that is deleted or renamed is logged and shown as DETACHED in --stats (its flows
+are still exported); when one of that name appears again the probe attaches to it again.
 """
 
 

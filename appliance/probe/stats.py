@@ -18,7 +18,7 @@ from appliance.rates import RateMeter
 
 from .records import Counter
 
-__all__ = ["RateMeter", "render", "write_snapshot", "read_snapshot", "counters_dict"]
+__all__ = ["RateMeter", "counters_dict", "read_snapshot", "render", "write_snapshot"]
 
 def counters_dict(per_cpu: np.ndarray) -> dict[str, Any]:
     """Kernel counters: totals and per CPU, by name."""

@@ -21,6 +21,7 @@ from appliance.collector.config import load_runtime
 from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.pipeline import Pipeline
 from appliance.probe.links import LinkEvent, LinkFollower
+from tests.unit.test_api import parse_metrics
 from tests.unit.test_probe_links import FakeAttachment
 
 
@@ -74,6 +75,8 @@ def test_a_detached_probe_interface_degrades_health_until_it_is_back(live):
                                   "its traffic is not seen until it comes back"]  # fmt: skip
     assert status["probe"]["detached"] == probe["detached"] == ["ens4"]
     assert probe["stats"]["links"][0]["state"] == "detached"
+    with urllib.request.urlopen(api.url + "/metrics", timeout=10) as resp:
+        assert parse_metrics(resp.read().decode())["mirrorflow_probe_interfaces_detached"][()] == 1
     links["ens4"] = LinkEvent("new", 12, "ens4", True)
     follower.poll([links["ens4"]])
     status, probe = publish()

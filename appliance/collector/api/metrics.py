@@ -152,6 +152,8 @@ def render_metrics(snap: Snapshot) -> str:
     pr = snap.probe
     o.metric("probe_up", "gauge", "1 if the probe's statistics are present and fresh",
              [({}, bool(pr.get("available")) and not pr.get("stale"))])  # fmt: skip
+    o.metric("probe_interfaces_detached", "gauge", "probe interfaces that went away (health degraded)",
+             [({}, len(pr.get("detached") or []))])  # fmt: skip
     s = pr.get("stats") or {}
     kernel = (s.get("kernel") or {}).get("total") or {}
     for key in ("frames", "accounted_packets", "accounted_bytes", "refused_packets", "new_flows"):
