@@ -29,7 +29,7 @@ so a restart decodes data at once.
 
 DECODE_EPILOG = """\
 examples:
-  mirrorflow decode capture.pcap                       # one text line per record
+  mirrorflow decode capture.pcap                       # one text line per record (proto=tcp, icmp=echo-request)
   mirrorflow decode --format jsonl a.pcap b.pcapng | jq .bytes
   mirrorflow decode --apply-sampling --devices devices.conf capture.pcap
 
@@ -193,6 +193,7 @@ def run_decode(args: argparse.Namespace) -> int:
     from appliance.collector.config.devices import load_devices
     from appliance.collector.decode.dump import format_jsonl, format_text, records
     from appliance.collector.enrich import Enricher, texts
+    from appliance.collector.fields.readable import readable
     from appliance.collector.receive.pcapfile import PcapReader
 
     fmt = format_jsonl if args.format == "jsonl" else format_text
@@ -205,15 +206,14 @@ def run_decode(args: argparse.Namespace) -> int:
             with PcapReader(path, ports=args.port) as reader:
                 for packets in reader.batches():
                     for batch in dec.decode(packets):
-                        if enricher is None:
-                            out.write("".join(fmt(r) + "\n" for r in records(batch, dec)))
-                            continue
-                        enricher.enrich(batch)
-                        names = texts(batch)
+                        names = {}
+                        if enricher is not None:
+                            enricher.enrich(batch)
+                            names = texts(batch)
                         lines = []
                         for i, r in enumerate(records(batch, dec)):
                             r.update((k, str(v[i])) for k, v in names.items())
-                            lines.append(fmt(r) + "\n")
+                            lines.append(fmt(readable(r) if args.format == "text" else r) + "\n")
                         out.write("".join(lines))
     except (MirrorflowError, OSError) as exc:
         print(f"mirrorflow decode: {exc}", file=sys.stderr)
