@@ -391,6 +391,7 @@ class LiveState:
                     "extended": spec.extended,
                     "active": active,
                     "fields": [f.text for f in spec.fields],
+                    "export": list(spec.export),
                     "last": self._windows.get((mo.name, spec.name)),
                 })  # fmt: skip
         return out

@@ -3,11 +3,16 @@
 Labels are bounded by configuration, never by traffic: ``exporter`` (the routers and the
 probe), ``object``, ``window``, ``mavg``, ``level``, the fixed decode-error ``kind`` and the archive
 retention's ``reason`` (age, size, free_space). Per-IP numbers
-(top talkers) are JSON-only (``/api/v1/windows``).
+(top talkers) are JSON-only (``/api/v1/windows``) — unless a window asks for it with
+``"export": "prometheus"`` in its fwm entry: then its last closed table is here as
+``mirrorflow_fwm_<aggregate>`` with its key fields as labels (``src_country="DE"``), one
+sample per row, at most its ``limit`` rows (required) plus the remainder with every key label
+``"other"``; so ``sum by (src_country) (mirrorflow_fwm_octets{window="by_country"})`` works.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from appliance.collector.api.livestate import Snapshot
@@ -37,14 +42,15 @@ class _Out:
         self.lines: list[str] = []
         self._seen: set[str] = set()
 
-    def metric(self, name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], Any]]) -> None:
+    def metric(self, name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], Any]],
+               user_labels: bool = False) -> None:  # fmt: skip
         name = f"mirrorflow_{name}"
         assert name not in self._seen, name
         self._seen.add(name)
         self.lines.append(f"# HELP {name} {help_}")
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            assert set(labels) <= LABELS, labels
+            assert user_labels or set(labels) <= LABELS, labels
             lab = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
             self.lines.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
 
@@ -109,6 +115,8 @@ def render_metrics(snap: Snapshot) -> str:
     o.metric("window_active", "gauge", "1 if the window aggregates now (extended windows switch)",
              [({"object": w["object"], "window": w["window"]}, w["active"]) for w in wins])  # fmt: skip
 
+    _user_windows(o, wins)
+
     mon = st.get("monitoring") or {}
     for key in ("windows_exported", "rows_exported", "export_errors", "db_loaded_windows", "db_errors",
                 "db_failed_windows"):  # fmt: skip
@@ -166,3 +174,41 @@ def render_metrics(snap: Snapshot) -> str:
     if "active" in table:
         o.metric("probe_active_flows", "gauge", "flows in the probe's table", [({}, table["active"])])
     return "\n".join(o.lines) + "\n"
+
+
+def _label(name: str) -> str:
+    """A column name as a Prometheus label name (``[a-zA-Z_][a-zA-Z0-9_]*``, not ours)."""
+    out = re.sub(r"[^a-zA-Z0-9_]", "_", name)
+    if not out or out[0].isdigit() or out in LABELS or out.startswith("__"):
+        out = f"key_{out}"
+    return out
+
+
+def _user_windows(o: _Out, wins: list[dict[str, Any]]) -> None:
+    """The windows exported with ``"export": "prometheus"``: one metric per aggregate column."""
+    from appliance.collector.fields import parse_field
+
+    samples: dict[str, list[tuple[dict[str, str], Any]]] = {}
+    for w in wins:
+        last = w.get("last")
+        if "prometheus" not in w.get("export", ()) or not last:
+            continue
+        try:
+            aggregate = [parse_field(f).aggregate for f in w["fields"]]
+        except ValueError:
+            continue
+        names = [c["name"] for c in last["columns"]]
+        if len(names) != len(aggregate):  # a table of an older definition (reloaded)
+            continue
+        keys = [(i, _label(n)) for i, n in enumerate(names) if not aggregate[i]]
+        rows = [(r, False) for r in last["rows"]] + ([(last["other"], True)] if last.get("other") else [])
+        for row, other in rows:
+            labels = {"object": w["object"], "window": w["window"]}
+            labels.update((lab, "other" if other else ("" if row[i] is None else str(row[i]))) for i, lab in keys)
+            for i, n in enumerate(names):
+                if aggregate[i]:
+                    samples.setdefault(re.sub(r"[^a-zA-Z0-9_]", "_", n), []).append((labels, row[i] or 0))
+    for col, s in samples.items():
+        o.metric(f"fwm_{col}", "gauge", f"{col} of each row of the last closed table of the windows exported "
+                 "to Prometheus (fwm \"export\": \"prometheus\"); labels: object, window and the key fields",
+                 s, user_labels=True)  # fmt: skip

@@ -91,7 +91,7 @@ TABLE = obj({
 
 WINDOW = obj({
     "object": STR, "window": STR, "table": STR, "time": INT, "limit": INT, "extended": BOOL,
-    "active": BOOL, "fields": arr(STR), "last": {**TABLE, "type": ["object", "null"]},
+    "active": BOOL, "fields": arr(STR), "export": arr(STR), "last": {**TABLE, "type": ["object", "null"]},
 })  # fmt: skip
 
 FLOW = {"type": "object", "required": ["exporter", "source_id", "record_kind", "version", "recv_time_ns"],

@@ -14,7 +14,8 @@ A mo.conf (JSON with comments):
   "debug": {"dump-flows": "none"},             // none | syslog | stdout | /path (per object)
   "fwm": [                                     // fixed windows → table <object>_<name>
     {"name": "saddr", "fields": ["packets desc", "octets desc", "src host"],
-     "time": 30, "limit": 20, "extended": false, "create-index": true}
+     "time": 30, "limit": 20, "extended": false, "create-index": true,
+     "export": "prometheus"}                   // also on /metrics, the keys as labels (needs a limit)
   ],
   "mavg": [ ... ]                              // moving averages: see appliance.collector.config.averages
 }
@@ -71,6 +72,8 @@ class WindowSpec:
     limit: int = 0
     extended: bool = False
     create_index: bool = True
+    #: where the window goes besides the database: ("prometheus",) = /metrics, keys as labels
+    export: tuple[str, ...] = ()
 
     @property
     def keys(self) -> tuple[FieldSpec, ...]:
@@ -81,7 +84,9 @@ class WindowSpec:
         return tuple(f for f in self.fields if f.aggregate)
 
 
-_FWM_KEYS = {"name", "fields", "time", "limit", "extended", "create-index", "desc"}
+_FWM_KEYS = {"name", "fields", "time", "limit", "extended", "create-index", "desc", "export"}
+#: what an fwm entry's "export" may name
+_EXPORTS = ("prometheus",)
 _MO_KEYS = {"filter", "debug", "debug.dump-flows", "fwm", "mavg"}
 _PG_MAX_IDENT = 63
 
@@ -228,9 +233,23 @@ class _Checker:
                     ok = False
                 else:
                     flags[key] = v
+        export: tuple[str, ...] = ()
+        if "export" in doc:
+            ex = doc["export"]
+            items = [ex] if isinstance(ex, str) else ex
+            if not isinstance(items, list) or not all(isinstance(x, str) and x in _EXPORTS for x in items):
+                self.error((*at, "export"), '"export" must be "prometheus" (the window on /metrics, its key fields '
+                                            "as labels)")
+                ok = False
+            elif items and not limit:
+                self.error((*at, "export"), '"export": "prometheus" needs a "limit" (every row is a label set '
+                                            'Prometheus keeps): add e.g. "limit": 20')
+                ok = False
+            else:
+                export = tuple(dict.fromkeys(items))
         if not ok:
             return None
-        return WindowSpec(name, tuple(specs), time, limit, flags["extended"], flags["create-index"])
+        return WindowSpec(name, tuple(specs), time, limit, flags["extended"], flags["create-index"], export)
 
 
 def _check_filter(chk: _Checker, text: str, iplists: Any) -> Filter | None:
