@@ -80,11 +80,11 @@ def appliance_probe_args() -> str:
     """`mirrorflow_probe_live` of the Ansible role as command-line options."""
     text = (REPO / "ansible/roles/mirrorflow_probe/defaults/main.yml").read_text()
     try:
-        import yaml  # noqa: PLC0415
+        import yaml
 
         live = yaml.safe_load(text).get("mirrorflow_probe_live") or {}
     except ImportError:  # a one-line flow mapping of plain scalars
-        m = re.search(r"^mirrorflow_probe_live:\s*\{(.*)\}", text, re.M)
+        m = re.search(r"^mirrorflow_probe_live:\s*\{(.*)\}", text, re.MULTILINE)
         live = dict(kv.split(":", 1) for kv in m.group(1).split(",")) if m else {}
     return " ".join(f"--{k.strip()} {str(v).strip()}" for k, v in live.items())
 
@@ -103,7 +103,9 @@ def flood_pcap(path: Path, n: int, spoofed: bool) -> Path:
                              bytes(18))  # fmt: skip
         return udp_frame("198.51.100.7", victim, 4444, 53, bytes(18))
 
-    return write_pcap(path, ((i // 1000 * 10**9 + i % 1000 * 1000, frame(i)) for i in range(n)))
+    return write_pcap(
+        path, ((i // 1000 * 10**9 + i % 1000 * 1000, frame(i)) for i in range(n))
+    )
 
 
 def free_port() -> int:
@@ -143,8 +145,9 @@ def stop(p: subprocess.Popen) -> None:
             p.wait()
 
 
-def scenario(name: str, pcap: Path, args: argparse.Namespace, tmp: Path, ns: str, a: str,
-             b: str) -> dict[str, float | None]:
+def scenario(
+    name: str, pcap: Path, args: argparse.Namespace, tmp: Path, ns: str, a: str, b: str
+) -> dict[str, float | None]:
     work = tmp / name
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -170,22 +173,39 @@ def scenario(name: str, pcap: Path, args: argparse.Namespace, tmp: Path, ns: str
                       work / "collector.log", env)  # fmt: skip
     procs.append(collector)
     try:
-        if not wait_for(lambda: "listening on" in (work / "collector.log").read_text(), 60):
-            raise RuntimeError(f"collector did not start: {(work / 'collector.log').read_text()}")
+        if not wait_for(
+            lambda: "listening on" in (work / "collector.log").read_text(), 60
+        ):
+            raise RuntimeError(
+                f"collector did not start: {(work / 'collector.log').read_text()}"
+            )
         probe = start([sys.executable, "-m", "appliance.probe", "-i", a, "-d", f"127.0.0.1:{port}",
                        "--state-dir", str(work / "probe"), *shlex.split(args.probe_args)],
                       work / "probe.log", env)  # fmt: skip
         procs.append(probe)
         if not wait_for(lambda: "capturing" in (work / "probe.log").read_text(), 60):
-            raise RuntimeError(f"probe did not start: {(work / 'probe.log').read_text()}")
+            raise RuntimeError(
+                f"probe did not start: {(work / 'probe.log').read_text()}"
+            )
         fnm = None
         if shutil.which("fastnetmon"):
             (work / "networks_list").write_text("192.0.2.0/24\n")
             (work / "networks_whitelist").write_text("")
-            (work / "fnm.conf").write_text(FNM_CONF.format(
-                dir=work, threshold=args.threshold, iface=a, window=args.window))
-            fnm = start(["fastnetmon", "--configuration_file", str(work / "fnm.conf"),
-                         "--log_to_console", "--disable_pid_logic"], work / "fnm.log")
+            (work / "fnm.conf").write_text(
+                FNM_CONF.format(
+                    dir=work, threshold=args.threshold, iface=a, window=args.window
+                )
+            )
+            fnm = start(
+                [
+                    "fastnetmon",
+                    "--configuration_file",
+                    str(work / "fnm.conf"),
+                    "--log_to_console",
+                    "--disable_pid_logic",
+                ],
+                work / "fnm.log",
+            )
             procs.append(fnm)
             time.sleep(3)  # it opens its AF_PACKET socket
         time.sleep(1)
@@ -194,8 +214,13 @@ def scenario(name: str, pcap: Path, args: argparse.Namespace, tmp: Path, ns: str
         replay = subprocess.Popen(["ip", "netns", "exec", ns, "tcpreplay", "-q", "-K", "-i", b,
                                    f"--pps={args.pps}", str(pcap)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        wait_for(lambda: first_alert(mf_log) is not None and (
-            fnm is None or first_alert(fnm_log) is not None), args.seconds)
+        wait_for(
+            lambda: (
+                first_alert(mf_log) is not None
+                and (fnm is None or first_alert(fnm_log) is not None)
+            ),
+            args.seconds,
+        )
         replay.wait(args.seconds + 60)
         del n
     finally:
@@ -209,17 +234,29 @@ def scenario(name: str, pcap: Path, args: argparse.Namespace, tmp: Path, ns: str
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pps", type=int, default=5000, help="flood rate (default 5000)")
-    ap.add_argument("--threshold", type=int, default=1000, help="pps per host (default 1000)")
-    ap.add_argument("--window", type=int, default=5, help="moving average, s (default 5)")
-    ap.add_argument("--seconds", type=int, default=30, help="flood length, s (default 30)")
-    ap.add_argument("--probe-args", default=None,
-                    help="`mirrorflow probe` options (default: the appliance's, from the "
-                    "Ansible role; \"\" = the probe's own defaults)")
+    ap.add_argument(
+        "--threshold", type=int, default=1000, help="pps per host (default 1000)"
+    )
+    ap.add_argument(
+        "--window", type=int, default=5, help="moving average, s (default 5)"
+    )
+    ap.add_argument(
+        "--seconds", type=int, default=30, help="flood length, s (default 30)"
+    )
+    ap.add_argument(
+        "--probe-args",
+        default=None,
+        help="`mirrorflow probe` options (default: the appliance's, from the "
+        'Ansible role; "" = the probe\'s own defaults)',
+    )
     ap.add_argument("--scenarios", default="spoofed,single")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the work directory (logs)"
+    )
     args = ap.parse_args()
     if args.probe_args is None:
         args.probe_args = appliance_probe_args()
@@ -229,18 +266,32 @@ def main() -> int:
     try:
         sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
         sh("ip", "link", "set", b, "netns", ns)
-        sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{b}.disable_ipv6=1")
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            f"net.ipv6.conf.{b}.disable_ipv6=1",
+        )
         sh("sysctl", "-qw", f"net.ipv6.conf.{a}.disable_ipv6=1")
         sh("ip", "link", "set", a, "up")
         sh("ip", "netns", "exec", ns, "ip", "link", "set", b, "up")
-        print(f"time to detect: {args.pps} pps to one host, threshold {args.threshold} pps, "
-              f"{args.window} s moving average; probe options: "
-              f"{args.probe_args or 'the probe defaults'}")
+        print(
+            f"time to detect: {args.pps} pps to one host, threshold {args.threshold} pps, "
+            f"{args.window} s moving average; probe options: "
+            f"{args.probe_args or 'the probe defaults'}"
+        )
         for name in args.scenarios.split(","):
-            pcap = flood_pcap(tmp / f"{name}.pcap", args.pps * args.seconds, name == "spoofed")
+            pcap = flood_pcap(
+                tmp / f"{name}.pcap", args.pps * args.seconds, name == "spoofed"
+            )
             r = scenario(name, pcap, args, tmp, ns, a, b)
-            cells = "  ".join(f"{who} {'never' if t is None else f'{t:.2f} s'}"
-                              for who, t in r.items())
+            cells = "  ".join(
+                f"{who} {'never' if t is None else f'{t:.2f} s'}"
+                for who, t in r.items()
+            )
             print(f"  {name:<8} {cells}", flush=True)
     finally:
         sh("ip", "link", "del", a, check=False)

@@ -26,10 +26,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from appliance.probe.config import ProbeSettings  # noqa: E402
-from appliance.probe.kernel import MemoryFlowCache  # noqa: E402
-from appliance.probe.records import KEY_DTYPE, VAL_DTYPE  # noqa: E402
-from appliance.probe.runner import Probe, build_exporter  # noqa: E402
+from appliance.probe.config import ProbeSettings
+from appliance.probe.kernel import MemoryFlowCache
+from appliance.probe.records import KEY_DTYPE, VAL_DTYPE
+from appliance.probe.runner import Probe, build_exporter
 
 _S = 1_000_000_000
 
@@ -76,10 +76,15 @@ def cpu() -> float:
 
 def fill_kernel_map(cache, keys: np.ndarray, vals: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     """Writes the flows into the active kernel map with batch updates."""
-    from bcc.libbcc import lib  # noqa: PLC0415
+    from bcc.libbcc import lib
 
-    fd = cache._maps[cache._active].map_fd  # noqa: SLF001 - a benchmark reaching in on purpose
-    lib.bpf_update_batch.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.POINTER(ct.c_uint32)]
+    fd = cache._maps[cache._active].map_fd
+    lib.bpf_update_batch.argtypes = [
+        ct.c_int,
+        ct.c_void_p,
+        ct.c_void_p,
+        ct.POINTER(ct.c_uint32),
+    ]
     step = 65536
     for s in range(0, len(keys), step):
         k = np.ascontiguousarray(keys[s : s + step])
@@ -95,12 +100,19 @@ def run(n: int, memory: bool, protocol: int, mtu: int = 1400) -> dict[str, float
     sink.bind(("127.0.0.1", 0))
     dest = f"127.0.0.1:{sink.getsockname()[1]}"
     clock = FakeClock()
-    s = ProbeSettings(interfaces=["x"], destinations=[dest], maxflows=max(65536, 2 * n),
-                      protocol=protocol, active_timeout=60, inactive_timeout=15, mtu=mtu)
+    s = ProbeSettings(
+        interfaces=["x"],
+        destinations=[dest],
+        maxflows=max(65536, 2 * n),
+        protocol=protocol,
+        active_timeout=60,
+        inactive_timeout=15,
+        mtu=mtu,
+    )
     if memory:
         cache = MemoryFlowCache(s.maxflows)
     else:
-        from appliance.probe.kernel import KernelFlowCache  # noqa: PLC0415
+        from appliance.probe.kernel import KernelFlowCache
 
         cache = KernelFlowCache(s.maxflows)
     exporter = build_exporter(s, clock)
@@ -112,7 +124,9 @@ def run(n: int, memory: bool, protocol: int, mtu: int = 1400) -> dict[str, float
     probe.table.flush()
     clock.mono += 10**6 * _S
 
-    for _ in range(2):  # the first pass faults in the table's memory; the second is timed
+    for _ in range(
+        2
+    ):  # the first pass faults in the table's memory; the second is timed
         t = one_pass(probe, cache, clock, n, memory)
     probe.close()
     cache.close()
@@ -150,20 +164,25 @@ def one_pass(probe, cache, clock, n: int, memory: bool) -> dict[str, float]:  # 
         t["expire"] += cpu() - c0
         if ended is None:
             break
-        for stage, secs in probe.exporter.timed_export(ended, probe.epoch_offset_ns, cpu).items():
+        for stage, secs in probe.exporter.timed_export(
+            ended, probe.epoch_offset_ns, cpu
+        ).items():
             t[stage] += secs
     assert probe.exporter.flows_exported >= n
     return t
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--flows", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3, help="best of (default 3)")
     ap.add_argument("--memory", action="store_true", help="MemoryFlowCache (no root)")
     ap.add_argument("--protocol", type=int, default=9, choices=(5, 9, 10))
-    ap.add_argument("--mtu", type=int, default=1400, help="export payload size (default 1400)")
+    ap.add_argument(
+        "--mtu", type=int, default=1400, help="export payload size (default 1400)"
+    )
     args = ap.parse_args()
     best: dict[str, float] = {}
     for _ in range(args.rounds):
@@ -172,8 +191,10 @@ def main() -> int:
             best[k] = min(best.get(k, v), v)
     total = sum(best.values())
     where = "MemoryFlowCache" if args.memory else "kernel map (batch syscalls)"
-    print(f"probe userspace cost per flow, {args.flows} one-packet flows, NetFlow "
-          f"v{args.protocol}, {args.mtu}-byte datagrams, {where}, best of {args.rounds} (process CPU, user + system):")
+    print(
+        f"probe userspace cost per flow, {args.flows} one-packet flows, NetFlow "
+        f"v{args.protocol}, {args.mtu}-byte datagrams, {where}, best of {args.rounds} (process CPU, user + system):"
+    )
     for k, v in best.items():
         print(f"  {k:<8} {v:8.0f} ns")
     print(f"  {'total':<8} {total:8.0f} ns per flow")

@@ -36,6 +36,7 @@ TCP_RST = 0x04
 _EMPTY = -1
 _DELETED = -2
 _FREE, _ACTIVE, _CLOSED = 0, 1, 2
+_NO_HASH = np.uint64(0)
 #: flows per chunk handed from expiry to export (small enough to stay in the caches)
 CHUNK = 16384
 
@@ -67,7 +68,7 @@ def _same(a: np.ndarray, i: int, b: np.ndarray, j: int) -> bool:
 
 
 @nb.njit(cache=True, nogil=True)
-def _find(index, twords, bwords, j, h=np.uint64(0), hashed=False):
+def _find(index, twords, bwords, j, h=_NO_HASH, hashed=False):
     """Returns (position of the key or -1, first reusable position). `h`: the key's hash
     when `hashed` (the merge computes a block of them ahead)."""
     mask = np.uint64(len(index) - 1)
@@ -114,7 +115,7 @@ def _merge(index, where, twords, tbytes, state, reason, packets, bytes_, first, 
                 index[pos] = _DELETED
                 counts[5] += 1
                 counts[6] += 1
-                pos2, reuse = _find(index, twords, bwords, j)
+                _, reuse = _find(index, twords, bwords, j)
             else:
                 packets[s] += bpackets[j]
                 bytes_[s] += bbytes_[j]

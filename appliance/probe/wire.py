@@ -22,7 +22,7 @@ from appliance.netflow.encoder import IPFIXEncoder, Template, V9Encoder
 
 from .flowtable import FLOW_DTYPE
 
-__all__ = ["FlowPlan", "plan_for", "encode_datagrams", "raw_flows"]
+__all__ = ["FlowPlan", "encode_datagrams", "plan_for", "raw_flows"]
 
 # What a field is made of (op codes of the plan).
 OP_UINT = 0  # little-endian unsigned of `size` bytes at `offset`, clamped to the field
@@ -116,17 +116,28 @@ def plan_for(template: Template) -> FlowPlan | None:
     for op, off, size, width in rows:
         if op == OP_RAW:
             gather[at : at + width] = np.arange(off, off + width)
-        elif op == OP_UINT and size == width:  # big-endian copy of a little-endian value
+        elif (
+            op == OP_UINT and size == width
+        ):  # big-endian copy of a little-endian value
             gather[at : at + width] = np.arange(off + width - 1, off - 1, -1)
-        elif op in (OP_TCP_FLAGS, OP_MPLS_TTL) and width >= 1:  # the low byte, zero above
+        elif (
+            op in (OP_TCP_FLAGS, OP_MPLS_TTL) and width >= 1
+        ):  # the low byte, zero above
             gather[at + width - 1] = off
-        elif op == OP_MPLS_LABEL and width == 3:  # bytes 3, 2, 1 of the little-endian entry
+        elif (
+            op == OP_MPLS_LABEL and width == 3
+        ):  # bytes 3, 2, 1 of the little-endian entry
             gather[at : at + 3] = [off + 3, off + 2, off + 1]
         else:
             computed.append((op, off, size, width, at))
         at += width
-    return FlowPlan(template, np.array(rows, np.int64), length, gather,
-                    np.array(computed, np.int64).reshape(-1, 5))
+    return FlowPlan(
+        template,
+        np.array(rows, np.int64),
+        length,
+        gather,
+        np.array(computed, np.int64).reshape(-1, 5),
+    )
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -137,8 +148,9 @@ def _put(buf, at, value, width):  # pragma: no cover
 
 
 @nb.njit(cache=True, nogil=True)
-def _fields(buf, pos, flows, rows, gather, computed, epoch_offset_ns, boot_ms, directions,
-            const):  # pragma: no cover
+def _fields(
+    buf, pos, flows, rows, gather, computed, epoch_offset_ns, boot_ms, directions, const
+):  # pragma: no cover
     """Writes every record: the record of flows[rows[j]] starts at buf[pos[j]]. The bytes
     that are copies of the flow record's (most of them) by one gather, then the few computed
     fields (times, ICMP type, clamped values, direction, constants)."""
@@ -150,8 +162,13 @@ def _fields(buf, pos, flows, rows, gather, computed, epoch_offset_ns, boot_ms, d
             g = gather[k]
             buf[d + k] = flows[r, g] if g >= 0 else np.uint8(0)
         for c in range(computed.shape[0]):
-            op, off, size, width, at = (computed[c, 0], computed[c, 1], computed[c, 2],
-                                        computed[c, 3], computed[c, 4])
+            op, off, size, width, at = (
+                computed[c, 0],
+                computed[c, 1],
+                computed[c, 2],
+                computed[c, 3],
+                computed[c, 4],
+            )
             v = np.uint64(0)
             if op == OP_DIRECTION:
                 v = np.uint64(directions[r]) if directions[r] > 0 else np.uint64(0)
@@ -177,8 +194,7 @@ def _fields(buf, pos, flows, rows, gather, computed, epoch_offset_ns, boot_ms, d
                     v &= np.uint64(0xFF)
             if width < 8 and op != OP_UPTIME_MS:
                 limit = (np.uint64(1) << np.uint64(8 * width)) - np.uint64(1)
-                if v > limit:
-                    v = limit
+                v = min(v, limit)
             e = d + at
             for b in range(width - 1, -1, -1):
                 buf[e + b] = np.uint8(v & np.uint64(0xFF))
@@ -186,9 +202,31 @@ def _fields(buf, pos, flows, rows, gather, computed, epoch_offset_ns, boot_ms, d
 
 
 @nb.njit(cache=True, nogil=True)
-def _encode(flows, rows, directions, gather, computed, reclen, const, epoch_offset_ns, boot_ms, template_id,
-            tsets, tset_records, version, mtu, pad, due, refresh_packets, since_template,
-            messages, records_sent, uptime_ms, secs, domain):  # pragma: no cover
+def _encode(
+    flows,
+    rows,
+    directions,
+    gather,
+    computed,
+    reclen,
+    const,
+    epoch_offset_ns,
+    boot_ms,
+    template_id,
+    tsets,
+    tset_records,
+    version,
+    mtu,
+    pad,
+    due,
+    refresh_packets,
+    since_template,
+    messages,
+    records_sent,
+    uptime_ms,
+    secs,
+    domain,
+):  # pragma: no cover
     """Datagrams of the flows at `rows` of the raw FLOW_DTYPE matrix `flows`: (buffer,
     offsets[p + 1], flows per datagram[p], state[4]) with state = (messages, records sent,
     packets since the templates, templates sent 0/1)."""
@@ -205,7 +243,9 @@ def _encode(flows, rows, directions, gather, computed, reclen, const, epoch_offs
     o = 0
     sent_templates = 0
     while start < n:
-        if p + 1 >= len(flows_in) or o + mtu + 4 > len(buf):  # template packets took room
+        if p + 1 >= len(flows_in) or o + mtu + 4 > len(
+            buf
+        ):  # template packets took room
             bigger = np.empty(2 * len(buf), np.uint8)
             bigger[:o] = buf[:o]
             buf = bigger
@@ -261,15 +301,31 @@ def _encode(flows, rows, directions, gather, computed, reclen, const, epoch_offs
         p += 1
         offs[p] = o
         start += k
-    _fields(buf, pos, flows, rows, gather, computed, epoch_offset_ns, boot_ms, directions,
-            const)
+    _fields(
+        buf,
+        pos,
+        flows,
+        rows,
+        gather,
+        computed,
+        epoch_offset_ns,
+        boot_ms,
+        directions,
+        const,
+    )
     state = np.array([messages, records_sent, since_template, sent_templates], np.int64)
     return buf, offs[: p + 1], flows_in[:p], state
 
 
-def encode_datagrams(enc: V9Encoder | IPFIXEncoder, plan: FlowPlan, flows: np.ndarray,
-                     epoch_offset_ns: int, directions: np.ndarray | None = None,
-                     const: int = 0, rows: np.ndarray | None = None) -> tuple[list[bytes], list[int]]:
+def encode_datagrams(
+    enc: V9Encoder | IPFIXEncoder,
+    plan: FlowPlan,
+    flows: np.ndarray,
+    epoch_offset_ns: int,
+    directions: np.ndarray | None = None,
+    const: int = 0,
+    rows: np.ndarray | None = None,
+) -> tuple[list[bytes], list[int]]:
     """The datagrams `enc.encode(flow_columns(...), template_id)` would return, and the flows
     in each; `enc`'s counters and template refresh state advance the same way.
 
@@ -299,15 +355,15 @@ def encode_datagrams(enc: V9Encoder | IPFIXEncoder, plan: FlowPlan, flows: np.nd
         plan.record_length,
         const, epoch_offset_ns, boot_ms, plan.template.template_id, tsets, enc.template_records,
         enc.version, enc.mtu, enc.pad_sets, enc.templates_due(now_ns),
-        enc.template_refresh_packets, enc._packets_since_template,  # noqa: SLF001
+        enc.template_refresh_packets, enc._packets_since_template,
         enc.messages_sent, enc.records_sent, enc.uptime_ms(now_ns),
         (now_ns // 1_000_000_000) & 0xFFFFFFFF, domain,
     )  # fmt: skip
     enc.messages_sent = int(state[0])
     enc.records_sent = int(state[1])
-    enc._packets_since_template = int(state[2])  # noqa: SLF001 - we continue its stream
+    enc._packets_since_template = int(state[2])
     if state[3]:
-        enc._last_template_ns = now_ns  # noqa: SLF001
+        enc._last_template_ns = now_ns
     enc.flows_sent += len(rows)
     enc.octets_sent += int(offs[-1])
     mv = memoryview(buf)

@@ -38,13 +38,21 @@ def test_full_map_and_full_table_refuse_exact_counts(small_rig, tmp_path):
     rig.cache.reset()
     # 100 new flows (IP length 46 + i), then a second packet of flows 0..9: the kernel map
     # takes the first 64 flows in arrival order and refuses flows 64..99, one packet each.
-    first = [(1000 + i, 46 + i) for i in range(100)] + [(1000 + i, 46 + i) for i in range(10)]
+    first = [(1000 + i, 46 + i) for i in range(100)] + [
+        (1000 + i, 46 + i) for i in range(10)
+    ]
     # later, 30 more new flows of 200 bytes: the kernel's other map takes them all, the
     # table (64 flows, emergency expiry off) has no room for any.
     second = [(5000 + i, 200) for i in range(30)]
     collector = Collector()
-    s = ProbeSettings(interfaces=[rig.mirror], destinations=[collector.address],
-                      state_dir=rig.state_dir, maxflows=MAXFLOWS, emergency_fill=1.0, **LONG)
+    s = ProbeSettings(
+        interfaces=[rig.mirror],
+        destinations=[collector.address],
+        state_dir=rig.state_dir,
+        maxflows=MAXFLOWS,
+        emergency_fill=1.0,
+        **LONG,
+    )
     clock = SystemClock()
     probe = Probe(s, rig.cache, build_exporter(s, clock), clock, warn=lambda _m: None)
     att = attach(rig.mirror, rig.cache.prog_fd, state_dir=rig.state_dir)
@@ -65,14 +73,22 @@ def test_full_map_and_full_table_refuse_exact_counts(small_rig, tmp_path):
     k = rig.cache.counters().sum(axis=0)
     assert int(k[Counter.IP_PACKETS]) == len(first) + len(second)
     assert (int(k[Counter.REFUSED_PACKETS]), int(k[Counter.REFUSED_BYTES])) == (
-        36, sum(46 + i for i in range(64, 100)))
+        36,
+        sum(46 + i for i in range(64, 100)),
+    )
     t = probe.table.stats
     assert (t.refused_flows, t.refused_packets, t.refused_bytes) == (30, 30, 30 * 200)
 
     flows = tshark_flows(payloads, tmp_path)
     got = {f["sport"]: (f["packets"], f["bytes"]) for f in flows}
-    want = {1000 + i: (2 if i < 10 else 1, (2 if i < 10 else 1) * (46 + i)) for i in range(64)}
+    want = {
+        1000 + i: (2 if i < 10 else 1, (2 if i < 10 else 1) * (46 + i))
+        for i in range(64)
+    }
     assert got == want and len(flows) == 64
     # the last refusals options records carry the same totals, per stage
     recs = _refusal_records(payloads)
-    assert recs[-2:] == [(1, 36, sum(46 + i for i in range(64, 100)), 36), (2, 30, 6000, 30)]
+    assert recs[-2:] == [
+        (1, 36, sum(46 + i for i in range(64, 100)), 36),
+        (2, 30, 6000, 30),
+    ]

@@ -69,7 +69,9 @@ def wait_held_sent(state, limit_s: float = 30.0) -> None:  # type: ignore[no-unt
     end = time.monotonic() + limit_s
     while time.monotonic() < end:
         try:
-            (d,) = json.loads((state / "stats.json").read_text())["export"]["destinations"]
+            (d,) = json.loads((state / "stats.json").read_text())["export"][
+                "destinations"
+            ]
             if d["held"] == 0 and d["resent"] > 0:
                 return
         except (OSError, ValueError):
@@ -79,7 +81,9 @@ def wait_held_sent(state, limit_s: float = 30.0) -> None:  # type: ignore[no-unt
 
 @pytest.mark.netns
 @pytest.mark.root
-def test_collector_started_10_s_after_the_probe_gets_every_flow(rig, corpus_dir, tmp_path):  # noqa: F811
+def test_collector_started_10_s_after_the_probe_gets_every_flow(
+    rig, corpus_dir, tmp_path
+):  # noqa: F811
     pcap = ethernet_pcap(corpus_dir / "traffic/nDPI/gnutella.pcap", tmp_path / "g.pcap")
     port = free_udp_port()
     state = tmp_path / "state"
@@ -90,7 +94,9 @@ def test_collector_started_10_s_after_the_probe_gets_every_flow(rig, corpus_dir,
     try:
         rig.replay(pcap)
         wait_probe_frames(state, pcap_frames(pcap))
-        time.sleep(max(0.0, 10 - (time.monotonic() - started)))  # flows expire meanwhile
+        time.sleep(
+            max(0.0, 10 - (time.monotonic() - started))
+        )  # flows expire meanwhile
         snap = json.loads((state / "stats.json").read_text())
         assert snap["export"]["flows_exported"] > 0  # exported while nobody listened
         collector = start_collector(port, tmp_path)
@@ -109,7 +115,9 @@ def test_collector_started_10_s_after_the_probe_gets_every_flow(rig, corpus_dir,
     (dest,) = export["destinations"]
     assert dest["refused"] + dest["errors_by_cause"].get("ECONNREFUSED", 0) >= 1
     assert dest["flows_lost"] == 0 and dest["held"] == 0
-    recs = [json.loads(line) for line in (tmp_path / "flows.jsonl").read_text().splitlines()]
+    recs = [
+        json.loads(line) for line in (tmp_path / "flows.jsonl").read_text().splitlines()
+    ]
     data = [r for r in recs if r["record_kind"] == "data"]
     assert len(data) == export["flows_exported"] == dest["flows"]
     assert sum(r["packets"] for r in data) == k["accounted_packets"] > 0

@@ -21,7 +21,9 @@ def random_flows(n: int, seed: int) -> np.ndarray:
     v["first_ns"] = rng.integers(10**9, 10**13, n, dtype=np.uint64)
     v["last_ns"] = v["first_ns"] + rng.integers(0, 10**11, n, dtype=np.uint64)
     # counters of every size: small ones, ones that need clamping in narrow fields
-    v["packets"] = rng.integers(0, 2**63, n, dtype=np.uint64) >> rng.integers(0, 63, n).astype(np.uint64)
+    v["packets"] = rng.integers(0, 2**63, n, dtype=np.uint64) >> rng.integers(
+        0, 63, n
+    ).astype(np.uint64)
     v["mpls_depth"] = np.where(rng.random(n) < 0.2, 1, 0)
     f["end_reason"] = rng.integers(1, 5, n)
     return f
