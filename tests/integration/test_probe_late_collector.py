@@ -82,8 +82,10 @@ def wait_held_sent(state, limit_s: float = 30.0) -> None:  # type: ignore[no-unt
 @pytest.mark.netns
 @pytest.mark.root
 def test_collector_started_10_s_after_the_probe_gets_every_flow(
-    rig, corpus_dir, tmp_path
-):  # noqa: F811
+    rig,  # noqa: F811
+    corpus_dir,
+    tmp_path,
+):
     pcap = ethernet_pcap(corpus_dir / "traffic/nDPI/gnutella.pcap", tmp_path / "g.pcap")
     port = free_udp_port()
     state = tmp_path / "state"
