@@ -12,7 +12,8 @@ Three parts, one run, ratios printed:
    with ``nfdump -J`` (LZO, BZ2, LZ4). Target: ≤ ⅓ of nfcapd's best.
 3. **query** — on those files: ``mirrorflow flows --top 'src host' --by bytes -n 10`` against
    ``nfdump -R … -s srcip/bytes -n 10``, and a filtered listing (``dst port 22 and proto
-   tcp``) against ``nfdump -R … 'dst port 22 and proto tcp'``: identical answers (checked),
+   tcp``, every field as CSV) against ``nfdump -R … -o csv 'dst port 22 and proto tcp'``: identical
+   answers (checked),
    median time of 3 runs each, ratio. Target: ≥ 3× faster.
 
 Example:
@@ -176,9 +177,9 @@ def queries(flows: Path, archive: Path) -> None:
     t_nf, out = timed(["nfdump", "-R", str(flows), "-o", "csv", "-q", "-N", QUERY_FILTER])
     nf_rows = sorted((r[3].strip(), r[4].strip(), int(r[5]), int(r[6]), int(r[12]))
                      for r in csv.reader(io.StringIO(out)) if len(r) > 12 and r[0][:1].isdigit())  # fmt: skip
-    t_mf, out = timed([str(_MIRRORFLOW), "flows", "-R", str(archive), "-n", "0", "--format", "jsonl", QUERY_FILTER])
-    mf_rows = sorted((r["src_addr"], r["dst_addr"], r["src_port"], r["dst_port"], r["bytes"])
-                     for r in map(json.loads, out.splitlines()))  # fmt: skip
+    t_mf, out = timed([str(_MIRRORFLOW), "flows", "-R", str(archive), "-n", "0", "--format", "csv", QUERY_FILTER])
+    mf_rows = sorted((r["src_addr"], r["dst_addr"], int(r["src_port"]), int(r["dst_port"]), int(r["bytes"]))
+                     for r in csv.DictReader(io.StringIO(out)))  # fmt: skip
     same = "identical" if nf_rows == mf_rows else f"DIFFERENT: nfdump {len(nf_rows)} rows, ours {len(mf_rows)}"
     print(f"   listing '{QUERY_FILTER}' ({len(mf_rows):,} flows): nfdump {t_nf:.3f} s, mirrorflow {t_mf:.3f} s = "
           f"{t_nf / t_mf:.1f}× ({same})")  # fmt: skip

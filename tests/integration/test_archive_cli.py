@@ -135,3 +135,14 @@ def test_bad_filter_empty_range_bad_time(archive: Path) -> None:
     assert when.returncode == 2 and "is not a time" in when.stderr
     key = run("flows", "-R", str(archive), "--top", "bytes", check=False)
     assert key.returncode == 2 and "--by" in key.stderr
+
+
+def test_csv_listing_carries_what_jsonl_carries(archive: Path) -> None:
+    args = ["-R", str(archive), "-n", "0", "udp or tcp-flags syn"]
+    records = jsonl(*args)
+    rows = list(csv.DictReader(run("flows", *args, "--format", "csv").stdout.splitlines()))
+    assert len(rows) == len(records) > 1000
+    for rec, row in zip(records, rows):  # the same order (newest first) and values; NULL = empty cell
+        want = {k: "" if v is None else str(v) for k, v in rec.items()}
+        assert {k: row[k] for k in want} == want
+        assert all(v == "" for k, v in row.items() if k not in want)  # columns the flow's file lacked

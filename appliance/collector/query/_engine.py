@@ -85,9 +85,12 @@ class ArchiveQuery:
         if not files:
             return pa.table({})
         with self._connect() as con:
-            source, columns = self._source(con, files)
+            source, columns = self._source(con, files, positions=True)
+            columns -= {"filename", "file_row_number"}
             where = self._where(filter_text, columns, since_ns, until_ns)
-            sql = f"SELECT * FROM {source} WHERE {where} ORDER BY recv_time_ns DESC"
+            # ties in receive time (one datagram's flows) in reverse arrival order: a stable answer
+            sql = (f"SELECT * EXCLUDE (filename, file_row_number) FROM {source} WHERE {where} "
+                   "ORDER BY recv_time_ns DESC, filename DESC, file_row_number DESC")  # fmt: skip
             if limit:
                 sql += f" LIMIT {limit}"
             return self._run(con, sql)
@@ -168,10 +171,13 @@ class ArchiveQuery:
             con.execute("SET enable_progress_bar_print = true")
         return con
 
-    def _source(self, con: duckdb.DuckDBPyConnection, files: list[Path]) -> tuple[str, set[str]]:
-        """The read_parquet() of the files and the union of their columns."""
+    def _source(self, con: duckdb.DuckDBPyConnection, files: list[Path],
+                positions: bool = False) -> tuple[str, set[str]]:  # fmt: skip
+        """The read_parquet() of the files and the union of their columns (`positions`: with each
+        row's file name and row number)."""
         listing = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
-        source = f"read_parquet({listing}, hive_partitioning = true, union_by_name = true)"
+        extra = ", filename = true, file_row_number = true" if positions else ""
+        source = f"read_parquet({listing}, hive_partitioning = true, union_by_name = true{extra})"
         columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
         return source, columns
 

@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from appliance.collector.filter import FilterError, IPLists
     from appliance.collector.query import ArchiveQuery, QueryError, flow_records, parse_time, top_records
-    from appliance.collector.query._render import flows_text, to_csv, to_jsonl, top_text
+    from appliance.collector.query._render import flows_csv, flows_text, to_csv, to_jsonl, top_text
 
     text = " ".join(args.filter)
     try:
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
                 out = to_jsonl(recs) if args.format == "jsonl" else to_csv(recs)
         else:
             table = q.flows(text, since, until, 100 if args.n is None else args.n)
+            if args.format == "csv":
+                return _write(flows_csv(table).decode()) if table.num_rows else 0
             recs = list(flow_records(table))
             elapsed = time.monotonic() - t0
             if args.format == "table":
@@ -84,9 +86,13 @@ def run(args: argparse.Namespace) -> int:
     except QueryError as exc:
         print(f"mirrorflow flows: {exc}", file=sys.stderr)
         return 2
+    return _write(out)
+
+
+def _write(out: str) -> int:
     try:
         sys.stdout.write(out)
         sys.stdout.flush()
     except BrokenPipeError:  # | head
-        return 0
+        pass
     return 0
