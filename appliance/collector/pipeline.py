@@ -25,6 +25,7 @@ from appliance.collector.api.livestate import LiveState
 from appliance.collector.api.archive import ArchiveApi
 from appliance.collector.api.server import ApiSettings, LiveApi
 from appliance.collector.config.objects import ConfigErrors
+from appliance.collector.config.devices import load_devices
 from appliance.collector.config.runtime import Runtime, load_runtime
 from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.decode.decoder import Decoder
@@ -132,9 +133,12 @@ class Pipeline:
             log.warning("%s", w)
         self.collector = Collector(cfg, clock=clock)
         #: GeoIP/ASN enrichment (cfg.geoip): columns added to every batch before the sinks
-        self.enricher: Enricher | None = Enricher(cfg.geoip, cfg.networks) if cfg.geoip or cfg.networks else None
+        devices = runtime.devices if runtime is not None else (load_devices(cfg.devices_file) if cfg.devices_file else [])
+        self.enricher: Enricher | None = None
+        if cfg.geoip or cfg.networks or any(d.interfaces for d in devices):
+            self.enricher = Enricher(cfg.geoip, cfg.networks, devices)
         if runtime is not None:
-            missing = unprovided(runtime.objects, self.enricher.provides if self.enricher else frozenset())
+            missing = unprovided(runtime.objects, self._provides(devices))
             if missing:
                 raise ConfigErrors(missing)
         self.monitoring: Monitoring | None = None
@@ -185,6 +189,12 @@ class Pipeline:
             self.collector.stats_sections["monitoring"] = self.monitoring.monitor.stats
             self.collector.stats_sections["mavg"] = self.monitoring.averages.stats
 
+    def _provides(self, devices: list) -> frozenset[str]:
+        """The enriched columns the databases and these devices.conf entries provide."""
+        ifs = {"in_if_name", "out_if_name"}
+        have = self.enricher.provides - ifs if self.enricher is not None else frozenset()
+        return frozenset(have | (ifs if any(d.interfaces for d in devices) else set()))
+
     # ---- running ------------------------------------------------------------------------
 
     def process(self, batch: FlowBatch) -> None:
@@ -223,13 +233,17 @@ class Pipeline:
         except ConfigErrors as exc:
             log.error("reload refused, the running configuration stays: %d error(s):\n%s", len(exc.errors), exc)
             return False
-        missing = unprovided(rt.objects, self.enricher.provides if self.enricher else frozenset())
+        missing = unprovided(rt.objects, self._provides(rt.devices))
         if missing:
             log.error("reload refused, the running configuration stays:\n%s", ConfigErrors(missing))
             return False
         if self.monitoring is not None:
             self.monitoring.replace(rt)
         self.collector.decoder.set_devices(rt.devices)
+        if self.enricher is not None:
+            self.enricher.set_interfaces(rt.devices)
+        elif any(d.interfaces for d in rt.devices):  # interface names appeared: the stage starts now
+            self.enricher = self.collector.enrich = Enricher([], None, rt.devices)
         for w in rt.warnings:
             log.warning("%s", w)
         log.info("reloaded: %d monitoring objects, %d windows, %d IP lists, %d devices", len(rt.objects),

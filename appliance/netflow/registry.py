@@ -605,6 +605,8 @@ VIRTUAL: tuple[tuple[int, str, FieldType, str], ...] = (
           ("net_role", "network role (the networks file; text code)"),
           ("net_site", "network site (the networks file; text code)"),
       )) for k, side in enumerate(("src", "dst"))),  # ids past 65535: never on the wire
+    (65537, "in_if_name", U, "input interface name (devices.conf interfaces; text code)"),
+    (65538, "out_if_name", U, "output interface name (devices.conf interfaces; text code)"),
 )
 
 #: The names ``decode --format jsonl`` always uses for the common fields.

@@ -543,3 +543,37 @@ def test_networks_in_filters_and_windows(tmp_path: Path, dbs: types.SimpleNamesp
     assert unprovided([types.SimpleNamespace(conf=Path("x"), filter=f, windows=())], frozenset()) != []
     assert "networks file" in str(unprovided([types.SimpleNamespace(conf=Path("x"), filter=f, windows=())],
                                               frozenset())[0])
+
+
+def test_interface_names_from_devices_conf(tmp_path: Path) -> None:
+    from appliance.collector.config.devices import load_devices
+    from appliance.collector.receive.packets import address_to_words
+    from appliance.errors import ConfigError
+
+    conf = tmp_path / "devices.conf"
+    conf.write_text('[{"ip": "192.0.2.1", "interfaces": {"1": "ge-0/0/1", "2": {"name": "xe-1/0/0", '
+                    '"description": "uplink"}}}, {"ip": "2001:db8::9", "id": 5, "interfaces": {"1": "eth0"}}]')
+    devices = load_devices(conf)
+    e = Enricher([], devices=devices)
+    assert e.provides == {"in_if_name", "out_if_name"}
+    rng = np.random.default_rng(2)
+    n = 500
+    exporters = ["192.0.2.1", "2001:db8::9", "192.0.2.77"]
+    which = rng.integers(0, 3, n)
+    dev6 = np.array([address_to_words(exporters[k]) for k in which], dtype=np.uint64)
+    in_if, out_if = rng.integers(0, 4, n).astype(np.uint64), rng.integers(0, 4, n).astype(np.uint64)
+    batch = FlowBatch(n, {REGISTRY["in_if"].column: in_if, REGISTRY["out_if"].column: out_if},
+                      {REGISTRY["dev_ip6"].column6: dev6})
+    e.enrich(batch)
+    names = {("192.0.2.1", 1): "ge-0/0/1", ("192.0.2.1", 2): "xe-1/0/0", ("2001:db8::9", 1): "eth0"}
+    for col, side in (("in_if", "in_if_name"), ("out_if", "out_if_name")):
+        want = [names.get((exporters[k], int(i)), "") for k, i in zip(which, batch[col])]
+        assert [TEXTS.text(int(c)) for c in batch[side]] == want
+    f = compile_filter("src if-name 'ge-0/0/1' or dst if-name eth0")
+    assert f.evaluate(batch).tolist() == [names.get((exporters[k], int(a))) == "ge-0/0/1" or
+                                          names.get((exporters[k], int(b))) == "eth0"
+                                          for k, a, b in zip(which, in_if, out_if)]
+    assert parse_field("dst if-name").source == "out_if_name"
+    conf.write_text('[{"ip": "192.0.2.1", "interfaces": {"x1": "ge-0/0/1"}}]')
+    with pytest.raises(ConfigError, match="must be an ifIndex"):
+        load_devices(conf)

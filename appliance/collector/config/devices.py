@@ -4,13 +4,16 @@
 [
   {"ip": "192.0.2.1", "sampling-rate": 1000},          // every source id of this exporter
   {"ip": "2001:db8::1", "id": 256, "sampling-rate": 512}, // one source id only
-  {"ip": "192.0.2.2"}                                   // listed without a rate: rate 1
+  {"ip": "192.0.2.2",                                   // listed without a rate: rate 1
+   "interfaces": {"1": "ge-0/0/1", "2": {"name": "xe-1/0/0", "description": "uplink"}}}
 ]
 ```
 
 Unlike xenoeye, an entry without ``sampling-rate`` means rate 1 (not 0), an entry with
 ``ip`` and ``id`` matches only that pair, and IPv6 exporters work. ``mark`` and
-``skip-unmarked`` are kept for the monitoring objects.
+``skip-unmarked`` are kept for the monitoring objects. ``interfaces`` names the exporter's
+ifIndexes (flows get ``in_if_name`` / ``out_if_name``, field ``if-name``); names are per
+exporter address.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from appliance.collector.receive.packets import address_to_words
 __all__ = ["Device", "load_devices", "parse_devices", "DEVICE_KEYS"]
 
 #: the keys of a devices.conf entry (others get a warning)
-DEVICE_KEYS = frozenset({"ip", "id", "sampling-rate", "mark", "skip-unmarked"})
+DEVICE_KEYS = frozenset({"ip", "id", "sampling-rate", "mark", "skip-unmarked", "interfaces"})
+#: most interfaces one entry may name
+MAX_INTERFACES = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,8 @@ class Device:
     sampling_rate: int = 1
     mark: tuple[str, ...] = field(default_factory=tuple)
     skip_unmarked: bool = False
+    #: (ifIndex, name, description) of the exporter's interfaces
+    interfaces: tuple[tuple[int, str, str], ...] = field(default_factory=tuple)
 
     @property
     def address_words(self) -> tuple[int, int]:
@@ -97,7 +104,19 @@ def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None =
         skip = entry.get("skip-unmarked", False)
         if not isinstance(skip, bool):
             raise error((i, "skip-unmarked"), f"{where}: \"skip-unmarked\" must be true or false")
-        devices.append(Device(ip, sid, rate, tuple(mark), skip))
+        ifs = entry.get("interfaces", {})
+        if not isinstance(ifs, dict) or len(ifs) > MAX_INTERFACES:
+            raise error((i, "interfaces"), f'{where}: "interfaces" must be an object like {{"1": "ge-0/0/1"}} '
+                                           f"(at most {MAX_INTERFACES})")
+        named = []
+        for k, v in ifs.items():
+            name, desc = (v, "") if isinstance(v, str) else ((v.get("name"), v.get("description", ""))
+                                                            if isinstance(v, dict) else (None, None))
+            if not (k.isdigit() and int(k) <= 0xFFFFFFFF) or not isinstance(name, str) or not isinstance(desc, str):
+                raise error((i, "interfaces", k), f'{where}: "interfaces": {k!r} must be an ifIndex with a name or '
+                                                  '{"name": ..., "description": ...}')
+            named.append((int(k), name, desc))
+        devices.append(Device(ip, sid, rate, tuple(mark), skip, tuple(named)))
     return devices
 
 

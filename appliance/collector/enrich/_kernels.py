@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["walk", "bucket_index", "lookup", "lookup_values", "read_record", "BUCKET_BITS"]
+__all__ = ["walk", "bucket_index", "lookup", "lookup_values", "read_record", "join_interfaces", "BUCKET_BITS"]
 
 #: address bits the bucket index covers (2^18 int32 entries: 1 MiB per table; 2^20 measured no faster, the caches fill)
 BUCKET_BITS = 18
@@ -231,3 +231,26 @@ def lookup_values(v4: np.ndarray, v6: np.ndarray, has6: bool,
             r = rows[j]
             if out[r, i] == 0:
                 out[r, i] = values[c, j]
+
+
+@njit(cache=True, nogil=True)
+def join_interfaces(dev6: np.ndarray, ifindex: np.ndarray, khi: np.ndarray, klo: np.ndarray, kif: np.ndarray,
+                    kcode: np.ndarray, out: np.ndarray) -> None:  # fmt: skip
+    """The name code of every flow's (exporter, ifIndex) in the sorted keys (0 = not named)."""
+    m = len(kif)
+    for i in range(len(ifindex)):
+        hi = dev6[i, 0]
+        lo = dev6[i, 1]
+        f = ifindex[i]
+        a = 0
+        b = m
+        while a < b:  # the first key ≥ (hi, lo, f)
+            mid = (a + b) >> 1
+            if khi[mid] < hi or (khi[mid] == hi and (klo[mid] < lo or (klo[mid] == lo and kif[mid] < f))):
+                a = mid + 1
+            else:
+                b = mid
+        if a < m and khi[a] == hi and klo[a] == lo and kif[a] == f:
+            out[i] = kcode[a]
+        else:
+            out[i] = 0

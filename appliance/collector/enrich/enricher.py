@@ -38,7 +38,8 @@ log = logging.getLogger("mirrorflow.collector")
 
 _NO_V6 = np.zeros((1, 2), dtype=np.uint64)
 #: every column the stage can add, in registry order
-ENRICHED_COLUMNS: tuple[str, ...] = tuple(f"{side}_{n}" for n in geo.ENRICHED for side in ("src", "dst"))
+ENRICHED_COLUMNS: tuple[str, ...] = (*(f"{side}_{n}" for n in geo.ENRICHED for side in ("src", "dst")),
+                                      "in_if_name", "out_if_name")
 
 
 def _load(path: Path) -> GeoDatabase:
@@ -57,12 +58,13 @@ class Enricher:
         paths: .mmdb files or folders of them (``--geoip``, ``geoip``/``geodb`` keys); where
             two provide the same value, the first that knows an address wins.
         networks: the user's networks file (``--networks``, ``networks``): net-name, -role, -site.
+        devices: devices.conf entries; their ``interfaces`` give ``in_if_name``/``out_if_name``.
 
     Raises:
         GeoError: a missing, unreadable or corrupt file (the collector does not start).
     """
 
-    def __init__(self, paths: Iterable[Path], networks: Path | None = None) -> None:
+    def __init__(self, paths: Iterable[Path], networks: Path | None = None, devices: Sequence[Any] = ()) -> None:
         self.paths = [Path(p) for p in paths]
         self.networks = networks
         dbs = _load_all(self.paths, networks)
@@ -75,6 +77,23 @@ class Enricher:
         # output columns, reused batch after batch (fresh arrays cost page faults each time):
         # like the decoder's, a batch's enriched columns are valid until the next batch
         self._buffers: dict[str, np.ndarray] = {}
+        self._interfaces: tuple[np.ndarray, ...] | None = None
+        self.set_interfaces(devices)
+
+    def set_interfaces(self, devices: Sequence[Any]) -> None:
+        """Interface names from devices.conf entries (at start and on SIGHUP): (exporter
+        address, ifIndex) → name; a later entry for the same pair wins."""
+        named: dict[tuple[int, int, int], int] = {}
+        for dev in devices:
+            hi, lo = dev.address_words
+            for ifindex, name, _desc in getattr(dev, "interfaces", ()):
+                named[(hi, lo, ifindex)] = geo.TEXTS.code(name)
+        if not named:
+            self._interfaces = None
+            return
+        keys = sorted(named)
+        self._interfaces = (np.array([k[0] for k in keys], dtype=np.uint64), np.array([k[1] for k in keys], dtype=np.uint64),
+                            np.array([k[2] for k in keys], dtype=np.uint64), np.array([named[k] for k in keys], dtype=np.uint64))  # fmt: skip
 
     @property
     def databases(self) -> list[GeoDatabase]:
@@ -83,7 +102,8 @@ class Enricher:
     @property
     def provides(self) -> frozenset[str]:
         """The columns added (``src_country``, ``dst_country``…)."""
-        return frozenset(f"{side}_{n}" for db in self.databases for n in db.provides for side in ("src", "dst"))
+        ifs = frozenset({"in_if_name", "out_if_name"}) if self._interfaces is not None else frozenset()
+        return ifs | frozenset(f"{side}_{n}" for db in self.databases for n in db.provides for side in ("src", "dst"))
 
     def __call__(self, batch: FlowBatch) -> None:
         self.enrich(batch)
@@ -91,8 +111,19 @@ class Enricher:
     def enrich(self, batch: FlowBatch) -> None:
         """Add (or overwrite) the provided columns of one batch: one numba pass per side over
         the merged table writes every value of the address's ranges."""
+        if batch.n == 0:
+            return
+        ifs = self._interfaces
+        if ifs is not None:
+            dev6 = np.ascontiguousarray(batch["dev_ip6"], np.uint64)
+            for col, name in (("in_if", "in_if_name"), ("out_if", "out_if_name")):
+                buf = self._buffers.get(name)
+                if buf is None or len(buf) < batch.n:
+                    buf = self._buffers[name] = np.empty(max(batch.n, 16384), dtype=np.uint64)
+                K.join_interfaces(dev6, np.ascontiguousarray(batch[col], np.uint64), *ifs, buf[: batch.n])
+                batch.set(name, buf[: batch.n])
         db = self._state[1]  # one read: a reload swaps the state, never edits it
-        if db is None or batch.n == 0:
+        if db is None:
             return
         names = db.provides
         rows = np.arange(len(names), dtype=np.int64)
@@ -138,7 +169,8 @@ class Enricher:
             self.reload_errors += 1
             log.error("GeoIP reload refused, the loaded databases stay: %s", exc)
             return
-        lost = self.provides - frozenset(f"{s}_{n}" for db in new for n in db.provides for s in ("src", "dst"))
+        lost = {c for c in self.provides if not c.endswith("_if_name")} - frozenset(
+            f"{s}_{n}" for db in new for n in db.provides for s in ("src", "dst"))
         if lost:
             self.reload_errors += 1
             log.error("GeoIP reload refused, the loaded databases stay: the new files do not provide %s",
@@ -173,7 +205,11 @@ def unprovided(objects: Iterable[Any], provides: frozenset[str]) -> list[ConfigE
                 used.update(f.columns_read)
         missing = sorted((used & enriched) - provides)
         nets = [m for m in missing if "_net_" in m]
-        geos = [m for m in missing if "_net_" not in m]
+        ifs = [m for m in missing if m.endswith("_if_name")]
+        geos = [m for m in missing if "_net_" not in m and m not in ifs]
+        if ifs:
+            errors.append(ConfigError(str(obj.conf), 0, 0, f"{', '.join(ifs)} need interface names: "
+                                      '"interfaces": {"1": "ge-0/0/1", …} in a devices.conf entry'))
         have = ", ".join(sorted(provides)) or "none loaded"
         if geos:
             errors.append(ConfigError(str(obj.conf), 0, 0, f"{', '.join(geos)} need a GeoIP/ASN database that "

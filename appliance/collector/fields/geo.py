@@ -115,7 +115,7 @@ def side_of(column: str) -> tuple[str, str]:
 
 def render(column: str, codes: np.ndarray, unknown: str = "") -> np.ndarray:
     """Texts of an enriched column's codes (``src_country`` → ``DE``), unknown as `unknown`."""
-    how = ENRICHED[side_of(column)[1]]
+    how = ENRICHED.get(side_of(column)[1], "text")  # in_if_name, out_if_name: text
     codes = np.asarray(codes, dtype=np.uint64)
     uniq, inv = np.unique(codes, return_inverse=True)
     if how == "letters":

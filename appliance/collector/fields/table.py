@@ -212,6 +212,8 @@ FILTER_FIELDS: dict[str, FilterField] = {
         *(_pair(name.replace("_", "-"), _INT if how == "number" else ValueKind.CODE, f"src_{name}",
                 f"dst_{name}", max_value=0xFFFFFFFF if how == "number" else (1 << 32) - 1)
           for name, how in geo.ENRICHED.items()),
+        # interface names from devices.conf (appliance.collector.enrich): in = src, out = dst
+        _pair("if-name", ValueKind.CODE, "in_if_name", "out_if_name", max_value=(1 << 32) - 1),
     )
 }
 
@@ -224,7 +226,7 @@ def code_value(field: FilterField, word: str) -> int | None:
     when the word cannot be one (a country code that is not two letters)."""
     if word == "?":
         return 0
-    how = geo.ENRICHED[field.src[0].split("_", 1)[1]]
+    how = geo.ENRICHED.get(field.src[0].split("_", 1)[1], "text")
     if how == "letters":
         return geo.letters_code(word) or None
     return geo.TEXTS.code(word)
