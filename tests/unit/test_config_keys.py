@@ -86,7 +86,7 @@ def test_devices_keys(tmp_path: Path) -> None:
         f"{dev}:2:22: warning: entry 1: devices.conf key 'sampling_rate' is unknown and ignored; "
         "did you mean 'sampling-rate'?",
         f"{dev}:3:22: warning: entry 2: devices.conf key 'colour' is unknown and ignored "
-        "(known: id, ip, mark, sampling-rate, skip-unmarked)",
+        "(known: id, interfaces, ip, mark, sampling-rate, skip-unmarked)",
     ]  # fmt: skip
     cfg = load_config(_write(tmp_path)[0])
     cfg.devices_file = dev
