@@ -4,6 +4,12 @@ and the text/JSON dump of decoded records."""
 from __future__ import annotations
 
 from appliance.collector.decode.decoder import Decoder, ExporterStats, Stat
-from appliance.collector.decode.dump import KIND_NAMES, FlowDumper, format_jsonl, format_text, records
+from appliance.collector.decode.dump import (
+    KIND_NAMES,
+    FlowDumper,
+    format_jsonl,
+    format_text,
+    records,
+)
 
-__all__ = ["Decoder", "ExporterStats", "Stat", "KIND_NAMES", "FlowDumper", "format_jsonl", "format_text", "records"]
+__all__ = ["KIND_NAMES", "Decoder", "ExporterStats", "FlowDumper", "Stat", "format_jsonl", "format_text", "records"]

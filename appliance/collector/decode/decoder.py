@@ -1,6 +1,7 @@
 """`Decoder`: PacketBatch in, FlowBatch out, with the template cache and its statistics.
 
-The numba kernels in `_decode` do the work; this class owns their tables, grows them,
+The numba kernels (`_packets.decode_packets` and the modules it calls) do the work; this
+class owns their tables (`_tables`), grows them,
 keeps data sets that arrived before their template (bounded, decoded when the template
 comes), persists templates so a restart loses nothing, and applies devices.conf.
 """
@@ -20,14 +21,45 @@ import numpy as np
 from numba import types
 from numba.typed import Dict
 
-from appliance.collector.decode import _kernels as K
-from appliance.collector.decode._kernels import Stat
 from appliance.collector.config.devices import Device
+from appliance.collector.decode import _tables as K
+from appliance.collector.decode._exporters import exporter_index, stream_index
+from appliance.collector.decode._packets import decode_packets
+from appliance.collector.decode._records import clear_rows
+from appliance.collector.decode._tables import (
+    Output,
+    Packets,
+    RegistryArrays,
+    Settings,
+    Stat,
+    TableArrays,
+)
+from appliance.collector.decode._templates import field_action, finish_template
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.receive.packets import PacketBatch, words_to_address
+from appliance.collector.receive.packets import (
+    PacketBatch,
+    address_to_words,
+    words_to_address,
+)
+from appliance.netflow.header import (
+    ENTERPRISE_BIT,
+    IPFIX,
+    IPFIX_AT_LENGTH,
+    IPFIX_HEADER_SIZE,
+    IPFIX_HEADER_STRUCT,
+    IPFIX_OPTIONS_TEMPLATE_SET_ID,
+    IPFIX_TEMPLATE_SET_ID,
+    SET_HEADER_SIZE,
+    SET_HEADER_STRUCT,
+    V9,
+    V9_HEADER_SIZE,
+    V9_HEADER_STRUCT,
+    V9_OPTIONS_TEMPLATE_SET_ID,
+    V9_TEMPLATE_SET_ID,
+)
 from appliance.netflow.registry import REGISTRY, Registry
 
-__all__ = ["Decoder", "Stat", "ExporterStats"]
+__all__ = ["Decoder", "ExporterStats", "Stat"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +124,7 @@ class Decoder:
         self.pending_max_sets = pending_max_sets
         self.pending_max_age_ns = int(pending_max_age_s * 1e9)
         self.template_file = template_file
-        self._reg = (
+        self._reg = RegistryArrays(
             registry.iana_column,
             registry.ent_keys,
             registry.ent_columns,
@@ -115,6 +147,7 @@ class Decoder:
         self._out6 = np.zeros((registry.n_columns6, 2, capacity), dtype=np.uint64)
         self._present = np.zeros(registry.n_columns, dtype=np.uint8)
         self._orph = np.zeros((4096, 4), dtype=np.int64)
+        self._output = Output(self._out, self._out6, self._present, self._orph)
         self._pending: list[_Pending] = []
         self._saved_changes = -1
         self._v5_slot = self._install_builtin(K.V5_FIELDS, 5)
@@ -141,19 +174,19 @@ class Decoder:
         p, s, r = 0, 0, 0
         changes_before = int(self._meta[K.M_TMPL_CHANGES])
         n = len(packets)
+        batch = Packets(packets.buf, packets.offset, packets.length, packets.addr_hi, packets.addr_lo,
+                        packets.recv_ns, replay)  # fmt: skip
+        settings = Settings(bool(self.emit_options), bool(self.apply_sampling), self._v5_slot,
+                            _MIN_FREE_FIELDS, _MIN_FREE_TEMPLATES)  # fmt: skip
         while True:
-            status, p, s, r, nrec = K.decode_packets(
-                packets.buf, packets.offset, packets.length, packets.addr_hi, packets.addr_lo,
-                packets.recv_ns, replay, p, s, r, *self._reg,
-                self._exp_dict, self._exp_addr, self._stream_dict, self._st, self._tmpl_dict,
-                self._tm, self._tf, self._samp, self._override, self._meta, self._stats,
-                self._out, self._out6, self._present, self._orph, self.emit_options,
-                self.apply_sampling, self._v5_slot, _MIN_FREE_FIELDS, _MIN_FREE_TEMPLATES,
-            )  # fmt: skip
+            arrays = TableArrays(self._exp_addr, self._st, self._tm, self._tf, self._meta, self._stats)
+            status, p, s, r, nrec = decode_packets(batch, (p, s, r), self._reg, arrays, self._exp_dict,
+                                                   self._stream_dict, self._tmpl_dict, self._samp, self._override,
+                                                   self._output, settings)  # fmt: skip
             self._take_orphans(packets, replay)
             if nrec:
                 yield self._batch(nrec, packets.buf)
-                K.clear_rows(self._out, self._out6, self._present, nrec)
+                clear_rows(self._output, nrec)
             if status == K.ST_GROW:
                 self._grow()
             elif status == K.ST_DONE or p >= n:
@@ -188,10 +221,10 @@ class Decoder:
             base = int(packets.offset[p])
             pkt = packets.buf[base : base + int(packets.length[p])]
             version = int(pkt[0]) << 8 | int(pkt[1])
-            hlen = 16 if version == 10 else 20
+            hlen = IPFIX_HEADER_SIZE if version == IPFIX else V9_HEADER_SIZE
             header = bytearray(pkt[:hlen].tobytes())
-            if version == 10:
-                struct.pack_into("!H", header, 2, hlen + slen)
+            if version == IPFIX:
+                struct.pack_into("!H", header, IPFIX_AT_LENGTH, hlen + slen)
             payload = bytes(header) + pkt[pos : pos + slen].tobytes()
             tid = int(pkt[pos]) << 8 | int(pkt[pos + 1])
             exp = int(self._st[stream, K.S_EXP])
@@ -279,7 +312,7 @@ class Decoder:
         slot = int(self._meta[K.M_NTMPL])
         fs = int(self._meta[K.M_NFLD])
         for k, (ie, ln) in enumerate(layout):
-            col, c6, act = K.field_action(0, ie, ln, *self._reg[:5])
+            col, c6, act = field_action(self._reg, 0, ie, ln)
             counter = 1 if col >= 0 and self.registry.counter[col] else 0
             self._tf[fs + k] = (ie, 0, ln, col, c6, act, 0, counter)
         self._tm[slot, K.T_STREAM] = -1
@@ -288,7 +321,7 @@ class Decoder:
         self._tm[slot, K.T_KIND] = 1
         self._tm[slot, K.T_VALID] = 1
         self._tm[slot, K.T_VERSION] = version
-        K.finish_template(self._tm, self._tf, slot)
+        finish_template(self._tm, self._tf, slot)
         self._meta[K.M_NTMPL] = slot + 1
         self._meta[K.M_NFLD] = fs + len(layout)
         return slot
@@ -320,7 +353,7 @@ class Decoder:
             hi, lo = dev.address_words
             if self._meta[K.M_NEXP] + 1 >= self._exp_addr.shape[0]:
                 self._grow()
-            exp = K.exporter_index(self._exp_dict, self._exp_addr, self._meta, np.uint64(hi), np.uint64(lo))
+            exp = exporter_index(self._exp_dict, self._exp_addr, self._meta, np.uint64(hi), np.uint64(lo))
             sub = _ANY_SOURCE if dev.source_id is None else dev.source_id & 0xFFFFFFFF
             key = (exp << 33) | sub
             if key not in self._override:  # first matching entry wins, as in xenoeye
@@ -425,11 +458,9 @@ class Decoder:
                 pass
         index = {}
         for i, s in enumerate(streams):
-            from appliance.collector.receive.packets import address_to_words
-
             hi, lo = address_to_words(s["exporter"])
-            exp = K.exporter_index(self._exp_dict, self._exp_addr, self._meta, np.uint64(hi), np.uint64(lo))
-            st = K.stream_index(self._stream_dict, self._st, self._meta, exp, s["version"], s["source_id"])
+            exp = exporter_index(self._exp_dict, self._exp_addr, self._meta, np.uint64(hi), np.uint64(lo))
+            st = stream_index(self._stream_dict, self._st, self._meta, exp, s["version"], s["source_id"])
             self._st[st, K.S_INIT_MS] = s["init_ms"]
             self._st[st, K.S_RATE] = s["rate"]
             index[i] = st
@@ -453,16 +484,16 @@ def _template_packet(version: int, source_id: int, t: dict) -> bytes:
     nscope = t["scope_fields"]
     options = t["kind"] == 2
     body = bytearray()
-    if version == 10:
+    if version == IPFIX:
         body += struct.pack("!HH", t["template_id"], len(fields))
         if options:
             body += struct.pack("!H", nscope)
         for pen, ie, ln in fields:
             if pen:
-                body += struct.pack("!HHI", ie | 0x8000, ln, pen)
+                body += struct.pack("!HHI", ie | ENTERPRISE_BIT, ln, pen)
             else:
                 body += struct.pack("!HH", ie, ln)
-        set_id = 3 if options else 2
+        set_id = IPFIX_OPTIONS_TEMPLATE_SET_ID if options else IPFIX_TEMPLATE_SET_ID
     else:
         if options:
             body += struct.pack("!HHH", t["template_id"], nscope * 4, (len(fields) - nscope) * 4)
@@ -470,9 +501,9 @@ def _template_packet(version: int, source_id: int, t: dict) -> bytes:
             body += struct.pack("!HH", t["template_id"], len(fields))
         for _pen, ie, ln in fields:
             body += struct.pack("!HH", ie, ln)
-        set_id = 1 if options else 0
+        set_id = V9_OPTIONS_TEMPLATE_SET_ID if options else V9_TEMPLATE_SET_ID
     body += b"\x00" * (-len(body) % 4)
-    sets = struct.pack("!HH", set_id, len(body) + 4) + bytes(body)
-    if version == 10:
-        return struct.pack("!HHIII", 10, 16 + len(sets), 0, 0, source_id) + sets
-    return struct.pack("!HHIIII", 9, 1, 0, 0, 0, source_id) + sets
+    sets = SET_HEADER_STRUCT.pack(set_id, SET_HEADER_SIZE + len(body)) + bytes(body)
+    if version == IPFIX:
+        return IPFIX_HEADER_STRUCT.pack(IPFIX, IPFIX_HEADER_SIZE + len(sets), 0, 0, source_id) + sets
+    return V9_HEADER_STRUCT.pack(V9, 1, 0, 0, 0, source_id) + sets

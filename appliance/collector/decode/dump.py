@@ -22,7 +22,7 @@ from appliance.collector.decode.decoder import Decoder
 from appliance.collector.flowbatch import FlowBatch
 from appliance.netflow.registry import FieldType
 
-__all__ = ["records", "format_text", "format_jsonl", "FlowDumper", "KIND_NAMES"]
+__all__ = ["KIND_NAMES", "FlowDumper", "format_jsonl", "format_text", "records"]
 
 KIND_NAMES = {0: "v5", 1: "data", 2: "options"}
 _V9_SCOPES = {1: "scope_system", 2: "scope_interface", 3: "scope_line_card", 4: "scope_cache", 5: "scope_template"}
