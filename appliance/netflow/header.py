@@ -240,7 +240,8 @@ IPFIX_AT_SEQUENCE = _at(IPFIX_HEADER, "sequence")
 IPFIX_AT_OBSERVATION_DOMAIN = _at(IPFIX_HEADER, "observation_domain")
 SET_HEADER_SIZE = SET_HEADER.itemsize
 SET_AT_LENGTH = _at(SET_HEADER, "length")
-assert V1_RECORD.itemsize == V5_RECORD_SIZE and _at(V1_HEADER, "count") == AT_COUNT
+# A v1 header is the first 16 bytes of a v5 header: the decoder reads both with the V5_AT_* offsets.
+assert V1_HEADER.descr == V5_HEADER.descr[: len(V1_HEADER.names)] and V1_RECORD.itemsize == V5_RECORD_SIZE
 assert _at(V9_HEADER, "count") == AT_COUNT and _at(IPFIX_HEADER, "version") == AT_VERSION
 
 
