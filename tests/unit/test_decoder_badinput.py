@@ -645,7 +645,7 @@ def test_many_exporters_are_counted_apart() -> None:
 
 
 def test_template_tables_grow_and_compact() -> None:
-    feed = Feed()
+    feed = Feed(template_quota=0)  # one exporter with 32,000 templates: no per-exporter quota here
     # 4 × 8000 one-field templates (past the initial template table) ...
     many = [v9(set_(0, b"".join(template(256 + i, ((8, 4),)) for i in range(8000))), sid=s)
             for s in range(4)]  # fmt: skip

@@ -313,6 +313,7 @@ class LiveState:
             sampling.setdefault(s["exporter"], []).append(
                 {"source_id": s["source_id"], "sampler_id": s["sampler_id"], "rate": s["rate"]})
         out = []
+        cache = self.collector.decoder.template_cache()
         for i, e in enumerate(stats["exporters"]):
             c = {k: v for k, v in e.items() if k != "address"}
             addr = e["address"]
@@ -336,6 +337,8 @@ class LiveState:
                 "packets": npkts,
                 "templates": c["templates"],
                 "options_templates": c["options_templates"],
+                "template_cache": cache.get(addr, {"active": 0, "refused_quota": 0, "aged": 0, "evicted": 0,
+                                                   "table_full": 0}),  # fmt: skip
                 "sequence": {"lost_packets": c["lost_packets"], "lost_flows": c["lost_flows"],
                              "resets": c["seq_resets"]},  # fmt: skip
                 "pending": {"sets": c["no_template_sets"], "decoded": c["pending_decoded_sets"],
@@ -471,6 +474,7 @@ class LiveState:
             "truncated_datagrams": stats.get("truncated_datagrams"),
             "pending_sets": stats["pending_sets"],
             "refused_exporter_packets": stats["refused_exporter_packets"],
+            "not_allowed": self.collector.decoder.not_allowed,
             "exporters": len(exporters),
             "objects": len(objects),
             "config": {

@@ -23,7 +23,7 @@ A xenoeye.conf works unchanged (JSON with comments). Keys the collector reads to
   "spool-max-mb": 1024, "spool-max-files": 100000,        // the spool's bound (then: alarm)
   "notifications-dir": "/var/lib/mirrorflow/notifications", // moving-average alert files
   "script-timeout": 30,                                   // s before an alert script is killed
-  "templates-per-exporter": 1024,                         // template quota of one exporter address
+  "templates-per-exporter": 4096,                         // template quota of one exporter address
   "template-max-age": 3600,                               // s: unused templates are dropped
   "allowed-exporters": ["192.0.2.0/24", "2001:db8::/32"], // decode only these sources (default: all)
   "geoip": ["/var/lib/mirrorflow/geoip/dbip-country-lite.mmdb"], // .mmdb files or folders
@@ -84,7 +84,7 @@ class CollectorConfig:
     spool_max_files: int = 100_000
     notifications_dir: Path | None = Path("/var/lib/mirrorflow/notifications")
     script_timeout_s: float = 30.0
-    template_quota: int = 1024
+    template_quota: int = 4096
     template_max_age_s: float = 3600.0
     #: networks whose datagrams are decoded; None: every source
     allowed_exporters: list[str] | None = None

@@ -23,7 +23,7 @@ from appliance.errors import ConfigError
 __all__ = ["TemplateGuard", "Drop", "ExporterFilter", "DEFAULT_TEMPLATE_QUOTA", "DEFAULT_TEMPLATE_MAX_AGE_S"]
 
 #: templates (data + options) one exporter address may hold, over all its source ids
-DEFAULT_TEMPLATE_QUOTA = 1024
+DEFAULT_TEMPLATE_QUOTA = 4096
 #: a template neither used by a record nor (re)defined for this long is dropped
 DEFAULT_TEMPLATE_MAX_AGE_S = 3600.0
 
@@ -65,7 +65,7 @@ class TemplateGuard:
         old = min(self.n, n)
         if n > old:
             self.active_ns[old:n] = now_ns
-            self.used[old:n] = False
+            self.used[old:n] = records[old:n] > 0  # data may have come in the same call
             self.records[old:n] = records[old:n]
         moved = records[:old] != self.records[:old]
         if moved.any():

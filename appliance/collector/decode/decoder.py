@@ -4,6 +4,12 @@ The numba kernels (`_packets.decode_packets` and the modules it calls) do the wo
 class owns their tables (`_tables`), grows them,
 keeps data sets that arrived before their template (bounded, decoded when the template
 comes), persists templates so a restart loses nothing, and applies devices.conf.
+
+Hostile senders are bounded (`_guard`): at most ``template_quota`` templates per exporter
+address, templates unused for ``template_max_age_s`` dropped, never-used templates evicted
+when the table is full (so a template flood cannot keep a later exporter out), datagrams from
+outside ``allowed_exporters`` refused before decoding; each counted per exporter. The
+persisted file holds at most `MAX_SAVED_TEMPLATES` templates (used ones first).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from numba import types
 from numba.typed import Dict
 
 from appliance.collector.config.devices import Device
+from appliance.collector.decode._guard import (DEFAULT_TEMPLATE_MAX_AGE_S, DEFAULT_TEMPLATE_QUOTA, ExporterFilter,
+                                               TemplateGuard, refill_template_ids)
 from appliance.collector.decode import _tables as K
 from appliance.collector.decode._exporters import exporter_index, stream_index
 from appliance.collector.decode._packets import decode_packets
@@ -71,6 +79,11 @@ MAX_EXPORTERS = 65536
 MAX_STREAMS = 1 << 20
 MAX_TEMPLATES = 1 << 18
 MAX_FIELD_ROWS = 1 << 22
+# Bounds of the persisted template file (templates.db)
+MAX_SAVED_TEMPLATES = 1 << 16
+MAX_SAVED_STREAMS = 1 << 16
+MAX_TEMPLATE_FILE_BYTES = 64 << 20
+_AGE_CHECK_NS = 10 * 10**9  # how often (packet time) unused templates are looked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +116,9 @@ class Decoder:
         devices: devices.conf entries whose sampling rates override what exporters announce.
         template_file: where templates and learned sampling rates persist across restarts.
         pending_max_sets / pending_max_age_s: bound on data waiting for its template.
+        template_quota: templates one exporter address may hold (0: no quota).
+        template_max_age_s: templates neither used nor (re)defined this long are dropped (0: never).
+        allowed_exporters: networks whose datagrams are decoded (None: every source).
     """
 
     def __init__(
@@ -116,6 +132,9 @@ class Decoder:
         pending_max_sets: int = 4096,
         pending_max_age_s: float = 30.0,
         registry: Registry = REGISTRY,
+        template_quota: int = DEFAULT_TEMPLATE_QUOTA,
+        template_max_age_s: float = DEFAULT_TEMPLATE_MAX_AGE_S,
+        allowed_exporters: list[str] | None = None,
     ) -> None:
         self.registry = registry
         self.apply_sampling = apply_sampling
@@ -150,6 +169,10 @@ class Decoder:
         self._output = Output(self._out, self._out6, self._present, self._orph)
         self._pending: list[_Pending] = []
         self._saved_changes = -1
+        self._guard = TemplateGuard(template_quota, int(template_max_age_s * 1e9))
+        self._allowed = ExporterFilter(allowed_exporters) if allowed_exporters is not None else None
+        self._now_ns = 0
+        self._guarded_ntmpl = 0
         self._v5_slot = self._install_builtin(K.V5_FIELDS, 5)
         self._install_builtin(K.V1_FIELDS, 1)  # always the slot after v5
         self._virtual = [int(c) for c in K.VIRTUAL_COLUMNS]
@@ -165,10 +188,63 @@ class Decoder:
 
         Each yielded batch is valid until the generator is resumed.
         """
+        if self._allowed is not None and len(packets):
+            packets = self._only_allowed(packets)
+        if len(packets):
+            self._now_ns = max(self._now_ns, int(packets.recv_ns.max()))
         replay = np.zeros(len(packets), dtype=np.uint8)
         yield from self._decode(packets, replay)
         if self._pending:
             self._expire_pending(int(packets.recv_ns.max()) if len(packets) else 0)
+        if (self._meta[K.M_NTMPL] != self._guarded_ntmpl
+                or self._now_ns - self._guard.last_age_check_ns >= _AGE_CHECK_NS):  # fmt: skip
+            self._guard.last_age_check_ns = self._now_ns
+            self._enforce(0)
+
+    def _only_allowed(self, packets: PacketBatch) -> PacketBatch:
+        """The datagrams whose source is in allowed-exporters; the others are counted by address."""
+        assert self._allowed is not None
+        ok = self._allowed.allowed(packets.addr_hi, packets.addr_lo)
+        if ok.all():
+            return packets
+        bad = ~ok
+        pairs, counts = np.unique(np.stack([packets.addr_hi[bad], packets.addr_lo[bad]], axis=1), axis=0,
+                                  return_counts=True)  # fmt: skip
+        for (hi, lo), c in zip(pairs.tolist(), counts.tolist(), strict=True):
+            self._allowed.count_refused(words_to_address(hi, lo), c)
+        return PacketBatch(buf=packets.buf, offset=packets.offset[ok], length=packets.length[ok],
+                           addr_hi=packets.addr_hi[ok], addr_lo=packets.addr_lo[ok], port=packets.port[ok],
+                           recv_ns=packets.recv_ns[ok])  # fmt: skip
+
+    @property
+    def not_allowed(self) -> dict[str, object]:
+        """Datagrams refused because their source is not in allowed-exporters."""
+        if self._allowed is None:
+            return {"networks": None, "datagrams": 0, "sources": {}}
+        return {"networks": list(self._allowed.networks), "datagrams": self._allowed.refused_total,
+                "sources": dict(self._allowed.refused)}  # fmt: skip
+
+    def _enforce(self, need_free: int) -> None:
+        """Drop templates over quota, aged ones and, in a full table, never-used ones; compact the table."""
+        n = int(self._meta[K.M_NTMPL])
+        self._guard.observe(self._tm[:, K.T_RECORDS], n, self._now_ns)
+        full = self._tm.shape[0] >= MAX_TEMPLATES
+        if full and need_free:  # make room for a while, not for one more datagram
+            need_free = max(need_free, self._tm.shape[0] // 8)
+        keep = self._guard.choose(self._tm[:, K.T_STREAM], self._tm[:, K.T_VALID], self._st[:, K.S_EXP],
+                                  self._tm.shape[0], self._now_ns, need_free, full)  # fmt: skip
+        if not keep.all():
+            k = int(keep.sum())
+            self._tm[:k] = self._tm[:n][keep]
+            self._tm[k:n] = 0
+            self._meta[K.M_NTMPL] = k
+            self._guard.compact(keep)
+            refill_template_ids(self._tmpl_dict, self._tm, k, K.T_STREAM, K.T_TID)
+            self._compact_fields()
+            self._meta[K.M_TMPL_CHANGES] += 1
+            if self._tm.shape[0] - k >= _MIN_FREE_TEMPLATES:
+                self._meta[K.M_LIMITS] &= ~K.L_TEMPLATES  # room again: the kernels may ask to grow
+        self._guarded_ntmpl = int(self._meta[K.M_NTMPL])
 
     def _decode(self, packets: PacketBatch, replay: np.ndarray) -> Iterator[FlowBatch]:
         p, s, r = 0, 0, 0
@@ -183,6 +259,7 @@ class Decoder:
             status, p, s, r, nrec = decode_packets(batch, (p, s, r), self._reg, arrays, self._exp_dict,
                                                    self._stream_dict, self._tmpl_dict, self._samp, self._override,
                                                    self._output, settings)  # fmt: skip
+            self._guard.observe(self._tm[:, K.T_RECORDS], int(self._meta[K.M_NTMPL]), self._now_ns)
             self._take_orphans(packets, replay)
             if nrec:
                 yield self._batch(nrec, packets.buf)
@@ -274,6 +351,8 @@ class Decoder:
     def _grow(self) -> None:
         """Double the tables that ran low, up to their caps (then refuse and count)."""
         m = self._meta
+        if self._tm.shape[0] - m[K.M_NTMPL] < _MIN_FREE_TEMPLATES:
+            self._enforce(_MIN_FREE_TEMPLATES)  # quota, age and (table at its cap) never-used ones first
         if self._tf.shape[0] - m[K.M_NFLD] < _MIN_FREE_FIELDS:
             self._compact_fields()
             if self._tf.shape[0] - m[K.M_NFLD] < _MIN_FREE_FIELDS:
@@ -297,13 +376,15 @@ class Decoder:
     def _compact_fields(self) -> None:
         """Drop field rows left behind by redefined templates."""
         ntm = int(self._meta[K.M_NTMPL])
+        fs, nf = self._tm[:ntm, K.T_FS].copy(), self._tm[:ntm, K.T_NF].copy()
+        starts = np.zeros(ntm, dtype=np.int64)
+        if ntm > 1:
+            np.cumsum(nf[:-1], out=starts[1:])
+        at = int(nf.sum())
+        rows = np.repeat(fs - starts, nf) + np.arange(at)  # every kept row, in slot order
         new = np.zeros_like(self._tf)
-        at = 0
-        for slot in range(ntm):
-            fs, nf = int(self._tm[slot, K.T_FS]), int(self._tm[slot, K.T_NF])
-            new[at : at + nf] = self._tf[fs : fs + nf]
-            self._tm[slot, K.T_FS] = at
-            at += nf
+        new[:at] = self._tf[rows]
+        self._tm[:ntm, K.T_FS] = starts
         self._tf = new
         self._meta[K.M_NFLD] = at
 
@@ -370,6 +451,23 @@ class Decoder:
             out.append(ExporterStats(addr, counters))
         return out
 
+    def template_cache(self) -> dict[str, dict[str, int]]:
+        """Per exporter address: templates held (``active``) and those dropped, and why
+        (``refused_quota``, ``aged``, ``evicted``; ``table_full``: refused by a full table)."""
+        ntm = int(self._meta[K.M_NTMPL])
+        nexp = int(self._meta[K.M_NEXP])
+        streams = self._tm[:ntm, K.T_STREAM]
+        live = streams[(streams >= 0) & (self._tm[:ntm, K.T_VALID] == 1)]
+        active = np.bincount(self._st[live, K.S_EXP], minlength=nexp)
+        out = {}
+        for i in range(nexp):
+            c = self._guard.exporter_counts(i)
+            out[self.exporter_address(i)] = {
+                "active": int(active[i]), "refused_quota": c["templates_refused_quota"], "aged": c["templates_aged"],
+                "evicted": c["templates_evicted"], "table_full": int(self._stats[i, Stat.ERR_TEMPLATE_TABLE_FULL]),
+            }  # fmt: skip
+        return out
+
     @property
     def refused_exporter_packets(self) -> int:
         """Packets dropped because the exporter table reached MAX_EXPORTERS."""
@@ -401,14 +499,37 @@ class Decoder:
         return now != self._saved_changes
 
     def save_templates(self, path: Path | None = None) -> None:
-        """Write templates, stream facts and learned sampling rates (atomically)."""
+        """Write templates, stream facts and learned sampling rates (atomically).
+
+        Bounded: at most `MAX_SAVED_TEMPLATES` templates (those used by records first, then the
+        most recently active) and the streams they or a learned rate need (`MAX_SAVED_STREAMS`).
+        """
         path = path or self.template_file
         if path is None:
             return
+        ntm = int(self._meta[K.M_NTMPL])
+        self._guard.observe(self._tm[:, K.T_RECORDS], ntm, self._now_ns)
+        tm = self._tm[:ntm]
+        slots = np.flatnonzero((tm[:, K.T_STREAM] >= 0) & (tm[:, K.T_VALID] == 1))
+        order = np.lexsort((-self._guard.active_ns[slots], ~self._guard.used[slots]))
+        slots = np.sort(slots[order][:MAX_SAVED_TEMPLATES])
+        wanted = {int(x) for x in tm[slots, K.T_STREAM]}
+        nst = int(self._meta[K.M_NSTREAM])
+        for s in range(nst):
+            if len(wanted) >= MAX_SAVED_STREAMS:
+                break
+            if self._st[s, K.S_RATE] > 1 or self._st[s, K.S_INIT_MS] >= 0:
+                wanted.add(s)
+        for key in self._samp.keys():
+            if len(wanted) >= MAX_SAVED_STREAMS:
+                break
+            wanted.add(int(key >> 32))
+        index: dict[int, int] = {}
         streams = []
-        for s in range(int(self._meta[K.M_NSTREAM])):
+        for s in sorted(wanted):
             row = self._st[s]
             exp = int(row[K.S_EXP])
+            index[s] = len(streams)
             streams.append({
                 "exporter": self.exporter_address(exp),
                 "version": int(row[K.S_VER]),
@@ -417,18 +538,17 @@ class Decoder:
                 "rate": int(row[K.S_RATE]),
             })  # fmt: skip
         templates = []
-        for slot in range(int(self._meta[K.M_NTMPL])):
+        for slot in slots.tolist():
             row = self._tm[slot]
-            if row[K.T_STREAM] < 0 or row[K.T_VALID] != 1:
-                continue
             templates.append({
-                "stream": int(row[K.T_STREAM]),
+                "stream": index[int(row[K.T_STREAM])],
                 "template_id": int(row[K.T_TID]),
                 "kind": int(row[K.T_KIND]),
                 "scope_fields": int(row[K.T_NSCOPE]),
                 "fields": [[pen, ie, ln] for pen, ie, ln, _ in self.template_fields(slot)],
             })  # fmt: skip
-        rates = [[int(k >> 32), int(k & 0xFFFFFFFF), int(v)] for k, v in self._samp.items()]
+        rates = [[index[int(k >> 32)], int(k & 0xFFFFFFFF), int(v)] for k, v in self._samp.items()
+                 if int(k >> 32) in index]  # fmt: skip
         doc = {"format": 1, "streams": streams, "templates": templates, "sampling": rates}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -440,34 +560,50 @@ class Decoder:
         self._saved_changes = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
 
     def load_templates(self, path: Path) -> None:
-        """Restore what `save_templates` wrote, by replaying synthesized template sets."""
+        """Restore what `save_templates` wrote, by replaying synthesized template sets.
+
+        A file that is unreadable, malformed or larger than `MAX_TEMPLATE_FILE_BYTES` is
+        skipped with a warning; beyond `MAX_SAVED_TEMPLATES` templates / `MAX_SAVED_STREAMS`
+        streams the rest is ignored (a file written by an older version may hold more).
+        """
         try:
-            doc = json.loads(path.read_text())
-            streams = doc["streams"]
-        except (OSError, ValueError, KeyError) as exc:
+            with path.open("rb") as fh:
+                data = fh.read(MAX_TEMPLATE_FILE_BYTES + 1)
+            if len(data) > MAX_TEMPLATE_FILE_BYTES:
+                raise ValueError(f"larger than {MAX_TEMPLATE_FILE_BYTES >> 20} MiB")
+            doc = json.loads(data)
+            streams = doc["streams"][:MAX_SAVED_STREAMS]
+            payloads, exporters = [], []
+            for t in doc.get("templates", [])[:MAX_SAVED_TEMPLATES]:
+                st_doc = streams[t["stream"]]
+                payloads.append(_template_packet(st_doc["version"], st_doc["source_id"], t))
+                exporters.append(st_doc["exporter"])
+            facts = [(address_to_words(x["exporter"]), int(x["version"]), int(x["source_id"]) & 0xFFFFFFFF,
+                      int(x["init_ms"]), int(x["rate"])) for x in streams]  # fmt: skip
+            sampling = [(int(a), int(b) & 0xFFFFFFFF, int(c)) for a, b, c in doc.get("sampling", [])]
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as exc:
             log.warning("template file %s unreadable (%s): starting without templates", path, exc)
             return
-        payloads, exporters = [], []
-        for t in doc.get("templates", []):
-            s = streams[t["stream"]]
-            payloads.append(_template_packet(s["version"], s["source_id"], t))
-            exporters.append(s["exporter"])
         if payloads:
             batch = PacketBatch.from_payloads(payloads, exporter=exporters)
             for _ in self._decode(batch, np.ones(len(payloads), dtype=np.uint8)):
                 pass
         index = {}
-        for i, s in enumerate(streams):
-            hi, lo = address_to_words(s["exporter"])
+        for i, ((hi, lo), version, sid, init_ms, rate) in enumerate(facts):
+            if self._meta[K.M_NSTREAM] + 1 >= self._st.shape[0] or self._meta[K.M_NEXP] + 1 >= self._exp_addr.shape[0]:
+                self._grow()
             exp = exporter_index(self._exp_dict, self._exp_addr, self._meta, np.uint64(hi), np.uint64(lo))
-            st = stream_index(self._stream_dict, self._st, self._meta, exp, s["version"], s["source_id"])
-            self._st[st, K.S_INIT_MS] = s["init_ms"]
-            self._st[st, K.S_RATE] = s["rate"]
+            st = stream_index(self._stream_dict, self._st, self._meta, exp, version, sid) if exp >= 0 else -1
+            if st < 0:
+                continue
+            self._st[st, K.S_INIT_MS] = init_ms
+            self._st[st, K.S_RATE] = rate
             index[i] = st
-        for stream, sampler, rate in doc.get("sampling", []):
+        for stream, sampler, rate in sampling:
             if stream in index:
                 self._samp[(index[stream] << 32) | sampler] = rate
         self._stats[:] = 0
+        self._guard.counts[:] = 0
         self._saved_changes = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
         log.info("restored %d templates from %s", len(payloads), path)
 
