@@ -20,6 +20,7 @@ import errno
 import ipaddress
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -296,6 +297,7 @@ class _Link:
     """One destination's delivery state: what was sent recently, what is held back."""
 
     recent: dict[bytes, tuple[int, bytes, int]] = field(default_factory=dict)
+    recent_order: deque[tuple[bytes, int]] = field(default_factory=deque)  # (key, index), oldest first
     hold: list[tuple[int, bytes, int]] = field(default_factory=list)  # (index, payload, flows)
     held_bytes: int = 0
     refusing: bool = False
@@ -532,8 +534,12 @@ class Exporter:
         st.flows += nflows
         key = payload[:_MATCH_BYTES]
         link.recent[key] = item
-        if len(link.recent) > RECENT_DATAGRAMS:
-            del link.recent[next(iter(link.recent))]
+        link.recent_order.append((key, item[0]))
+        if len(link.recent_order) > RECENT_DATAGRAMS:
+            # (a deque: deleting a dict's first key again and again is O(n) per call)
+            old, index = link.recent_order.popleft()
+            if old in link.recent and link.recent[old][0] == index:  # not sent again since
+                del link.recent[old]
         return True
 
     def _count_error(self, st: DestinationStats, err: int, text: str) -> None:
