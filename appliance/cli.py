@@ -26,9 +26,10 @@ def _numba_cache() -> None:
             return
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; `only="flows"` builds just that subcommand (a query should not pay
+    ~1 s importing the probe, the collector and the demo)."""
     from appliance import __version__
-    from appliance.collector.cli import add_collect_parser, add_decode_parser
 
     parser = argparse.ArgumentParser(
         prog="mirrorflow",
@@ -36,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mirrorflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    if only == "flows":
+        from appliance.collector.query.cli import add_parser as add_flows_only
+
+        add_flows_only(sub)
+        return parser
+    from appliance.collector.cli import add_collect_parser, add_decode_parser
+
     add_collect_parser(sub)
     add_decode_parser(sub)
     from appliance.collector.query.cli import add_parser as add_flows_parser
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             return status
     else:
         _numba_cache()
-    parser = build_parser()
+    parser = build_parser(only="flows" if words[:1] == ["flows"] else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
