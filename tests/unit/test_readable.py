@@ -74,3 +74,18 @@ def test_decode_text_shows_names(corpus_dir: Path) -> None:
             assert " icmp=" not in line
             seen["other"] += 1
     assert seen["icmp"] > 0 and seen["other"] > 0
+
+
+def test_tui_flow_tail_shows_protocol_names_country_and_as() -> None:
+    from appliance.tui.panels import flows
+
+    doc = {"flows": [{"recv_time_ns": 1_700_000_000 * 10**9, "src_addr": "192.0.2.1", "src_port": 443,
+                      "dst_addr": "2001:db8::1", "dst_port": 5000, "proto": 6, "bytes": 10, "packets": 1,
+                      "src_country": "DE", "src_asn": "3320", "dst_country": "", "dst_asn": "",
+                      "exporter": "192.0.2.9"},
+                     {"recv_time_ns": 1_700_000_000 * 10**9, "src_addr": "10.0.0.1", "dst_addr": "10.0.0.2",
+                      "proto": 1, "bytes": 84, "packets": 1, "exporter": "192.0.2.9"}]}  # fmt: skip
+    _, rows = flows.render(doc, None)  # type: ignore[arg-type]
+    texts = [[c.plain for c in r.cells] for r in rows]  # type: ignore[union-attr]
+    assert texts[1][1:4] == ["192.0.2.1:443 DE AS3320", "[2001:db8::1]:5000", "tcp"]
+    assert texts[0][1:4] == ["10.0.0.1", "10.0.0.2", "icmp"]

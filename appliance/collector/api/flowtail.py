@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from appliance.collector.decode.dump import records
+from appliance.collector.enrich import texts
 from appliance.collector.flowbatch import FlowBatch
 from appliance.netflow.registry import FieldType
 
@@ -50,7 +51,12 @@ class TailChunk:
         self.batch, self.layouts = batch, layouts
 
     def records(self) -> list[dict[str, Any]]:
-        return list(records(self.batch, self.layouts))  # type: ignore[arg-type]
+        recs = list(records(self.batch, self.layouts))  # type: ignore[arg-type]
+        names = texts(self.batch)  # enrichment (country, AS, names) as text, as decode prints them
+        if names:
+            for i, r in enumerate(recs):
+                r.update((k, str(v[i])) for k, v in names.items())
+        return recs
 
 
 def capture(batch: FlowBatch, rows: np.ndarray, decoder: Any) -> TailChunk:

@@ -51,8 +51,6 @@ STATUS = obj({
     "rates": _rates("records", "bps", "pps", "datagrams"),
     "socket_drops": _opt(INT), "truncated_datagrams": _opt(INT),
     "pending_sets": INT, "refused_exporter_packets": INT,
-    "not_allowed": obj({"networks": _opt(arr(STR)), "datagrams": INT,
-                        "sources": {"type": "object", "additionalProperties": INT}}),
     "exporters": INT, "objects": INT,
     "config": obj({"generation": INT, "loaded_at": _opt(NUM), "mo_dir": _opt(STR)}),
     "monitoring": {"type": ["object", "null"]},
@@ -68,7 +66,6 @@ EXPORTER = obj({
     "versions": obj({"v5": INT, "v9": INT, "ipfix": INT}),
     "records": INT, "options_records": INT, "flows": INT, "bytes": INT, "packets": INT,
     "templates": INT, "options_templates": INT,
-    "template_cache": obj({"active": INT, "refused_quota": INT, "aged": INT, "evicted": INT, "table_full": INT}),
     "sequence": obj({"lost_packets": INT, "lost_flows": INT, "resets": INT}),
     "pending": obj({"sets": INT, "decoded": INT, "expired": INT}),
     "decode_errors": {"type": "object", "additionalProperties": INT},
@@ -95,7 +92,7 @@ TABLE = obj({
 WINDOW = obj({
     "object": STR, "window": STR, "table": STR, "time": INT, "limit": INT, "extended": BOOL,
     "active": BOOL, "fields": arr(STR), "export": arr(STR), "last": {**TABLE, "type": ["object", "null"]},
-})  # fmt: skip
+}, optional=("export",))  # fmt: skip
 
 FLOW = {"type": "object", "required": ["exporter", "source_id", "record_kind", "version", "recv_time_ns"],
         "properties": {"exporter": STR, "source_id": INT, "record_kind": STR, "version": INT,

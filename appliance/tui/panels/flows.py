@@ -6,6 +6,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from appliance.collector.fields.readable import protocol_name
 from appliance.tui import units
 from appliance.tui.panels import View
 from appliance.tui.table import Cell, Column, Row, num
@@ -24,11 +25,18 @@ def path(obj: str, limit: int = LIMIT, expr: str = "") -> str:
 
 
 def _endpoint(f: dict[str, Any], side: str) -> str:
+    """``1.2.3.4:443``, then the country and AS the collector's enrichment gives (``DE AS3320``)."""
     addr = f.get(f"{side}_addr") or f.get(f"{side}_addr6") or f.get(f"{side}_ip") or "?"
     port = f.get(f"{side}_port")
-    if port is None:
-        return str(addr)
-    return f"[{addr}]:{port}" if ":" in str(addr) else f"{addr}:{port}"
+    text = str(addr) if port is None else (f"[{addr}]:{port}" if ":" in str(addr) else f"{addr}:{port}")
+    where = [w for w in (f.get(f"{side}_country"), f"AS{f[f'{side}_asn']}" if f.get(f"{side}_asn") else "") if w]
+    return " ".join([text, *where])
+
+
+def _proto(f: dict[str, Any]) -> str:
+    """The protocol by name (``tcp``, ``icmp6``), numbers the names table does not know."""
+    p = f.get("proto")
+    return protocol_name(p) if isinstance(p, int) else "-"
 
 
 def render(doc: dict[str, Any], view: View) -> tuple[list[Column], list[Row]]:
@@ -40,7 +48,7 @@ def render(doc: dict[str, Any], view: View) -> tuple[list[Column], list[Row]]:
         rows.append(Row(f"{ns}-{i}", [
             Cell(time.strftime("%H:%M:%S", time.localtime(ns / 1e9)), "", ns),
             Cell(_endpoint(f, "src")), Cell(_endpoint(f, "dst")),
-            num(str(f.get("proto", "-")), f.get("proto")),
+            num(_proto(f), f.get("proto")),
             num(units.volume(octets, True, scaled) if octets is not None else "-", octets),
             num(units.count(f.get("packets"), "", scaled), f.get("packets")),
             Cell(str(f.get("exporter", ""))),
