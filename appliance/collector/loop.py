@@ -105,9 +105,9 @@ class Collector:
             self.log_stats(now - self._last_stats)
             self._last_stats = now
 
-    def _save_templates(self) -> None:
+    def _save_templates(self, final: bool = False) -> None:
         try:
-            self.decoder.save_templates()
+            self.decoder.save_templates(final=final)
         except OSError as exc:
             log.error("cannot save templates to %s: %s", self.config.templates_file, exc)
 
@@ -161,7 +161,7 @@ class Collector:
             log.error("cannot write statistics to %s: %s", path, exc)
 
     def close(self) -> None:
-        self._save_templates()
+        self._save_templates(final=True)  # with the exporters' sequence numbers: a restart's gap is counted
         if self.receiver is not None:
             self.receiver.close()
         self.dumper.close()

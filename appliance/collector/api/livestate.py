@@ -24,6 +24,7 @@ from numba import njit
 from appliance import __version__
 from appliance.rates import RateMeter
 from appliance.collector.api.flowtail import FlowTail, TailChunk
+from appliance.collector.api.loss import LossTracker
 from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.monitoring.windows import WindowTable
 
@@ -204,6 +205,8 @@ class LiveState:
         self._exp_meters: dict[str, RateMeter] = {}
         self._obj_meters: dict[str, RateMeter] = {}
         self._health_meter = RateMeter()
+        #: lost windows and sequence gaps: health "degraded" for LOSS_PERIOD_S after each
+        self.loss = LossTracker()
         self._seq = 0
         self._last_publish = -1e18
         self.snapshot = Snapshot(0, self.started_at)
@@ -453,6 +456,9 @@ class LiveState:
         if probe.get("stale"):
             problems.append(f"probe statistics are {probe['age_s']:.0f} s old: is the probe running?")
         problems += _link_problems(_probe_links(probe.get("stats")))
+        refused = int(mon.get("refused_windows", 0)) if isinstance(mon, dict) else 0
+        self.loss.update(time.time(), {"spool_refused_windows": refused, "sequence_gaps": gaps})
+        problems = self.loss.problems() + problems
         rates = self._meter.rates()
         generation = getattr(self.monitoring, "generation", 1) if self.monitoring is not None else 0
         return {
@@ -461,8 +467,9 @@ class LiveState:
             "mode": "live" if self.collector.receiver is not None else "replay",
             "started_at": self.started_at,
             "uptime_s": round(now - self.started_mono, 3),
-            "health": "degraded" if probe.get("detached") else "warning" if problems else "ok",
+            "health": "degraded" if probe.get("detached") or self.loss.degraded else "warning" if problems else "ok",
             "problems": problems,
+            "loss": self.loss.report(),
             "listen": stats.get("listen", []),
             "rcvbuf_granted": stats.get("rcvbuf_granted"),
             "totals": {"records": self.flows, "bytes": self.bytes_total, "packets": self.packets_total,

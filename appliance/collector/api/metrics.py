@@ -77,6 +77,16 @@ def render_metrics(snap: Snapshot) -> str:
              [({}, drops)] if drops is not None else one)  # fmt: skip
     o.metric("pending_sets", "gauge", "data sets waiting for their template", [({}, st.get("pending_sets", 0))])
     o.metric("health_problems", "gauge", "problems listed in /api/v1/status", [({}, len(st.get("problems", [])))])
+    o.metric("health_degraded", "gauge", "1 while health is degraded (recent loss, a probe interface gone)",
+             [({}, int(st.get("health") == "degraded"))])  # fmt: skip
+    loss = st.get("loss") or {}
+    kinds = [k for k in loss if k != "period_s"]
+    o.metric("loss_total", "counter", "data lost since start, by kind (windows refused by a full spool; "
+             "packets/flows of sequence gaps)", [({"kind": k}, loss[k]["total"]) for k in kinds])  # fmt: skip
+    o.metric("loss_recent", "gauge", "data lost within the loss period (status loss.period_s), by kind",
+             [({"kind": k}, loss[k]["recent"]) for k in kinds])  # fmt: skip
+    o.metric("loss_last_timestamp_seconds", "gauge", "when data of this kind was last lost",
+             [({"kind": k}, loss[k]["last_at"]) for k in kinds if loss[k]["last_at"] is not None])  # fmt: skip
 
     ex = snap.exporters
 

@@ -46,11 +46,15 @@ STATUS = obj({
     "version": STR, "pid": INT, "mode": {"type": "string", "enum": ["live", "replay"]},
     "started_at": NUM, "uptime_s": NUM,
     "health": {"type": "string", "enum": ["ok", "warning", "degraded"]}, "problems": arr(STR),
+    "loss": obj({"period_s": NUM, **{k: obj({"total": INT, "recent": INT, "last_at": _opt(NUM)})
+                                     for k in ("spool_refused_windows", "sequence_gaps")}}),
     "listen": arr(STR), "rcvbuf_granted": _opt(INT),
     "totals": obj({"records": INT, "bytes": INT, "packets": INT, "datagrams": INT, "batches": INT}),
     "rates": _rates("records", "bps", "pps", "datagrams"),
     "socket_drops": _opt(INT), "truncated_datagrams": _opt(INT),
     "pending_sets": INT, "refused_exporter_packets": INT,
+    "not_allowed": obj({"networks": _opt(arr(STR)), "datagrams": INT,
+                        "sources": {"type": "object", "additionalProperties": INT}}),
     "exporters": INT, "objects": INT,
     "config": obj({"generation": INT, "loaded_at": _opt(NUM), "mo_dir": _opt(STR)}),
     "monitoring": {"type": ["object", "null"]},
@@ -58,7 +62,7 @@ STATUS = obj({
     # detached: names of the probe's interfaces that went away (health "degraded")
     "probe": obj({"available": BOOL, "stale": _opt(BOOL), "age_s": _opt(NUM), "detached": arr(STR)},
                  optional=("detached",)),
-})  # fmt: skip
+}, optional=("loss", "not_allowed"))  # fmt: skip
 
 EXPORTER = obj({
     "address": STR, "role": {"type": "string", "enum": ["router", "probe"]},
@@ -66,6 +70,7 @@ EXPORTER = obj({
     "versions": obj({"v5": INT, "v9": INT, "ipfix": INT}),
     "records": INT, "options_records": INT, "flows": INT, "bytes": INT, "packets": INT,
     "templates": INT, "options_templates": INT,
+    "template_cache": obj({"active": INT, "refused_quota": INT, "aged": INT, "evicted": INT, "table_full": INT}),
     "sequence": obj({"lost_packets": INT, "lost_flows": INT, "resets": INT}),
     "pending": obj({"sets": INT, "decoded": INT, "expired": INT}),
     "decode_errors": {"type": "object", "additionalProperties": INT},
@@ -74,7 +79,7 @@ EXPORTER = obj({
     "sampling_rate": INT,
     "rates": _rates("bps", "pps", "flows", "datagrams", "records", "errors"),
     "counters": {"type": "object", "additionalProperties": INT},
-})  # fmt: skip
+}, optional=("template_cache",))  # fmt: skip
 
 OBJECT = obj({
     "name": STR, "parent": _opt(STR), "filter": STR, "windows": arr(STR), "mavg": arr(STR),

@@ -498,11 +498,15 @@ class Decoder:
         now = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
         return now != self._saved_changes
 
-    def save_templates(self, path: Path | None = None) -> None:
+    def save_templates(self, path: Path | None = None, final: bool = False) -> None:
         """Write templates, stream facts and learned sampling rates (atomically).
 
         Bounded: at most `MAX_SAVED_TEMPLATES` templates (those used by records first, then the
         most recently active) and the streams they or a learned rate need (`MAX_SAVED_STREAMS`).
+        With ``final`` (the collector stops: no datagram is decoded after this) every stream's
+        next expected sequence number is saved too, so the gap of the restart is counted as loss
+        when the exporter's next datagram comes; a file saved while running (or after a crash)
+        holds none, as its numbers would be stale.
         """
         path = path or self.template_file
         if path is None:
@@ -524,6 +528,11 @@ class Decoder:
             if len(wanted) >= MAX_SAVED_STREAMS:
                 break
             wanted.add(int(key >> 32))
+        if final:
+            for s in np.flatnonzero(self._st[:nst, K.S_HAVE_SEQ] == 1).tolist():
+                if len(wanted) >= MAX_SAVED_STREAMS:
+                    break
+                wanted.add(s)
         index: dict[int, int] = {}
         streams = []
         for s in sorted(wanted):
@@ -536,6 +545,7 @@ class Decoder:
                 "source_id": int(row[K.S_SID]),
                 "init_ms": int(row[K.S_INIT_MS]),
                 "rate": int(row[K.S_RATE]),
+                "next_seq": int(row[K.S_NEXT_SEQ]) if final and row[K.S_HAVE_SEQ] == 1 else None,
             })  # fmt: skip
         templates = []
         for slot in slots.tolist():
@@ -579,7 +589,9 @@ class Decoder:
                 payloads.append(_template_packet(st_doc["version"], st_doc["source_id"], t))
                 exporters.append(st_doc["exporter"])
             facts = [(address_to_words(x["exporter"]), int(x["version"]), int(x["source_id"]) & 0xFFFFFFFF,
-                      int(x["init_ms"]), int(x["rate"])) for x in streams]  # fmt: skip
+                      int(x["init_ms"]), int(x["rate"]),
+                      None if x.get("next_seq") is None else int(x["next_seq"]) & 0xFFFFFFFF)
+                     for x in streams]  # fmt: skip
             sampling = [(int(a), int(b) & 0xFFFFFFFF, int(c)) for a, b, c in doc.get("sampling", [])]
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as exc:
             log.warning("template file %s unreadable (%s): starting without templates", path, exc)
@@ -589,7 +601,7 @@ class Decoder:
             for _ in self._decode(batch, np.ones(len(payloads), dtype=np.uint8)):
                 pass
         index = {}
-        for i, ((hi, lo), version, sid, init_ms, rate) in enumerate(facts):
+        for i, ((hi, lo), version, sid, init_ms, rate, next_seq) in enumerate(facts):
             if self._meta[K.M_NSTREAM] + 1 >= self._st.shape[0] or self._meta[K.M_NEXP] + 1 >= self._exp_addr.shape[0]:
                 self._grow()
             exp = exporter_index(self._exp_dict, self._exp_addr, self._meta, np.uint64(hi), np.uint64(lo))
@@ -598,6 +610,9 @@ class Decoder:
                 continue
             self._st[st, K.S_INIT_MS] = init_ms
             self._st[st, K.S_RATE] = rate
+            if next_seq is not None:  # saved at a clean stop: the first datagram after it shows the gap
+                self._st[st, K.S_HAVE_SEQ] = 1
+                self._st[st, K.S_NEXT_SEQ] = next_seq
             index[i] = st
         for stream, sampler, rate in sampling:
             if stream in index:
