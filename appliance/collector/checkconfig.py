@@ -92,6 +92,17 @@ def run_check_config(args: argparse.Namespace) -> int:
             print(err, file=sys.stderr)
         print(f"{len(exc.errors)} error(s): fix them, then run check-config again", file=sys.stderr)
         return 1
+    from appliance.collector.enrich import GeoError, declared_provides, unprovided
+
+    try:  # GeoIP/ASN files, the networks file, interface names: what the objects use must be there
+        missing = unprovided(rt.objects, declared_provides(cfg.geoip, cfg.networks, rt.devices))
+    except GeoError as exc:
+        missing = [ConfigError(str(exc).split(":", 1)[0], 0, 0, str(exc).split(": ", 1)[-1])]
+    if missing:
+        for err in missing:
+            print(err, file=sys.stderr)
+        print(f"{len(missing)} error(s): fix them, then run check-config again", file=sys.stderr)
+        return 1
     if not args.quiet:
         for w in rt.warnings:
             print(w, file=sys.stderr)

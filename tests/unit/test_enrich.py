@@ -5,6 +5,7 @@ recounts; reload and bad files."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import random
 import types
@@ -577,3 +578,22 @@ def test_interface_names_from_devices_conf(tmp_path: Path) -> None:
     conf.write_text('[{"ip": "192.0.2.1", "interfaces": {"x1": "ge-0/0/1"}}]')
     with pytest.raises(ConfigError, match="must be an ifIndex"):
         load_devices(conf)
+
+
+def test_check_config_knows_what_the_files_provide(tmp_path: Path, dbs: types.SimpleNamespace,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from appliance.cli import main
+
+    (tmp_path / "mo" / "a").mkdir(parents=True)
+    (tmp_path / "mo" / "a" / "mo.conf").write_text(
+        '{"filter": "src country DE", "fwm": [{"name": "w", "fields": ["asd(src host)", "octets"]}]}')
+    conf = tmp_path / "c.conf"
+    conf.write_text(json.dumps({"mo-dir": str(tmp_path / "mo"), "geoip": [str(dbs.country)]}))
+    assert main(["check-config", "-c", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert "src_as_org need a GeoIP/ASN database" in err and "src_country" not in err.split("need")[0]
+    conf.write_text(json.dumps({"mo-dir": str(tmp_path / "mo"), "geoip": [str(dbs.country), str(dbs.asn)]}))
+    assert main(["check-config", "-c", str(conf)]) == 0
+    conf.write_text(json.dumps({"mo-dir": str(tmp_path / "mo"), "geoip": [str(tmp_path / "gone.mmdb")]}))
+    assert main(["check-config", "-c", str(conf)]) == 1
+    assert "no such GeoIP/ASN database" in capsys.readouterr().err

@@ -32,7 +32,7 @@ from appliance.collector.fields import geo
 from appliance.collector.flowbatch import FlowBatch
 from appliance.errors import ConfigError
 
-__all__ = ["Enricher", "ENRICHED_COLUMNS", "unprovided", "texts"]
+__all__ = ["Enricher", "ENRICHED_COLUMNS", "declared_provides", "unprovided", "texts"]
 
 log = logging.getLogger("mirrorflow.collector")
 
@@ -220,6 +220,44 @@ def unprovided(objects: Iterable[Any], provides: frozenset[str]) -> list[ConfigE
                                       'name, role, site): --networks FILE or "networks" in the collector config '
                                       "(see docs/enrichment.md)"))
     return errors
+
+
+def declared_provides(paths: Sequence[Path], networks: Path | None, devices: Sequence[Any]) -> frozenset[str]:
+    """What the configured files would add, from their headers only (``check-config``: no
+    tables are built): an .mmdb's type (all GeoIP values for a type we do not know by name), a
+    range CSV's first line, the networks file, devices.conf's interfaces.
+
+    Raises:
+        GeoError: a missing or unreadable file, a file that is not a database.
+    """
+    import maxminddb
+
+    names: set[str] = set()
+    for p in paths:
+        for f in database_files(Path(p)):
+            if f.suffix == ".csv":
+                try:
+                    with f.open(encoding="utf-8") as fh:
+                        first = next((ln for ln in fh if ln.strip() and not ln.startswith("#")), "")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise GeoError(f"{f}: cannot read the GeoIP/ASN database: {exc}") from None
+                names.update(("asn", "as_org") if first.count(",") >= 3 else ("country",))
+                continue
+            try:
+                with maxminddb.open_database(str(f), maxminddb.MODE_MMAP) as reader:
+                    t = str(reader.metadata().database_type).lower()
+            except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+                raise GeoError(f"{f}: not a valid MaxMind DB (.mmdb) file: {exc}") from None
+            by_type = (["continent", "country", "state", "city", "zip", "lat", "long"] if "city" in t else
+                       ["continent", "country"] if "country" in t else [])  # fmt: skip
+            by_type += ["asn", "as_org"] if "asn" in t or "isp" in t else []
+            names.update(by_type or [n for n in geo.ENRICHED if not n.startswith("net_")])
+    if networks is not None:
+        names.update(load_networks(networks).provides)
+    out = {f"{side}_{n}" for n in names for side in ("src", "dst")}
+    if any(getattr(d, "interfaces", ()) for d in devices):
+        out |= {"in_if_name", "out_if_name"}
+    return frozenset(out)
 
 
 def texts(batch: FlowBatch) -> dict[str, np.ndarray]:
