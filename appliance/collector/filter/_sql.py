@@ -30,7 +30,7 @@ _IN_LIST = 64  # single values per IN (...) list
 
 
 def filter_to_sql(text: str, iplists: IPLists | None = None, source: str = "<filter>",
-                  columns: Container[str] | None = None) -> str:  # fmt: skip
+                  columns: Container[str] | None = None, not_null: Container[str] = ()) -> str:  # fmt: skip
     """Compile a filter expression to a DuckDB boolean expression.
 
     Args:
@@ -39,6 +39,8 @@ def filter_to_sql(text: str, iplists: IPLists | None = None, source: str = "<fil
         source: where the text came from, for error messages.
         columns: the archive columns that exist (None = all registry fields); others
             compare as absent fields do.
+        not_null: columns known to have no NULL (every file has them): compared bare, so
+            DuckDB pushes the test into the Parquet scan (~25 % faster than through COALESCE).
 
     Raises:
         FilterError: the expression is invalid, or uses ``mfreq()``, whose value depends on
@@ -46,7 +48,7 @@ def filter_to_sql(text: str, iplists: IPLists | None = None, source: str = "<fil
     """
     lists = iplists or IPLists.empty()
     tree = parse(text, source, lists)
-    return _Sql(text, source, lists, columns).node(tree)
+    return _Sql(text, source, lists, columns, not_null).node(tree)
 
 
 def _ident(name: str) -> str:
@@ -62,8 +64,10 @@ def _text(value: bytes) -> str:
 
 
 class _Sql:
-    def __init__(self, text: str, source: str, lists: IPLists, columns: Container[str] | None) -> None:
+    def __init__(self, text: str, source: str, lists: IPLists, columns: Container[str] | None,
+                 not_null: Container[str]) -> None:  # fmt: skip
         self.text, self.source, self.lists, self.columns = text, source, lists, columns
+        self.not_null = not_null
 
     def col(self, name: str) -> str:
         """The column as a value that is never NULL (its absent-field value instead)."""
@@ -72,6 +76,8 @@ class _Sql:
             "''::BLOB" if ftype == FieldType.BYTES else "0"  # fmt: skip
         if self.columns is not None and name not in self.columns:
             return zero
+        if name in self.not_null:
+            return _ident(name)
         return f"COALESCE({_ident(name)}, {zero})"
 
     def node(self, node: Node) -> str:

@@ -69,6 +69,7 @@ class ArchiveQuery:
         self.limits = limits
         self.appliances = appliances
         self.progress = False
+        self._complete: set[str] = set()
 
     # ---- the two queries -----------------------------------------------------------------
 
@@ -174,15 +175,18 @@ class ArchiveQuery:
     def _source(self, con: duckdb.DuckDBPyConnection, files: list[Path],
                 positions: bool = False) -> tuple[str, set[str]]:  # fmt: skip
         """The read_parquet() of the files and the union of their columns (`positions`: with each
-        row's file name and row number)."""
+        row's file name and row number). Sets `_complete`: the columns every file has."""
         listing = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
         extra = ", filename = true, file_row_number = true" if positions else ""
         source = f"read_parquet({listing}, hive_partitioning = true, union_by_name = true{extra})"
         columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        self._complete = {r[0] for r in con.execute(
+            f"SELECT name FROM parquet_schema({listing}) GROUP BY name "
+            f"HAVING count(DISTINCT file_name) = {len(files)}").fetchall()}  # fmt: skip
         return source, columns
 
     def _where(self, filter_text: str, columns: set[str], since_ns: int | None, until_ns: int | None) -> str:
-        parts = [filter_to_sql(filter_text, self.iplists, "filter", columns)]
+        parts = [filter_to_sql(filter_text, self.iplists, "filter", columns, self._complete)]
         if since_ns is not None:
             parts.append(f"recv_time_ns >= {int(since_ns)}")
         if until_ns is not None:
