@@ -177,8 +177,8 @@ class LinkFollower:
         attach_one: attaches the program to an interface by name (promisc, hook, MAC and
             interface names as at start) and returns the attachment; raises ProbeError.
         forget: called with an attachment whose interface is gone (drop per-ifindex state).
-        watcher: the netlink watcher (default: a new LinkWatcher); None-able for tests with
-            `events` given to `poll`.
+        watcher: the netlink watcher (a LinkWatcher); None: only the `events` given to `poll`
+            (tests).
         lookup: the interface by name now (default: ask the kernel).
         wall: the wall clock (seconds since the epoch), monotonic: for retries.
     """
