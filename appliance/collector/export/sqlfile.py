@@ -68,8 +68,17 @@ def copy_rows(t: WindowTable) -> Iterator[str]:
         yield ts + "\t" + "\t".join(_copy_value(v) for v in row) + "\n"
 
 
+#: files of one window (a window cut by restarts is written once per part)
+_MAX_PARTS = 1000
+
+
 class SqlFileWriter:
-    """Writes each closed window to ``<export-dir>/<table>_<time>.sql``."""
+    """Writes each closed window to ``<export-dir>/<table>_<time>.sql``.
+
+    A window that spans a collector restart is written twice (the part before the stop and the
+    part after the start): the second file is ``<table>_<time>.2.sql``, never over the first.
+    Loaded, the parts are rows with the same time; a report that sums per time sums them right.
+    """
 
     def __init__(self, export_dir: Path | str) -> None:
         self.dir = Path(export_dir)
@@ -79,6 +88,10 @@ class SqlFileWriter:
 
     def __call__(self, t: WindowTable) -> None:
         path = self.dir / f"{t.table}_{t.time}.sql"
+        n = 1
+        while path.exists() and n < _MAX_PARTS:  # the same window again (cut by a restart): never overwrite
+            n += 1
+            path = self.dir / f"{t.table}_{t.time}.{n}.sql"
         tmp = self.dir / f".{path.name}.tmp"
         try:
             tmp.write_text(sql_text(t))
