@@ -177,3 +177,18 @@ def test_a_broken_templates_file_is_skipped(tmp_path: Path, text: str) -> None:
     f.write_text(text)
     dec = Decoder(template_file=f)
     assert dec.exporter_stats() == []
+
+
+def test_saving_takes_at_most_a_tenth_of_the_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.collector.decode import decoder as mod
+
+    clock = iter([100.0, 101.0])  # the save starts at 100 s and ends at 101 s
+    monkeypatch.setattr(mod.time, "monotonic", lambda: next(clock))
+    dec = Decoder(template_file=tmp_path / "templates.json", apply_sampling=False)
+    _decode(dec, [_v9(0, 0, _template_set(range(256, 257)))], "192.0.2.1", S)
+    dec.save_templates()
+    _decode(dec, [_v9(0, 1, _template_set(range(257, 258)))], "192.0.2.1", S)  # changed again
+    monkeypatch.setattr(mod.time, "monotonic", lambda: 109.9)
+    assert not dec.templates_changed()
+    monkeypatch.setattr(mod.time, "monotonic", lambda: 110.0)
+    assert dec.templates_changed()

@@ -19,6 +19,7 @@ import logging
 import os
 import struct
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ MAX_STREAMS = 1 << 20
 MAX_TEMPLATES = 1 << 18
 MAX_FIELD_ROWS = 1 << 22
 # Bounds of the persisted template file (templates.db)
-MAX_SAVED_TEMPLATES = 1 << 16
+MAX_SAVED_TEMPLATES = 1 << 14
 MAX_SAVED_STREAMS = 1 << 16
 MAX_TEMPLATE_FILE_BYTES = 64 << 20
 _AGE_CHECK_NS = 10 * 10**9  # how often (packet time) unused templates are looked for
@@ -169,6 +170,7 @@ class Decoder:
         self._output = Output(self._out, self._out6, self._present, self._orph)
         self._pending: list[_Pending] = []
         self._saved_changes = -1
+        self._next_save = 0.0  # monotonic time before which templates_changed() says no
         self._guard = TemplateGuard(template_quota, int(template_max_age_s * 1e9))
         self._allowed = ExporterFilter(allowed_exporters) if allowed_exporters is not None else None
         self._now_ns = 0
@@ -494,9 +496,10 @@ class Decoder:
     # ---- persistence --------------------------------------------------------------------
 
     def templates_changed(self) -> bool:
-        """Templates or learned rates changed since the last save."""
+        """Templates or learned rates changed since the last save, and saving again now keeps the
+        time spent saving under a tenth of the time (a template flood changes them constantly)."""
         now = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
-        return now != self._saved_changes
+        return now != self._saved_changes and time.monotonic() >= self._next_save
 
     def save_templates(self, path: Path | None = None, final: bool = False) -> None:
         """Write templates, stream facts and learned sampling rates (atomically).
@@ -511,6 +514,7 @@ class Decoder:
         path = path or self.template_file
         if path is None:
             return
+        started = time.monotonic()
         ntm = int(self._meta[K.M_NTMPL])
         self._guard.observe(self._tm[:, K.T_RECORDS], ntm, self._now_ns)
         tm = self._tm[:ntm]
@@ -568,6 +572,8 @@ class Decoder:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         self._saved_changes = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
+        done = time.monotonic()
+        self._next_save = done + 9 * (done - started)
 
     def load_templates(self, path: Path) -> None:
         """Restore what `save_templates` wrote, by replaying synthesized template sets.
