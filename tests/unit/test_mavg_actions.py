@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import resource
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from appliance.collector.monitoring.actions import SCRIPT_PATH, ScriptRunner, new_report, notification_text
 
@@ -132,3 +135,17 @@ def test_close_gives_running_scripts_a_grace_then_kills_the_group(tmp_path: Path
     assert report["status"] == "killed"
     assert not _alive(int((tmp_path / "child").read_text()))
     assert r.run([slow], {"PATH": SCRIPT_PATH}) is None  # stopped: nothing new starts
+
+
+def test_an_idle_objects_worker_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.collector.monitoring import actions
+
+    monkeypatch.setattr(actions, "_IDLE_S", 0.2)
+    ok = script(tmp_path, "ok.sh", "exit 0\n")
+    r = ScriptRunner(timeout_s=10)
+    assert r.run([ok], {"PATH": SCRIPT_PATH, "MIRRORFLOW_MO": "gone"}).result(timeout=30) == 0
+    workers = lambda: [t for t in threading.enumerate() if t.name == "mf-script-gone"]  # noqa: E731
+    while workers():  # objects removed by a reload must not keep a thread each
+        time.sleep(0.05)
+    assert r.run([ok], {"PATH": SCRIPT_PATH, "MIRRORFLOW_MO": "gone"}).result(timeout=30) == 0  # a new worker
+    r.close()

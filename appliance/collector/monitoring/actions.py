@@ -36,6 +36,7 @@ SCRIPT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _OUTPUT_MAX = 4096  # bytes of a script's output kept (the tail), whatever it writes
 REPORT_OUTPUT_MAX = 1024  # characters of output kept per script for the live API
 STOP_GRACE_S = 3.0  # on stop, how long running scripts may still take before they are killed
+_IDLE_S = 300.0  # an object's worker idle this long ends (objects come and go with reloads)
 RUN_MARKER = "MIRRORFLOW_RUN"  # environment variable naming one script run (found in /proc to kill)
 
 
@@ -64,6 +65,7 @@ class _Job:
 class _Group:
     """One monitoring object's scripts: a FIFO and the thread that runs it."""
 
+    name: str = ""
     jobs: collections.deque = field(default_factory=collections.deque)
     pending: int = 0  # queued + running
     thread: threading.Thread | None = None
@@ -109,7 +111,7 @@ class ScriptRunner:
         rep: dict[str, object] = report if report is not None else {}
         name = str(env.get("MIRRORFLOW_MO", ""))
         with self._lock:
-            g = self._groups.setdefault(name, _Group())
+            g = self._groups.setdefault(name, _Group(name))
             if self._closing or g.pending >= self.max_queued:
                 self.counters["skipped_queue_full"] += 1
                 log.error("script %s skipped: %s", argv[0] if argv else "?",
@@ -134,7 +136,9 @@ class ScriptRunner:
         while True:
             with self._lock:
                 while not g.jobs and not self._closing:
-                    self._wake.wait()
+                    if not self._wake.wait(_IDLE_S) and not g.jobs and not g.pending:
+                        del self._groups[g.name]  # idle: the next script of this object starts a new worker
+                        return
                 if not g.jobs:
                     return
                 job = g.jobs.popleft()
