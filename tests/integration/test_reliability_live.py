@@ -34,7 +34,7 @@ def _collect(tmp_path: Path, *extra: str, udp: int = 0) -> tuple[subprocess.Pope
 
 def _error(url: str) -> tuple[int, str, dict]:
     try:
-        urllib.request.urlopen(url, timeout=5)  # noqa: S310 - 127.0.0.1 only
+        urllib.request.urlopen(url, timeout=5)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers["Content-Type"], json.loads(exc.read())
     raise AssertionError("expected an HTTP error")

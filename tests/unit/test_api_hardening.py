@@ -71,7 +71,7 @@ def _error_doc(status: int, headers: dict[str, str], body: bytes) -> str:
 
 def test_every_error_is_a_json_document(server: api.LiveApi, monkeypatch: pytest.MonkeyPatch,
                                         caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-    get = lambda target: _raw(server, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())  # noqa: E731
+    get = lambda target: _raw(server, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     status, headers, body = get("/api/v1/nothing")
     assert status == 404 and _error_doc(404, headers, body).startswith("no endpoint '/api/v1/nothing'")
     status, headers, body = get("/api/v1/flows?filter=" + "(" * 2000 + "tcp" + ")" * 2000)

@@ -88,10 +88,10 @@ def test_loss_tracker_period_and_report() -> None:
                           "spool_refused_windows": {"total": 3, "recent": 3, "last_at": 1030.0},
                           "sequence_gaps": {"total": 5, "recent": 5, "last_at": 1010.0}}  # fmt: skip
     assert t.problems() == [
-        "3 windows refused because the spool was full (lost) in the last 10 min, last at 1970-01-01 00:17:10 UTC: "
-        "free space in spool-dir or raise spool-max-mb / spool-max-files, and check the database",
-        "5 packets/flows lost to exporter sequence gaps (a collector restart included) in the last 10 min, last at "
-        "1970-01-01 00:16:50 UTC: see /api/v1/exporters",
+        ("3 windows refused because the spool was full (lost) in the last 10 min, last at 1970-01-01 00:17:10 UTC: "
+        "free space in spool-dir or raise spool-max-mb / spool-max-files, and check the database"),
+        ("5 packets/flows lost to exporter sequence gaps (a collector restart included) in the last 10 min, last at "
+        "1970-01-01 00:16:50 UTC: see /api/v1/exporters"),
     ]  # fmt: skip
     t.update(1615.0, {"spool_refused_windows": 3, "sequence_gaps": 5})  # the gap is older than 600 s now
     assert t.report()["sequence_gaps"] == {"total": 5, "recent": 0, "last_at": 1010.0}

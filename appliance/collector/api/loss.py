@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Any
 
-__all__ = ["LossTracker", "LOSS_PERIOD_S", "LOSS_KINDS"]
+__all__ = ["LOSS_KINDS", "LOSS_PERIOD_S", "LossTracker"]
 
 #: how long a loss keeps health "degraded" (and counts in ``recent``)
 LOSS_PERIOD_S = 3600.0

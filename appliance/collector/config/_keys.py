@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["key_warnings", "XENOEYE_CONFIG_KEYS", "XENOEYE_MO_KEYS"]
+__all__ = ["XENOEYE_CONFIG_KEYS", "XENOEYE_MO_KEYS", "key_warnings"]
 
 #: xenoeye.conf keys Mirrorflow does not support yet, and what they do there
 XENOEYE_CONFIG_KEYS = {
@@ -38,8 +38,8 @@ def key_warnings(keys: Iterable[str], known: Iterable[str], what: str,
         if k in known:
             continue
         if xenoeye and k in xenoeye:
-            out.append((k, f"{what} {k!r} is xenoeye's ({xenoeye[k]}); Mirrorflow does not support it yet "
-                           "and ignores it"))  # fmt: skip
+            out.append((k, (f"{what} {k!r} is xenoeye's ({xenoeye[k]}); Mirrorflow does not support it yet "
+                           "and ignores it")))  # fmt: skip
             continue
         close = difflib.get_close_matches(k, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"

@@ -20,7 +20,7 @@ from numba import njit
 
 from appliance.errors import ConfigError
 
-__all__ = ["TemplateGuard", "Drop", "ExporterFilter", "DEFAULT_TEMPLATE_QUOTA", "DEFAULT_TEMPLATE_MAX_AGE_S"]
+__all__ = ["DEFAULT_TEMPLATE_MAX_AGE_S", "DEFAULT_TEMPLATE_QUOTA", "Drop", "ExporterFilter", "TemplateGuard"]
 
 #: templates (data + options) one exporter address may hold, over all its source ids
 DEFAULT_TEMPLATE_QUOTA = 4096

@@ -15,6 +15,7 @@ ones get `STOP_GRACE_S` seconds before they are killed.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import selectors
@@ -28,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ScriptRunner", "new_report", "notification_text", "write_notification", "SCRIPT_PATH", "STOP_GRACE_S"]
+__all__ = ["SCRIPT_PATH", "STOP_GRACE_S", "ScriptRunner", "new_report", "notification_text", "write_notification"]
 
 log = logging.getLogger("mirrorflow.actions")
 
@@ -143,10 +144,8 @@ class ScriptRunner:
                     return
                 job = g.jobs.popleft()
             if job.after is not None and not job.after.done():
-                try:
+                with contextlib.suppress(Exception):  # only the order matters here, not its outcome
                     job.after.result(timeout=self.timeout_s + 10)
-                except Exception:  # noqa: BLE001 - ordering only
-                    pass
             start = time.monotonic()
             job.report["status"] = "running"
             code = None
