@@ -78,3 +78,9 @@ def test_times_users_write(text: str, want: int) -> None:
 def test_a_bad_time_says_what_to_write() -> None:
     with pytest.raises(QueryError, match="ISO 8601"):
         parse_time("yesterday")
+
+
+def test_the_terminal_progress_bar_setting_is_accepted(archive: Path) -> None:
+    q = ArchiveQuery(archive)
+    q.progress = True  # what `mirrorflow flows` sets when stderr is a terminal
+    assert q.top(["dst port"], "bytes", "", None, None, 1).totals["flows"] == 36

@@ -167,9 +167,10 @@ class ArchiveQuery:
             con.execute(f"SET threads = {int(self.limits.threads)}")
         if self.limits.memory:
             con.execute("SET memory_limit = ?", [self.limits.memory])
-        if self.progress:
+        if self.progress:  # DuckDB's own bar, on stderr, once a query has run for a second
             con.execute("SET enable_progress_bar = true")
             con.execute("SET enable_progress_bar_print = true")
+            con.execute("SET progress_bar_time = 1000")
         return con
 
     def _source(self, con: duckdb.DuckDBPyConnection, files: list[Path],
