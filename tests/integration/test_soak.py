@@ -1,9 +1,9 @@
-"""Soak: ``mirrorflow collect`` into PostgreSQL for a long while (MIRRORFLOW_SOAK_S, default 600 s)
+"""Soak: ``mirrorflow collect`` into PostgreSQL for a long while (MIRRORFLOW_SOAK_S: 120 s in the suite, 600 s for the full soak)
 with PostgreSQL restarts, a collector restart, SIGHUPs, junk and template floods interleaved.
 Afterwards the database holds exactly what the generator sent minus what the collector counted
 as lost, and that loss is exactly the flows sent while the collector was down.
 
-Run: ``scripts/test tests/integration/test_soak.py -m slow`` (``MIRRORFLOW_SOAK_S=120`` for a short one).
+Run: ``MIRRORFLOW_SOAK_S=600 scripts/test tests/integration/test_soak.py`` (the 10-minute soak).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from appliance.netflow.encoder import V5Encoder
 from appliance.netflow.header import SET_HEADER_STRUCT, V9_HEADER_STRUCT
 from tests.integration._live import free_port, get, wait_for
 
-SOAK_S = float(os.environ.get("MIRRORFLOW_SOAK_S", "600"))
+SOAK_S = float(os.environ.get("MIRRORFLOW_SOAK_S", "120"))
 FLOWS_PER_S = 2000
 DOWN_S = 3.0  # the collector restart: datagrams sent meanwhile are lost (and counted)
 
