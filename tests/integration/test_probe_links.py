@@ -104,8 +104,11 @@ def test_deleted_interface_is_detached_exported_and_reattached(netns, test_pcap,
         old_ifindex = _ifindex(mirror)
         _replay(ns, inject, test_pcap)
         wait_probe_frames(state, pcap_frames(test_pcap))
+        t0 = time.time()
         subprocess.run(["ip", "link", "del", mirror], check=True, timeout=30)
         snap = _wait(state, lambda s: s["links"][0]["state"] == "detached", "detached")
+        print(f"{hook}: detached {snap['links'][0]['detached_at'] - t0:.3f} s after the deletion "
+              f"(scan interval 0.2 s)")
         link = snap["links"][0]
         assert (link["name"], link["ifindex"], link["reason"], link["detaches"]) == (
             mirror, old_ifindex, "deleted", 1)
@@ -122,6 +125,7 @@ def test_deleted_interface_is_detached_exported_and_reattached(netns, test_pcap,
         assert len(flows) == snap["export"]["flows_exported"]
 
         # the same name again: a new ifindex, attached again
+        t0 = time.time()
         add_veth(mirror, None, inject, ns)
         for end in (pair.a, pair.b):
             _quiet_up(end.name, end.netns)
@@ -129,6 +133,7 @@ def test_deleted_interface_is_detached_exported_and_reattached(netns, test_pcap,
         assert new_ifindex != old_ifindex
         snap = _wait(state, lambda s: s["links"][0]["state"] == "attached", "re-attached")
         link = snap["links"][0]
+        print(f"{hook}: re-attached {link['attached_at'] - t0:.3f} s after the new veth was created")
         assert (link["ifindex"], link["reattaches"], link["reason"]) == (new_ifindex, 1, None)
         assert (state / f"{mirror}.json").exists()
         _replay(ns, inject, test_pcap)
