@@ -160,3 +160,45 @@ def test_deleted_interface_is_detached_exported_and_reattached(netns, test_pcap,
     assert sum(r["packets"] for r in data) == PACKETS
     assert f"{mirror} (ifindex {old_ifindex}) deleted: detached" in err
     assert f"{mirror} re-attached (ifindex {new_ifindex}, was {old_ifindex}; re-attach 1)" in err
+
+
+def _tc_filters(dev: str) -> str:
+    return subprocess.run(["tc", "filter", "show", "dev", dev, "ingress"], capture_output=True, text=True,
+                          check=False).stdout  # fmt: skip
+
+
+def _promisc(dev: str) -> bool:
+    return bool(int(Path(f"/sys/class/net/{dev}/flags").read_text(), 16) & 0x100)
+
+
+def test_renamed_away_is_detached_and_cleaned_renamed_back_is_reattached(netns, tmp_path):
+    """A rename keeps the device (and our filter, promisc): the probe removes them, and attaches
+    again when the name comes back (same ifindex)."""
+    ns = netns.namespace()
+    pair = netns.veth_pair(None, ns)
+    mirror = pair.a.name
+    ifindex = _ifindex(mirror)
+    other = mirror[:-1] + "r"  # same length, still one of the test run's names
+    state = tmp_path / "state"
+    proc = start_probe(mirror, ["127.0.0.1:9"], state)
+    try:
+        assert "mirrorflow" in _tc_filters(mirror) and _promisc(mirror)
+        _ip("link", "set", mirror, "down")
+        _ip("link", "set", mirror, "name", other)
+        snap = _wait(state, lambda s: s["links"][0]["state"] == "detached", "detached")
+        assert (snap["links"][0]["reason"], snap["links"][0]["ifindex"]) == (f"renamed to {other}", ifindex)
+        assert "mirrorflow" not in _tc_filters(other) and not _promisc(other)
+        _ip("link", "set", other, "name", mirror)
+        _ip("link", "set", mirror, "up")
+        snap = _wait(state, lambda s: s["links"][0]["state"] == "attached", "re-attached")
+        assert (snap["links"][0]["ifindex"], snap["links"][0]["reattaches"]) == (ifindex, 1)
+        assert _tc_filters(mirror).count("mirrorflow") == 1 and _promisc(mirror)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert f"{mirror} (ifindex {ifindex}) renamed to {other}: detached" in err
+    assert "mirrorflow" not in _tc_filters(mirror) and not _promisc(mirror)
