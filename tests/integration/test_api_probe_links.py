@@ -71,8 +71,8 @@ def test_a_detached_probe_interface_degrades_health_until_it_is_back(live):
     status, probe = publish()
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock[0]))
     assert status["health"] == "degraded"
-    assert status["problems"] == [f"probe interface ens4 detached since {when} (deleted, was ifindex 7): "
-                                  "its traffic is not seen until it comes back"]  # fmt: skip
+    assert status["problems"] == [(f"probe interface ens4 detached since {when} (deleted, was ifindex 7): "
+                                   "its traffic is not seen until it comes back")]  # fmt: skip
     assert status["probe"]["detached"] == probe["detached"] == ["ens4"]
     assert probe["stats"]["links"][0]["state"] == "detached"
     with urllib.request.urlopen(api.url + "/metrics", timeout=10) as resp:
