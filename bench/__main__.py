@@ -44,7 +44,7 @@ BENCHMARKS = {
     "detect": ("bench.bench_detect", None,
                "seconds from a flood's first packet to the alert script: probe + collector "
                "vs FastNetMon on one veth (root, netns, tcpreplay, fastnetmon)"),
-}  # fmt: skip
+}
 
 
 def _run(module: str, args: list[str]) -> int:

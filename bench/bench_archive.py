@@ -37,8 +37,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_collect_vs_nfcapd import (_MIRRORFLOW, _RMEM_MAX, Mirrorflow, Nfcapd, _env, _fmt_rate,
-                                           _free_port, _Sender, _set_rmem_max, run_step)
+from bench.bench_collect_vs_nfcapd import (
+    _MIRRORFLOW,
+    _RMEM_MAX,
+    Mirrorflow,
+    Nfcapd,
+    _env,
+    _fmt_rate,
+    _free_port,
+    _Sender,
+    _set_rmem_max,
+    run_step,
+)
 from bench.bench_objects_udp import MirrorflowObjects, packets
 
 QUERY_FILTER = "dst port 22 and proto tcp"
@@ -78,7 +88,7 @@ def write_cost(rates: list[float], duration: float, records: int, rcvbuf: int, b
             r = run_step(kind, rate * 1e6, duration, templates, data, per, rcvbuf, base, gen_cpu, rx_cpu, -10)
             per_flow = r.cpu_s / max(r.counted, 1) * 1e9
             print(f"   {kind.name:22} asked {_fmt_rate(r.asked)}/s sent {_fmt_rate(r.achieved)}/s loss {r.loss} "
-                  f"CPU {r.cpu_s:.2f} s = {per_flow:.0f} ns/flow", flush=True)  # fmt: skip
+                  f"CPU {r.cpu_s:.2f} s = {per_flow:.0f} ns/flow", flush=True)
             if r.loss == 0:
                 ns[kind.name].append(per_flow)
                 best[kind.name] = max(best[kind.name], r.achieved)
@@ -86,9 +96,9 @@ def write_cost(rates: list[float], duration: float, records: int, rcvbuf: int, b
     if a and b:
         ratio = statistics.median(b) / statistics.median(a)
         print(f"   CPU per flow, median of lossless steps: without {statistics.median(a):.0f} ns, with --archive "
-              f"{statistics.median(b):.0f} ns: +{100 * (ratio - 1):.1f} % (target ≤ 15 %)")  # fmt: skip
+              f"{statistics.median(b):.0f} ns: +{100 * (ratio - 1):.1f} % (target ≤ 15 %)")
     print(f"   highest lossless rate: without {_fmt_rate(best[MirrorflowObjects.name])}/s, with --archive "
-          f"{_fmt_rate(best[MirrorflowObjectsArchive.name])}/s")  # fmt: skip
+          f"{_fmt_rate(best[MirrorflowObjectsArchive.name])}/s")
 
 
 # ---- 2. the same flows to both -----------------------------------------------------------
@@ -169,25 +179,25 @@ def queries(flows: Path, archive: Path) -> None:
         if len(row) > 9 and row[0][:1].isdigit():
             nf_top.append((str(ipaddress.ip_address(row[4].strip())), int(row[9])))
     t_mf, out = timed([str(_MIRRORFLOW), "flows", "-R", str(archive), "--top", "src host", "--by", "bytes", "-n", "10",
-                       "--format", "jsonl"])  # fmt: skip
+                       "--format", "jsonl"])
     mf_top = [(r["src_host"], r["bytes"]) for r in map(json.loads, out.splitlines())]
     same = "identical" if [b for _, b in nf_top] == [b for _, b in mf_top] and set(nf_top) == set(mf_top) else \
-        f"DIFFERENT:\n   nfdump {nf_top}\n   ours   {mf_top}"  # fmt: skip
+        f"DIFFERENT:\n   nfdump {nf_top}\n   ours   {mf_top}"
     print(f"   top 10 src host by bytes: nfdump {t_nf:.3f} s, mirrorflow {t_mf:.3f} s = {t_nf / t_mf:.1f}× ({same})")
     t_nf, out = timed(["nfdump", "-R", str(flows), "-o", "csv", "-q", "-N", QUERY_FILTER])
     nf_rows = sorted((r[3].strip(), r[4].strip(), int(r[5]), int(r[6]), int(r[12]))
-                     for r in csv.reader(io.StringIO(out)) if len(r) > 12 and r[0][:1].isdigit())  # fmt: skip
+                     for r in csv.reader(io.StringIO(out)) if len(r) > 12 and r[0][:1].isdigit())
     t_mf, out = timed([str(_MIRRORFLOW), "flows", "-R", str(archive), "-n", "0", "--format", "csv", QUERY_FILTER])
     mf_rows = sorted((r["src_addr"], r["dst_addr"], int(r["src_port"]), int(r["dst_port"]), int(r["bytes"]))
-                     for r in csv.DictReader(io.StringIO(out)))  # fmt: skip
+                     for r in csv.DictReader(io.StringIO(out)))
     same = "identical" if nf_rows == mf_rows else f"DIFFERENT: nfdump {len(nf_rows)} rows, ours {len(mf_rows)}"
     print(f"   listing '{QUERY_FILTER}' ({len(mf_rows):,} flows): nfdump {t_nf:.3f} s, mirrorflow {t_mf:.3f} s = "
-          f"{t_nf / t_mf:.1f}× ({same})")  # fmt: skip
+          f"{t_nf / t_mf:.1f}× ({same})")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench archive", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 M flows, one write rate of 3 s")
     ap.add_argument("--flows", type=int, help="flows for the disk and query parts (default 5 M, quick 1 M)")
     ap.add_argument("--rates", help="write-cost rates, M flows/s (default 0.5,1.0; quick 0.5)")

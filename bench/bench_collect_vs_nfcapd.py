@@ -61,7 +61,7 @@ class _Sender:
 
     _IOVEC = np.dtype({"names": ["base", "len"], "formats": ["=u8", "=u8"], "itemsize": 16})
     _MMSG = np.dtype({"names": ["iov", "iovlen", "len"], "formats": ["=u8", "=u8", "=u4"],
-                      "offsets": [16, 24, 56], "itemsize": 64})  # fmt: skip
+                      "offsets": [16, 24, 56], "itemsize": 64})
 
     def __init__(self, payloads: list[bytes], port: int) -> None:
         self.n = len(payloads)
@@ -90,7 +90,7 @@ class _Sender:
 
 
 def _generate(payloads: list[bytes], port: int, pps: float, duration: float, cpu: int, nice: int,
-              out) -> None:  # fmt: skip
+              out) -> None:
     """Child process: send `payloads` round robin at `pps` datagrams/s for `duration` s."""
     _pin(cpu, nice)
     tx = _Sender(payloads, port)
@@ -187,7 +187,7 @@ class _Receiver:
     name = ""
 
     def __init__(self, port: int, workdir: Path, rcvbuf: int, cpu: int, nice: int,
-                 realtime: bool = False) -> None:  # fmt: skip
+                 realtime: bool = False) -> None:
         self.port, self.workdir, self.rcvbuf, self.cpu, self.nice = port, workdir, rcvbuf, cpu, nice
         self.realtime = realtime
         self.proc: subprocess.Popen | None = None
@@ -197,9 +197,9 @@ class _Receiver:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.workdir / "log", "w")  # noqa: SIM115
+        self.log = open(self.workdir / "log", "w")
         self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
-                                     preexec_fn=lambda: _pin(self.cpu, self.nice, self.realtime), env=_env())  # noqa: PLW1509  # fmt: skip
+                                     preexec_fn=lambda: _pin(self.cpu, self.nice, self.realtime), env=_env())
         deadline = time.monotonic() + 60
         while _udp_socket_row(self.port) is None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -237,7 +237,7 @@ class Mirrorflow(_Receiver):
     def command(self) -> list[str]:
         return [str(_MIRRORFLOW), "collect", "--listen", f"127.0.0.1:{self.port}",
                 "--stats-interval", "0", "--stats-file", str(self.workdir / "stats.json"),
-                "--rcvbuf-mb", str(self.rcvbuf >> 20)]  # fmt: skip
+                "--rcvbuf-mb", str(self.rcvbuf >> 20)]
 
     def counted(self) -> int:
         return int(json.loads((self.workdir / "stats.json").read_text())["records"])
@@ -250,11 +250,11 @@ class Nfcapd(_Receiver):
         flows = self.workdir / "flows"
         flows.mkdir(parents=True, exist_ok=True)
         return ["nfcapd", "-b", "127.0.0.1", "-p", str(self.port), "-w", str(flows),
-                "-B", str(self.rcvbuf)]  # fmt: skip
+                "-B", str(self.rcvbuf)]
 
     def counted(self) -> int:
         out = subprocess.run(["nfdump", "-R", str(self.workdir / "flows"), "-I"],
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+                             capture_output=True, text=True, check=True).stdout
         return sum(int(m) for m in re.findall(r"^Flows: (\d+)", out, re.MULTILINE))
 
 
@@ -269,7 +269,7 @@ def _env() -> dict[str, str]:
 
 def run_step(kind: type[_Receiver], rate: float, duration: float, templates: list[bytes],
              data: list[bytes], per_dgram: float, rcvbuf: int, base: Path,
-             gen_cpu: int, rx_cpu: int, nice: int, realtime: bool = False) -> StepResult:  # fmt: skip
+             gen_cpu: int, rx_cpu: int, nice: int, realtime: bool = False) -> StepResult:
     port = _free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"{kind.name}-", dir=base))
     rx = kind(port, workdir, rcvbuf, rx_cpu, nice, realtime)
@@ -300,12 +300,12 @@ def _fmt_rate(r: float) -> str:
 
 def print_table(results: list[StepResult]) -> None:
     print(f"\n{'receiver':<11}{'asked/s':>9}{'sent/s':>10}{'sent':>11}{'counted':>11}{'loss':>10}"
-          f"{'loss %':>8}{'sock drops':>11}{'rx CPU s':>9}{'rec/CPU-s':>11}")  # fmt: skip
+          f"{'loss %':>8}{'sock drops':>11}{'rx CPU s':>9}{'rec/CPU-s':>11}")
     for r in results:
         per_cpu = r.counted / r.cpu_s if r.cpu_s else 0.0
         print(f"{r.receiver:<11}{_fmt_rate(r.asked):>9}{_fmt_rate(r.achieved):>10}{r.sent:>11}"
               f"{r.counted:>11}{r.loss:>10}{100 * r.loss / max(r.sent, 1):>7.2f}%{r.socket_drops:>11}"
-              f"{r.cpu_s:>9.2f}{_fmt_rate(per_cpu):>11}")  # fmt: skip
+              f"{r.cpu_s:>9.2f}{_fmt_rate(per_cpu):>11}")
 
 
 def best_lossless(results: list[StepResult], name: str) -> StepResult | None:
@@ -319,7 +319,7 @@ def _set_rmem_max(value: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench collect", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"rates {QUICK_RATES} M/s, 2 s steps (< 60 s)")
     ap.add_argument("--rates", help=f"comma list of M records/s (default full: {','.join(map(str, FULL_RATES))})")
     ap.add_argument("--duration", type=float, help="seconds per step (default 5, quick 2)")
@@ -361,11 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             rcvbuf = old_rmem & ~((1 << 20) - 1)
     print(f"net.core.rmem_max = {old_rmem}" + (f" (raised to {rcvbuf} for this run)" if raised else ""))
     print(f"both receivers ask for SO_RCVBUF {rcvbuf >> 20} MiB; generator on CPU {gen_cpu}, "
-          f"receiver on CPU {rx_cpu}{' (SCHED_FIFO)' if args.rt else ''}; {duration:g} s per step")  # fmt: skip
+          f"receiver on CPU {rx_cpu}{' (SCHED_FIFO)' if args.rt else ''}; {duration:g} s per step")
     templates, data, n = synth.v9_datagrams(args.records)
     per_dgram = n / len(data)
     print(f"v9, {len(synth.V9_FIELDS)} fields, {per_dgram:.0f} records per datagram "
-          f"({len(data[0])} bytes), {len(data)} distinct datagrams")  # fmt: skip
+          f"({len(data[0])} bytes), {len(data)} distinct datagrams")
     kinds = [k for k in (Mirrorflow, Nfcapd) if args.only in (None, k.name)]
     results: list[StepResult] = []
     base = Path(tempfile.mkdtemp(prefix="mirrorflow-bench-"))
@@ -378,12 +378,12 @@ def main(argv: list[str] | None = None) -> int:
                     if kind.name in lossy:
                         continue
                     r = run_step(kind, rate * 1e6, duration, templates, data, per_dgram, rcvbuf,
-                                 base, gen_cpu, rx_cpu, args.nice, args.rt)  # fmt: skip
+                                 base, gen_cpu, rx_cpu, args.nice, args.rt)
                     r.round_no = rnd + 1
                     results.append(r)
                     print(f"  round {rnd + 1} {r.receiver:<10} asked {_fmt_rate(r.asked)}/s sent "
                           f"{_fmt_rate(r.achieved)}/s loss {r.loss} ({100 * r.loss / max(r.sent, 1):.2f}%) "
-                          f"rx CPU {r.cpu_s:.2f} s, rcvbuf {r.rcvbuf}", flush=True)  # fmt: skip
+                          f"rx CPU {r.cpu_s:.2f} s, rcvbuf {r.rcvbuf}", flush=True)
                     if r.loss > 0 and not args.keep_going:
                         lossy.add(kind.name)
                 if len(lossy) == len(kinds):
@@ -405,12 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         bound = all(r.loss == 0 for r in results if r.receiver == kind.name)
         print(f"  {kind.name:<10} best {_fmt_rate(max(per_round))}/s, median {_fmt_rate(statistics.median(per_round))}/s"
               f"  rounds: {', '.join(_fmt_rate(x) for x in per_round)}"
-              + ("  (never lost: a lower bound, the sender limits)" if bound else ""))  # fmt: skip
+              + ("  (never lost: a lower bound, the sender limits)" if bound else ""))
     if len(best) == 2 and min(best["nfcapd"]) > 0:
         print(f"  ratio mirrorflow/nfcapd: best {max(best['mirrorflow']) / max(best['nfcapd']):.2f}, "
               f"median {statistics.median(best['mirrorflow']) / statistics.median(best['nfcapd']):.2f}")
     per_cpu = {k.name: [r.counted / r.cpu_s for r in results if r.receiver == k.name and r.cpu_s > 0.5]
-               for k in kinds}  # fmt: skip
+               for k in kinds}
     print("records per receiver CPU-second (steps with > 0.5 CPU s; median, max):")
     for name, xs in per_cpu.items():
         if xs:

@@ -88,7 +88,7 @@ def measure_netflow_package(records: int) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench decode", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000, help="records per format (default 1 M)")
     ap.add_argument("--batch", type=int, default=256, help="datagrams per PacketBatch (default 256)")
     ap.add_argument("--repeat", type=int, default=5, help="timed passes per format (default 5)")
@@ -101,15 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_pin:
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     print(f"decode from memory, one core (cpu {sorted(os.sched_getaffinity(0))}), "
-          f"{args.batch} datagrams per PacketBatch, best/median of {args.repeat}")  # fmt: skip
+          f"{args.batch} datagrams per PacketBatch, best/median of {args.repeat}")
     print(f"{'format':<8} {'records':>9} {'rec/dgram':>9} {'best rec/s':>12} {'median':>12} {'worst':>12}"
-          f" {'rec/CPU-s':>12}")  # fmt: skip
+          f" {'rec/CPU-s':>12}")
     results = {}
     for kind in args.formats.split(","):
         r = measure(kind, args.records, args.batch, args.repeat)
         results[kind] = r
         print(f"{kind:<8} {r['records']:>9} {r['per_datagram']:>9.1f} {r['best'] / 1e6:>10.2f} M "
-              f"{r['median'] / 1e6:>10.2f} M {r['worst'] / 1e6:>10.2f} M {r['cpu_median'] / 1e6:>10.2f} M")  # fmt: skip
+              f"{r['median'] / 1e6:>10.2f} M {r['worst'] / 1e6:>10.2f} M {r['cpu_median'] / 1e6:>10.2f} M")
     if "v9" in results:
         best = results["v9"]["best"]
         verdict = "meets" if best >= V9_TARGET else "BELOW"
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print("python `netflow` package: not installed (pip install netflow) - skipped")
         else:
             print(f"python `netflow` package (pure Python) v9: {pkg / 1e3:.1f} k records/s; "
-                  f"ours/netflow = {best / pkg:.0f}x")  # fmt: skip
+                  f"ours/netflow = {best / pkg:.0f}x")
     return 0
 
 

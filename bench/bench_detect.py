@@ -100,7 +100,7 @@ def flood_pcap(path: Path, n: int, spoofed: bool) -> Path:
     def frame(i: int) -> bytes:
         if spoofed:
             return udp_frame(f"10.{(i >> 16) & 0xFF}.{(i >> 8) & 0xFF}.{i & 0xFF}", victim, 1024 + i % 50000, 53,
-                             bytes(18))  # fmt: skip
+                             bytes(18))
         return udp_frame("198.51.100.7", victim, 4444, 53, bytes(18))
 
     return write_pcap(
@@ -132,7 +132,7 @@ def first_alert(log: Path) -> float | None:
 
 def start(cmd: list[str], logfile: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=logfile.open("w"), stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)  # fmt: skip
+                            env=env, start_new_session=True)
 
 
 def stop(p: subprocess.Popen) -> None:
@@ -163,14 +163,14 @@ def scenario(
         "mavg": [{"name": "pps", "time": args.window, "fields": ["dst host", "packets"],
                   "overlimit": [{"name": "ddos", "default": [args.threshold],
                                  "back2norm-time": 600,
-                                 "action-script": str(work / "mf-alert.sh")}]}]}))  # fmt: skip
+                                 "action-script": str(work / "mf-alert.sh")}]}]}))
     port = free_port()
     procs = []
     collector = start([sys.executable, "-m", "appliance.cli", "collect", "--listen",
                        f"127.0.0.1:{port}", "--mo-dir", str(mo.parent), "--notifications-dir",
                        str(work / "notif"), "--api", "off", "--stats-interval", "0",
                        "--templates", str(work / "templates.json")],
-                      work / "collector.log", env)  # fmt: skip
+                      work / "collector.log", env)
     procs.append(collector)
     try:
         if not wait_for(
@@ -181,7 +181,7 @@ def scenario(
             )
         probe = start([sys.executable, "-m", "appliance.probe", "-i", a, "-d", f"127.0.0.1:{port}",
                        "--state-dir", str(work / "probe"), *shlex.split(args.probe_args)],
-                      work / "probe.log", env)  # fmt: skip
+                      work / "probe.log", env)
         procs.append(probe)
         if not wait_for(lambda: "capturing" in (work / "probe.log").read_text(), 60):
             raise RuntimeError(
@@ -213,7 +213,7 @@ def scenario(
         t0 = time.time()
         replay = subprocess.Popen(["ip", "netns", "exec", ns, "tcpreplay", "-q", "-K", "-i", b,
                                    f"--pps={args.pps}", str(pcap)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(
             lambda: (
                 first_alert(mf_log) is not None

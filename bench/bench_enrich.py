@@ -35,7 +35,7 @@ def _public(rng: np.random.Generator, n: int) -> np.ndarray:
     return a[(a >> np.uint64(24)) != 127]
 
 
-def _rate(fn, n: int, repeat: int = 3) -> float:  # noqa: ANN001
+def _rate(fn, n: int, repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
@@ -65,7 +65,7 @@ def lookups(mmdb: Path, n: int) -> None:
         m = 200_000
         texts = ([str(int(x) >> 24) + "." + str(int(x) >> 16 & 255) + "." + str(int(x) >> 8 & 255) + "."
                   + str(int(x) & 255) for x in a4[:m]] if a6 is None else  # noqa: W503
-                 [f"{int(h):016x}{int(lo_):016x}" for h, lo_ in a6[:m]])  # fmt: skip
+                 [f"{int(h):016x}{int(lo_):016x}" for h, lo_ in a6[:m]])
         if a6 is not None:
             texts = [":".join(t[i : i + 4] for i in range(0, 32, 4)) for t in texts]
         peer = _rate(lambda texts=texts: [reader.get(t) for t in texts], m, repeat=1)

@@ -33,7 +33,7 @@ OBJECTS = {
     "egress": '{"filter": "src net 10.0.0.0/8", "fwm": ['
               '{"name": "daddr", "time": 1, "fields": ["bits desc", "dst host"], "limit": 20},'
               '{"name": "proto", "time": 1, "fields": ["proto", "octets desc"]}]}',
-}  # fmt: skip
+}
 
 
 def batches(total: int, size: int = 16384, seed: int = 1) -> list[FlowBatch]:

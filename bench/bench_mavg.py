@@ -26,20 +26,20 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.collector.monitoring.alerts import MovingAverages
 from appliance.collector.config import load_runtime
-from appliance.collector.config.settings import CollectorConfig
-from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.config.averages import LevelSpec, MavgSpec
+from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.fields import parse_field
+from appliance.collector.flowbatch import FlowBatch
+from appliance.collector.monitoring.alerts import MovingAverages
 from appliance.collector.monitoring.mavg import MovingAverage
 from appliance.collector.monitoring.monitor import Monitor
-from appliance.collector.fields import parse_field
 from appliance.netflow.registry import REGISTRY
 from bench import bench_fwm
 
 MAVG = ('{"name": "pps", "time": 5, "fields": ["src host", "packets", "octets"], "overlimit": ['
         '{"name": "warn", "default": [100000, 1e9]}, {"name": "high", "default": [500000, 5e9]},'
-        '{"name": "crit", "default": [2000000, 2e10]}]}')  # fmt: skip
+        '{"name": "crit", "default": [2000000, 2e10]}]}')
 
 
 def key_batches(total: int, keys: int, size: int = 16384, seed: int = 3) -> list[FlowBatch]:
@@ -55,7 +55,7 @@ def key_batches(total: int, keys: int, size: int = 16384, seed: int = 3) -> list
         cols = {REGISTRY["src_addr"].column: (0x0B000000 + k).astype(np.uint64),
                 REGISTRY["packets"].column: rng.integers(1, 100, n).astype(np.uint64),
                 REGISTRY["bytes"].column: rng.integers(40, 150000, n).astype(np.uint64),
-                REGISTRY["recv_time_ns"].column: np.full(n, t0 + start * 1000, np.uint64)}  # fmt: skip
+                REGISTRY["recv_time_ns"].column: np.full(n, t0 + start * 1000, np.uint64)}
         out.append(FlowBatch(n, cols, {}))
     return out
 
@@ -63,7 +63,7 @@ def key_batches(total: int, keys: int, size: int = 16384, seed: int = 3) -> list
 def alone(total: int, keys: int) -> None:
     fields = tuple(parse_field(f) for f in ("src host", "packets", "octets"))
     levels = tuple(LevelSpec(n, False, (p, b)) for n, p, b in
-                   (("warn", 1e5, 1e9), ("high", 5e5, 5e9), ("crit", 2e6, 2e10)))  # fmt: skip
+                   (("warn", 1e5, 1e9), ("high", 5e5, 5e9), ("crit", 2e6, 2e10)))
     spec = MavgSpec("pps", 5.0, fields, levels=levels)
     data = key_batches(total, keys)
     rows = np.arange(16384, dtype=np.int64)
@@ -76,7 +76,7 @@ def alone(total: int, keys: int) -> None:
         avg.add(b, rows[: b.n])
         phases["insert" if i * 16384 < keys else "update"].append((time.perf_counter() - t, b.n))
     print(f"1 mavg (src host; packets, octets; 3 levels), {keys / 1e6:.1f} M distinct keys, "
-          f"{avg.memory_bytes / 2**20:.0f} MiB table:")  # fmt: skip
+          f"{avg.memory_bytes / 2**20:.0f} MiB table:")
     for name, xs in phases.items():
         s, n = sum(x[0] for x in xs), sum(x[1] for x in xs)
         if n:
@@ -176,11 +176,11 @@ def live(rates: list[float], rounds: int, duration: float, window_s: int, rt: bo
                     if lossy[w]:
                         continue
                     r = run_step(kinds[w], rate * 1e6, duration, templates, data, per_dgram, rcvbuf,
-                                 base, gen_cpu, rx_cpu, -10, rt)  # fmt: skip
+                                 base, gen_cpu, rx_cpu, -10, rt)
                     ns = r.cpu_s / max(r.counted, 1) * 1e9
                     print(f"  round {rnd + 1} {'with   ' if w else 'without'} asked {_fmt_rate(r.asked)}/s sent "
                           f"{_fmt_rate(r.achieved)}/s loss {100 * r.loss / max(r.sent, 1):.2f}% CPU "
-                          f"{r.cpu_s:.2f} s = {ns:.0f} ns/flow", flush=True)  # fmt: skip
+                          f"{r.cpu_s:.2f} s = {ns:.0f} ns/flow", flush=True)
                     if r.loss > 0:
                         lossy[w] = True
                     else:
@@ -209,7 +209,7 @@ def live(rates: list[float], rounds: int, duration: float, window_s: int, rt: bo
         b = [statistics.median(cpu[True][r]) for r in common]
         print(f"  collector CPU per flow at the rates lossless both ways ({', '.join(f'{r:g}' for r in common)} M/s):")
         print(f"    without {statistics.median(a):.0f} ns (min {min(a):.0f}), with {statistics.median(b):.0f} ns "
-              f"(min {min(b):.0f}): ratio {statistics.median(b) / statistics.median(a):.2f}")  # fmt: skip
+              f"(min {min(b):.0f}): ratio {statistics.median(b) / statistics.median(a):.2f}")
 
 
 def main() -> None:

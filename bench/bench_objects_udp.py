@@ -53,7 +53,7 @@ def objects(window_s: int) -> dict[str, str]:
         "egress": '{"filter": "src net 10.0.0.0/8", "fwm": ['
                   f'{{"name": "daddr", {t}, "fields": ["bits desc", "dst host"], "limit": 20}},'
                   f'{{"name": "proto", {t}, "fields": ["proto", "octets desc"]}}]}}',
-    }  # fmt: skip
+    }
 
 
 def packets(n: int, seed: int = 7) -> tuple[list[bytes], list[bytes], int]:
@@ -62,9 +62,9 @@ def packets(n: int, seed: int = 7) -> tuple[list[bytes], list[bytes], int]:
     rng = np.random.default_rng(seed)
     inbound = (cols["dst_addr"] >> np.uint64(24)) == 10
     cols["src_addr"] = np.where(inbound, (0xC6120000 + rng.integers(0, 65536, n)).astype(np.uint64),
-                                cols["src_addr"])  # fmt: skip
+                                cols["src_addr"])
     enc = V9Encoder([template_for(synth.V9_FIELDS, 256)], source_id=1, mtu=1400, clock=synth.now_ns,
-                    boot_ns=synth.BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0)  # fmt: skip
+                    boot_ns=synth.BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0)
     return enc.encode_templates(), enc.encode(cols), n
 
 
@@ -94,7 +94,7 @@ class MirrorflowObjects(Mirrorflow):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench objects", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"rates {QUICK_RATES} M/s, 3 s steps, 1 round")
     ap.add_argument("--rates", help=f"comma list of M flows/s (default {','.join(map(str, FULL_RATES))})")
     ap.add_argument("--duration", type=float, help="seconds per step (default 5, quick 3)")
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     per_dgram = n / len(data)
     print(f"profile: 3 objects (1 nested), 6 windows of {args.window_time} s, limits 20/50, 65 536 sources; "
           f"v9 {per_dgram:.0f} flows/datagram; generator CPU {gen_cpu}, collector CPU {rx_cpu}"
-          f"{' (SCHED_FIFO)' if args.rt else ''}; {duration:g} s steps")  # fmt: skip
+          f"{' (SCHED_FIFO)' if args.rt else ''}; {duration:g} s steps")
     results: list[StepResult] = []
     base = Path(tempfile.mkdtemp(prefix="mirrorflow-bench-mo-"))
     t0 = time.monotonic()
@@ -133,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(repeat):
             for rate in rates:
                 r = run_step(MirrorflowObjects, rate * 1e6, duration, templates, data, per_dgram, rcvbuf,
-                             base, gen_cpu, rx_cpu, args.nice, args.rt)  # fmt: skip
+                             base, gen_cpu, rx_cpu, args.nice, args.rt)
                 r.round_no = rnd + 1
                 results.append(r)
                 ns = r.cpu_s / max(r.counted, 1) * 1e9
                 print(f"  round {rnd + 1} asked {_fmt_rate(r.asked)}/s sent {_fmt_rate(r.achieved)}/s "
                       f"loss {r.loss} ({100 * r.loss / max(r.sent, 1):.2f}%) collector CPU {r.cpu_s:.2f} s "
-                      f"= {ns:.0f} ns/flow", flush=True)  # fmt: skip
+                      f"= {ns:.0f} ns/flow", flush=True)
                 if r.loss > 0 and not args.keep_going:
                     break
     finally:
@@ -151,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         best.append(max((r.achieved for r in ok), default=0.0))
     busy = [r.cpu_s / r.counted * 1e9 for r in results if r.loss == 0 and r.cpu_s > 0.5]
     print(f"\nhighest lossless rate: best {_fmt_rate(max(best))}/s, median {_fmt_rate(statistics.median(best))}/s "
-          f"(rounds: {', '.join(_fmt_rate(b) for b in best)}; {time.monotonic() - t0:.0f} s)")  # fmt: skip
+          f"(rounds: {', '.join(_fmt_rate(b) for b in best)}; {time.monotonic() - t0:.0f} s)")
     if busy:
         print(f"collector CPU per flow on lossless steps: median {statistics.median(busy):.0f} ns, "
-              f"min {min(busy):.0f} ns (decode + filters + windows + .sql export)")  # fmt: skip
+              f"min {min(busy):.0f} ns (decode + filters + windows + .sql export)")
     print("xenoeye's bar on this profile (not installable here, not run): 0.75 M flows/s lossless, 615-960 ns/flow")
     return 0
 

@@ -91,7 +91,7 @@ def flows_pcap(path: Path, n: int) -> Path:
     frame = bytearray(60)
     frame[0:14] = b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + b"\x08\x00"
     frame[14:34] = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, 0, 0, 64, 17, 0, bytes(4),
-                               bytes([192, 0, 2, 1]))  # fmt: skip
+                               bytes([192, 0, 2, 1]))
     frame[34:42] = struct.pack("!HHHH", 1024, 53, 26, 0)
     rec = np.zeros((n, 16 + 60), np.uint8)
     rec[:, :16] = np.frombuffer(struct.pack("<IIII", 1, 0, 60, 60), np.uint8)
@@ -121,9 +121,9 @@ def filler_pcap(path: Path) -> Path:
 def warm_up_numba() -> None:
     """Runs the probe's whole userspace path once (drain, table, expiry, numba export) over
     a MemoryFlowCache, so that loading its compiled functions is not counted."""
-    from appliance.probe.exporter import MemoryTransport  # noqa: PLC0415
-    from appliance.probe.kernel import MemoryFlowCache  # noqa: PLC0415
-    from appliance.probe.records import KEY_DTYPE, VAL_DTYPE  # noqa: PLC0415
+    from appliance.probe.exporter import MemoryTransport
+    from appliance.probe.kernel import MemoryFlowCache
+    from appliance.probe.records import KEY_DTYPE, VAL_DTYPE
 
     for protocol in (9, 10):
         s = ProbeSettings(interfaces=["x"], destinations=["127.0.0.1:9"], protocol=protocol,
@@ -222,8 +222,8 @@ def v9_packets(payloads: list[bytes]) -> tuple[int, int]:
 
 def exported_packets(payloads: list[bytes]) -> tuple[int, int]:
     """(packets, flow records) in an export, decoded by the collector's Decoder."""
-    from appliance.collector.decode.decoder import Decoder  # noqa: PLC0415
-    from appliance.collector.receive.packets import PacketBatch  # noqa: PLC0415
+    from appliance.collector.decode.decoder import Decoder
+    from appliance.collector.receive.packets import PacketBatch
 
     dec = Decoder(apply_sampling=False)
     packets = records = 0
@@ -244,7 +244,7 @@ def scenario(name: str, pcap: Path, loops: int, pps: int, maxflows: int, tmp: Pa
          "-m", str(maxflows), *[x for t in SF_TIMEOUTS for x in ("-t", f"{t}={DAY}")],
          "-c", str(ctl), "-p", str(tmp / "sf.pid")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    )
     cache = KernelFlowCache(maxflows)
     try:
         s = ProbeSettings(interfaces=[a], destinations=[ours_c.address], state_dir=tmp / "st",
@@ -255,7 +255,7 @@ def scenario(name: str, pcap: Path, loops: int, pps: int, maxflows: int, tmp: Pa
         att = attach(a, cache.prog_fd, state_dir=tmp / "st")
         deadline = time.monotonic() + 20
         while "Packets processed" not in sh("softflowctl", "-c", str(ctl), "statistics",
-                                            check=False).stdout:  # fmt: skip
+                                            check=False).stdout:
             if time.monotonic() > deadline:
                 raise RuntimeError("softflowd did not start")
             time.sleep(0.1)
@@ -319,7 +319,7 @@ def scenario(name: str, pcap: Path, loops: int, pps: int, maxflows: int, tmp: Pa
         "bpf_ns": (bpf1[0] - bpf0[0]) / max(1, bpf1[1] - bpf0[1]),
         "user_us": 1e6 * probe_cpu / sent, "probe_cpu": probe_cpu,
         "sf_us": 1e6 * sf_cpu / sent,
-    }  # fmt: skip
+    }
 
 
 def report(r: dict) -> None:
@@ -386,14 +386,14 @@ def flood(hook: str, pcap: Path, tmp: Path, ns: str, a: str, b: str, maxflows: i
              "-m", str(maxflows), *[x for t in SF_TIMEOUTS for x in ("-t", f"{t}={DAY}")],
              "-c", str(ctl), "-p", str(tmp / "sf.pid")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        )
         if shutil.which("pmacctd"):
             conf = tmp / "pmacctd.conf"
             conf.write_text(PMACCT_CONF.format(iface=a, receiver=pm_c.address, maxflows=maxflows))
             procs["pmacctd"] = subprocess.Popen(
                 ["pmacctd", "-f", str(conf)], stdout=subprocess.DEVNULL,
-                stderr=open(tmp / "pmacctd.log", "w"), start_new_session=True,  # noqa: SIM115
-            )  # fmt: skip
+                stderr=open(tmp / "pmacctd.log", "w"), start_new_session=True,
+            )
     cache = KernelFlowCache(ProbeSettings(maxflows=maxflows).kernel_map_flows(), hook=hook)
     res: dict = {"hook": hook, "frames": frames}
     try:
@@ -405,7 +405,7 @@ def flood(hook: str, pcap: Path, tmp: Path, ns: str, a: str, b: str, maxflows: i
                      xdp_mode="native")
         deadline = time.monotonic() + 20
         while peers and "Packets processed" not in sh("softflowctl", "-c", str(ctl), "statistics",
-                                                      check=False).stdout:  # fmt: skip
+                                                      check=False).stdout:
             if time.monotonic() > deadline:
                 raise RuntimeError("softflowd did not start")
             time.sleep(0.1)
@@ -469,7 +469,7 @@ def flood(hook: str, pcap: Path, tmp: Path, ns: str, a: str, b: str, maxflows: i
         "probe": v9_packets(ours_c.payloads)[0],
         "bpf_ns": (bpf1[0] - bpf0[0]) / max(1, bpf1[1] - bpf0[1]),
         "user_ns": 1e9 * probe_cpu / frames,
-    })  # fmt: skip
+    })
     for name, c in (("softflowd", sf_c), ("pmacctd", pm_c)):
         if name in procs:
             res[name] = v9_packets(c.payloads)[0]

@@ -56,7 +56,7 @@ class Generator(threading.Thread):
         self.cols = synth.flows(200_000, seed)
         self.cols["packets"] = np.ones(len(self.cols["src_addr"]), np.uint64)
         self.enc = IPFIXEncoder([template_for(FIELDS, 256)], observation_domain=7, mtu=1400,
-                                template_refresh_packets=0, template_refresh_seconds=1.0)  # fmt: skip
+                                template_refresh_packets=0, template_refresh_seconds=1.0)
         self.sent = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -130,7 +130,7 @@ class Collector:
         cmd = [sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{self.port}",
                "--mo-dir", str(self.work / "mo"), "--db", self.dsn, "--spool-dir", str(self.work / "spool"),
                "--templates", str(self.work / "templates.json"), "--stats-file", str(self.work / "stats.json"),
-               "--stats-interval", "1", "--api", "off"]  # fmt: skip
+               "--stats-interval", "1", "--api", "off"]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while "listening on" not in (self.work / f"collector-{self.runs}.log").read_text():
@@ -152,7 +152,7 @@ class Collector:
     def lost(self) -> int:
         """Records the collector counted as lost (sequence gaps), over every run."""
         return sum(int(e.get("lost_flows", 0)) for s in self.finals for e in s.get("exporters", [])
-                   if e.get("address") == "127.0.0.1")  # fmt: skip
+                   if e.get("address") == "127.0.0.1")
 
 
 def db_flows(dsn: str) -> int:
@@ -165,7 +165,7 @@ def db_flows(dsn: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench soak", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the run (default 10)")
     ap.add_argument("--rate", type=float, default=20_000, help="flows per second (default 20 000)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, spool)")
@@ -238,15 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         col.stop()
         if any((work / "spool").glob("*.copy")) or any((work / "spool").glob("*")):
             subprocess.run([sys.executable, "-m", "appliance.cli", "db", "load", "--spool", str(work / "spool"),
-                            "--db", dsn], check=False)  # fmt: skip
+                            "--db", dsn], check=False)
         stored, lost = db_flows(dsn), col.lost()
         gap = marks["gap_end"] - marks["stop"]
         print(f"\nsent {gen.sent:,} flows; in PostgreSQL {stored:,}; counted lost {lost:,}; "
-              f"sent while no collector listened ≈ {gap:,}")  # fmt: skip
+              f"sent while no collector listened ≈ {gap:,}")
         balanced = stored + lost == gen.sent
         only_gap = lost <= gap + 2 * 500  # the generator's step: records in flight around the stop
         print(f"books balance (stored + lost == sent): {'yes' if balanced else 'NO'}; "
-              f"loss only from the restart gap: {'yes' if only_gap else 'NO'}")  # fmt: skip
+              f"loss only from the restart gap: {'yes' if only_gap else 'NO'}")
         return 0 if balanced and only_gap else 1
     finally:
         pg.destroy()

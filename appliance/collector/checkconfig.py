@@ -42,7 +42,7 @@ id, so running it while the collector loads too (or twice) never duplicates a wi
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``check-config`` and ``db`` on the ``mirrorflow`` command."""
     p = sub.add_parser("check-config", help="validate the collector config, devices, IP lists and monitoring objects",
-                       epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                       epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", type=Path, help=f"collector config (default {DEFAULT_CONFIG} if it exists)")
     p.add_argument("--mo-dir", type=Path, help="monitoring objects directory (overrides mo-dir)")
     p.add_argument("--iplists-dir", type=Path, help="IP lists directory (overrides iplists-dir)")
@@ -51,10 +51,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_check_config)
 
     db = sub.add_parser("db", help="database maintenance: load spooled windows by hand",
-                        epilog=DB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                        epilog=DB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     dbsub = db.add_subparsers(dest="db_command", metavar="COMMAND")
     load = dbsub.add_parser("load", help="load every spooled window into PostgreSQL (exactly once)",
-                            epilog=DB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                            epilog=DB_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     load.add_argument("-c", "--config", type=Path, help="collector config (for db and spool-dir)")
     load.add_argument("--spool", type=Path, help=f"spool directory (default spool-dir or {DEFAULT_SPOOL})")
     load.add_argument("--db", metavar="DSN", help="PostgreSQL connection string (default: db of the config)")
@@ -111,7 +111,7 @@ def run_check_config(args: argparse.Namespace) -> int:
         nlev = sum(len(m.levels) for o in rt.objects for m in getattr(o, "averages", ()))
         print(f"configuration OK: {len(rt.objects)} monitoring objects, {nwin} windows, "
               f"{len(rt.iplists)} IP lists, {len(rt.devices)} devices, "
-              f"{navg} moving averages ({nlev} levels)")  # fmt: skip
+              f"{navg} moving averages ({nlev} levels)")
     return 0
 
 
@@ -136,13 +136,13 @@ def run_db_load(args: argparse.Namespace) -> int:
     exp = PgExporter(dsn, spool, start=False)
     try:
         exp.drain(stop_when_set=False)
-    except (MirrorflowError, Exception) as exc:  # noqa: BLE001 - report any database error
+    except (MirrorflowError, Exception) as exc:
         print(f"mirrorflow db load: {type(exc).__name__}: {exc}".rstrip(), file=sys.stderr)
         print(f"loaded {exp.loaded} of {total} windows before the error; {spool.files} remain in {spool_dir}",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
         return 1
     finally:
         exp.loader.close()
     print(f"loaded {exp.loaded} windows ({exp.loaded_rows} rows), {exp.duplicates} already in the database, "
-          f"{exp.failed} refused (moved to {spool_dir / 'failed'})")  # fmt: skip
+          f"{exp.failed} refused (moved to {spool_dir / 'failed'})")
     return 1 if exp.failed else 0

@@ -97,7 +97,7 @@ def _config(args: argparse.Namespace) -> CollectorConfig:
                         ("stats_file", args.stats_file), ("mo_dir", args.mo_dir),
                         ("iplists_dir", args.iplists_dir), ("export_dir", args.export_dir),
                         ("db", args.db), ("spool_dir", args.spool_dir),
-                        ("notifications_dir", args.notifications_dir)):  # fmt: skip
+                        ("notifications_dir", args.notifications_dir)):
         if value is not None:
             setattr(cfg, attr, value)
     if args.geoip:
@@ -122,12 +122,12 @@ def run_collect(args: argparse.Namespace) -> int:
         cfg = _config(args)
         runtime = load_runtime(cfg) if cfg.mo_dir is not None else None
         api = settings_from_config(cfg.raw, args.api, args.probe_stats,
-                                   default_api="off" if args.pcap else "127.0.0.1:8787")  # fmt: skip
+                                   default_api="off" if args.pcap else "127.0.0.1:8787")
         archive = archive_settings(cfg.raw, str(args.config), args.archive)
         pipeline = Pipeline(cfg, runtime, live=not args.pcap, api=api, archive=archive)
     except ConfigErrors as exc:  # an invalid configuration never starts
         print(f"mirrorflow collect: refusing to start, {len(exc.errors)} configuration error(s):\n{exc}",
-              file=sys.stderr)  # fmt: skip
+              file=sys.stderr)
         return 1
     except (MirrorflowError, OSError) as exc:
         print(f"mirrorflow collect: {exc}", file=sys.stderr)
@@ -189,8 +189,8 @@ def add_decode_parser(sub: argparse._SubParsersAction) -> None:
 def run_decode(args: argparse.Namespace) -> int:
     import json
 
-    from appliance.collector.decode.decoder import Decoder
     from appliance.collector.config.devices import load_devices
+    from appliance.collector.decode.decoder import Decoder
     from appliance.collector.decode.dump import format_jsonl, format_text, records
     from appliance.collector.enrich import Enricher, texts
     from appliance.collector.fields.readable import readable

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from appliance.collector.config.devices import load_devices
 from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.decode.decoder import Decoder
-from appliance.collector.config.devices import load_devices
 from appliance.collector.decode.dump import FlowDumper
 from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.receive.packets import PacketBatch
@@ -205,7 +205,7 @@ class Collector:
         log.info(
             "%.0f records/s, %d records total, %d pending sets, socket drops %s",
             rate, self.records, s["pending_sets"], s.get("socket_drops", "n/a"),
-        )  # fmt: skip
+        )
         for e in s["exporters"]:
             nonzero = " ".join(f"{k}={v}" for k, v in e.items() if k != "address" and v)
             log.info("exporter %s: %s", e["address"], nonzero)

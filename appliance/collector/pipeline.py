@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance.collector.api.livestate import LiveState
 from appliance.collector.api.archive import ArchiveApi
+from appliance.collector.api.livestate import LiveState
 from appliance.collector.api.server import ApiSettings, LiveApi
-from appliance.collector.config.objects import ConfigErrors
 from appliance.collector.config.devices import load_devices
+from appliance.collector.config.objects import ConfigErrors
 from appliance.collector.config.runtime import Runtime, load_runtime
 from appliance.collector.config.settings import CollectorConfig
 from appliance.collector.decode.decoder import Decoder
@@ -73,7 +73,7 @@ class Monitoring:
     def __init__(self, cfg: CollectorConfig, runtime: Runtime, decoder: Decoder, live: bool) -> None:
         self.live = live
         self.monitor = Monitor(runtime.objects, build_exporters(cfg),
-                               dumper_factory=lambda target: FlowDumper(target, decoder))  # fmt: skip
+                               dumper_factory=lambda target: FlowDumper(target, decoder))
         notif = cfg.notifications_dir
         if notif is not None and any(o.averages for o in runtime.objects):
             try:
@@ -82,7 +82,7 @@ class Monitoring:
                 log.error("notifications-dir %s: %s", notif, exc)
         self.averages = MovingAverages(runtime.objects, self.monitor.set_extended, notif,
                                        ScriptRunner(timeout_s=cfg.script_timeout_s),
-                                       clock=time.time_ns if live else None)  # fmt: skip
+                                       clock=time.time_ns if live else None)
         self.monitor.row_sinks.append(self.averages.add)
         #: what the collector hands every batch to
         self.sink: FlowSink = self.monitor
@@ -127,7 +127,7 @@ class Pipeline:
 
     def __init__(self, cfg: CollectorConfig, runtime: Runtime | None = None, *, live: bool = True,
                  api: ApiSettings | None = None, archive: ArchiveSettings | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         for w in cfg.warnings + (runtime.warnings if runtime is not None else []):
             log.warning("%s", w)
@@ -149,7 +149,7 @@ class Pipeline:
         if api is not None:
             self.live = LiveState(self.collector, self.monitoring, flows_per_object=api.flows,
                                   probe_stats=api.probe_stats, probe_addresses=api.probe_addresses,
-                                  flows_interval_s=api.flows_interval_s, interval_s=api.interval_s)  # fmt: skip
+                                  flows_interval_s=api.flows_interval_s, interval_s=api.interval_s)
             self.api = LiveApi(self.live, api)
         self._live = live
         self.archive: FlowArchive | None = None
@@ -247,7 +247,7 @@ class Pipeline:
         for w in rt.warnings:
             log.warning("%s", w)
         log.info("reloaded: %d monitoring objects, %d windows, %d IP lists, %d devices", len(rt.objects),
-                 sum(len(o.windows) for o in rt.objects), len(rt.iplists), len(rt.devices))  # fmt: skip
+                 sum(len(o.windows) for o in rt.objects), len(rt.iplists), len(rt.devices))
         return True
 
     def start_api(self) -> None:
@@ -258,7 +258,7 @@ class Pipeline:
             self.api.start()
         except OSError as exc:
             log.error("live API not started: cannot listen on %s: %s (set api / --api to another "
-                      "ADDR:PORT, or off)", self.api.settings.address, exc)  # fmt: skip
+                      "ADDR:PORT, or off)", self.api.settings.address, exc)
 
     def run_live(self) -> None:
         """Receive on the configured addresses until `stop`, then close everything."""

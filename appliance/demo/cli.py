@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole appliance on this machine with generated traffic (root)",
                        description="Run probe, router (softflowd), collector, PostgreSQL and the TUI "
                        "on one machine, fed by generated mirrored traffic.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=60.0, metavar="S",
                    help="headless: run S seconds after start-up (default 60)")
     p.add_argument("--headless", action="store_true", help="never open the TUI; print a summary")

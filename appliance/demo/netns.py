@@ -20,7 +20,7 @@ from ._proc import process_alive
 
 __all__ = ["Topology", "build_topology", "remove_leftovers", "list_namespaces", "list_links",
            "process_alive", "owned_names", "PREFIX", "ip", "command", "add_namespace", "add_veth",
-           "remove_namespaces_and_links"]  # fmt: skip
+           "remove_namespaces_and_links"]
 
 PREFIX = "mfd"
 _NAME = re.compile(rf"^{PREFIX}([0-9a-f]{{6}})[a-z]\d*$")
@@ -178,14 +178,14 @@ def build_topology(mtu: int = 1500) -> Topology:
         mirror_if=f"{tag}m0", traffic_if=f"{tag}m1", span_if=f"{tag}s0", router_if=f"{tag}s1",
         export_if=f"{tag}x1", export_peer_if=f"{tag}x0",
         collector_ip=f"{base}.{last + 1}", router_ip=f"{base}.{last + 2}",
-    )  # fmt: skip
+    )
     try:
         for ns in (topo.traffic_ns, topo.router_ns):
             topo.namespaces.append(ns)
             add_namespace(ns)
         pairs = ((topo.mirror_if, None, topo.traffic_if, topo.traffic_ns),
                  (topo.span_if, topo.traffic_ns, topo.router_if, topo.router_ns),
-                 (topo.export_peer_if, None, topo.export_if, topo.router_ns))  # fmt: skip
+                 (topo.export_peer_if, None, topo.export_if, topo.router_ns))
         for a, ns_a, b, ns_b in pairs:
             topo.links.append(a)
             add_veth(a, ns_a, b, ns_b)

@@ -66,7 +66,7 @@ class PostgresCluster:
         if self.run_as is not None:
             cmd = ["runuser", "-u", self.run_as, "--", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              cwd=self.base_dir, check=False)  # fmt: skip
+                              cwd=self.base_dir, check=False)
         if proc.returncode != 0:
             try:
                 tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
@@ -89,10 +89,10 @@ class PostgresCluster:
                 raise DemoError("running as root but there is no 'postgres' user: "
                                 "install postgresql (scripts/setup does)") from exc
         self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                  "--locale=C", "--no-sync", "--no-instructions")  # fmt: skip
+                  "--locale=C", "--no-sync", "--no-instructions")
         settings = {"listen_addresses": "'127.0.0.1'", "port": str(self.port),
                     "unix_socket_directories": f"'{self.socket_dir}'", "fsync": "off",
-                    "full_page_writes": "off", **self.settings}  # fmt: skip
+                    "full_page_writes": "off", **self.settings}
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# mirrorflow: a throwaway cluster\n")
             conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
@@ -122,7 +122,7 @@ class PostgresCluster:
 
     def create_database(self, name: str) -> str:
         """Creates database ``name`` and returns its DSN."""
-        import psycopg  # noqa: PLC0415 - only when a database is used
+        import psycopg
 
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -130,7 +130,7 @@ class PostgresCluster:
 
     def table_rows(self, dbname: str) -> dict[str, int]:
         """Rows of every table in the public schema."""
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         out: dict[str, int] = {}
         with psycopg.connect(self.dsn_for(dbname), autocommit=True) as conn:

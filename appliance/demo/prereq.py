@@ -31,7 +31,7 @@ def _bcc_importable() -> str | None:
     """None if ``import bcc`` works in a fresh interpreter (it can crash one), else why not."""
     try:
         proc = subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True, text=True,
-                              timeout=60, check=False)  # fmt: skip
+                              timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -70,7 +70,7 @@ def check(*, probe: bool = True, db: bool = True) -> list[Missing]:
             out.append(Missing("'runuser' (PostgreSQL refuses to run as root)",
                                "apt-get install util-linux; or run with --no-db"))
         try:
-            import psycopg  # noqa: F401, PLC0415
+            import psycopg  # noqa: F401
         except ImportError:
             out.append(Missing("the psycopg module", f"{SETUP_HINT}; or run with --no-db"))
     return out

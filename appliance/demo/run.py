@@ -156,7 +156,7 @@ class AlertLog:
 class Demo:
     """One run of ``mirrorflow demo``."""
 
-    def __init__(self, opts: DemoOptions, out=sys.stdout) -> None:  # noqa: ANN001
+    def __init__(self, opts: DemoOptions, out=sys.stdout) -> None:
         self.opts = opts
         self.out = out
         self.stop = threading.Event()
@@ -185,7 +185,7 @@ class Demo:
                 raise Interrupted("stopping")
             fh = log.open("ab")
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=new_session, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                    start_new_session=new_session, preexec_fn=_die_with_parent)
             fh.close()
             child = Child(name, proc, log)
             self.children.append(child)
@@ -199,7 +199,7 @@ class Demo:
             raise DemoError(f"{child.name} exited with status {child.proc.returncode}; "
                             f"last lines of {child.log}:\n{tail}")
 
-    def _wait(self, what: str, pred, timeout: float, child: Child | None = None) -> None:  # noqa: ANN001
+    def _wait(self, what: str, pred, timeout: float, child: Child | None = None) -> None:
         deadline = time.monotonic() + timeout
         while not pred():
             if self.stop.is_set():
@@ -232,7 +232,7 @@ class Demo:
 
     # -- live API --------------------------------------------------------------------------
     def api(self, path: str, timeout: float = 3.0) -> Any:
-        with urllib.request.urlopen(f"{self.api_url}{path}", timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{self.api_url}{path}", timeout=timeout) as resp:
             return json.loads(resp.read())
 
     def _api_up(self) -> bool:
@@ -292,7 +292,7 @@ class Demo:
                    "--probe-stats", str(self.work / "probe" / "stats.json"),
                    "--notifications-dir", str(self.work / "notifications"),
                    "--stats-file", str(self.work / "collector-stats.json"),
-                   "--templates", str(self.work / "templates.json"), "--stats-interval", "30"]  # fmt: skip
+                   "--templates", str(self.work / "templates.json"), "--stats-interval", "30"]
         if dsn:
             collect += ["--db", dsn]
         geoip = bundled_geoip()  # countries and AS numbers out of the box (scripts/fetch-geoip)
@@ -308,7 +308,7 @@ class Demo:
                 sys.executable, "-m", "appliance.cli", "probe", "-i", topo.mirror_if,
                 "-d", f"127.0.0.1:{self.port}", "--state-dir", str(self.work / "probe"),
                 "--active-timeout", "5", "--inactive-timeout", "3", "--scan-interval", "0.5",
-                "--options-interval", "10"])  # fmt: skip
+                "--options-interval", "10"])
             self._wait("the probe capturing", lambda: "capturing" in probe.log.read_text(errors="replace"),
                        180, probe)
         self.say(f"starting softflowd in {topo.router_ns} as a router exporting NetFlow v9")
@@ -316,7 +316,7 @@ class Demo:
         self.spawn("softflowd", topo.command(topo.router_ns, "softflowd", "-d", "-i", topo.router_if,
                    "-n", f"{topo.collector_ip}:{self.port}", "-v", "9", "-T", "full", "-m", "65536",
                    *[x for t in timeouts for x in ("-t", t)],
-                   "-c", str(self.work / "softflowd.ctl"), "-p", str(self.work / "softflowd.pid")))  # fmt: skip
+                   "-c", str(self.work / "softflowd.ctl"), "-p", str(self.work / "softflowd.pid")))
 
     def start_traffic(self, duration: float) -> None:
         assert self.topology is not None and self.work is not None
@@ -340,7 +340,7 @@ class Demo:
                     return
                 try:
                     child = self.spawn("tcpreplay", topo.command(topo.traffic_ns, "tcpreplay", "-q",
-                                       "-i", topo.traffic_if, "--pps", "200", str(trace)))  # fmt: skip
+                                       "-i", topo.traffic_if, "--pps", "200", str(trace)))
                 except (Interrupted, OSError):
                     return
                 try:
@@ -386,7 +386,7 @@ class Demo:
         assert self.work is not None
         # attached to the terminal (same session and process group), unlike the other children
         proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "tui", "--url", self.api_url],
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                preexec_fn=_die_with_parent)
         self.children.append(Child("tui", proc, self.work / "tui.log"))
         while proc.poll() is None and not self.stop.wait(1.0):
             self._poll_alerts()
@@ -450,7 +450,7 @@ class Demo:
         if self.pg is not None:
             try:
                 summary["postgres"] = {"database": self.dbname, "tables": self.pg.table_rows(self.dbname)}
-            except Exception as exc:  # noqa: BLE001 - a summary, not a failure
+            except Exception as exc:
                 summary["postgres"] = {"error": str(exc)}
             self.pg.destroy()
         errors = self.topology.remove() if self.topology is not None else []
@@ -459,7 +459,7 @@ class Demo:
         namespaces, links = owned_names()
         processes = [c.name for c in self.children if process_alive(c.proc.pid)]
         summary["leftovers"] = {"namespaces": namespaces, "links": links, "processes": processes,
-                                "errors": errors}  # fmt: skip
+                                "errors": errors}
 
     # -- the whole run ---------------------------------------------------------------------
     def run(self) -> int:

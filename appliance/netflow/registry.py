@@ -615,7 +615,7 @@ COMMON_NAMES = (
     "bytes", "packets", "tos", "tcp_flags", "in_if", "out_if", "src_as", "dst_as",
     "src_mask", "dst_mask", "next_hop", "next_hop6", "bgp_next_hop", "first_switched",
     "last_switched", "src_vlan", "dst_vlan",
-)  # fmt: skip
+)
 
 
 class Registry:

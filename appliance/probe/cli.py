@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Capture flows on mirror interfaces with eBPF (TC clsact ingress, or XDP) "
         "and export them as NetFlow v9 (default), v5 or IPFIX.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     _arguments(p)
     return p
 
@@ -142,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(s: ProbeSettings) -> int:
-    from .kernel import KernelFlowCache  # noqa: PLC0415 - bcc only when really capturing
-    from .runner import Probe, SystemClock, build_exporter  # noqa: PLC0415
+    from .kernel import KernelFlowCache
+    from .runner import Probe, SystemClock, build_exporter
 
     stop = threading.Event()
     flush_now = threading.Event()

@@ -124,7 +124,7 @@ _KEY_PARTS = {
     "ports": KeyField.PORTS, "tos": KeyField.TOS, "vlan": KeyField.VLAN,
     "ifindex": KeyField.IFINDEX, "src": KeyField.SRC, "dst": KeyField.DST,
     "proto": KeyField.PROTO,
-}  # fmt: skip
+}
 
 
 def parse_key_fields(text: str) -> KeyField:

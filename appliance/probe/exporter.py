@@ -113,13 +113,13 @@ _V9_FIELDS = (
     "packets", "bytes", "first_switched", "last_switched", "min_ttl", "max_ttl",
     "icmp_type", "ip_version", "src_vlan", "dot1q_customer_vlan", "src_mac",
     "dst_mac", "flow_end_reason",
-)  # fmt: skip
+)
 _IPFIX_FIELDS = (
     "src_addr", "dst_addr", "src_port", "dst_port", "proto", "tos", "tcp_flags", "in_if",
     "packets", "bytes", "flow_start_ms", "flow_end_ms", "min_ttl", "max_ttl",
     "icmp_type", "ip_version", "dot1q_vlan", "dot1q_customer_vlan", "src_mac",
     "dst_mac", "flow_end_reason",
-)  # fmt: skip
+)
 # Only in the templates of flows that carry them:
 _MPLS_FIELDS = ("mpls_label_1", "mpls_top_label_ttl")  # 70 (label, exp, bottom-of-stack), 200
 _DIRECTION_FIELDS = ("direction",)  # 61: 0 ingress, 1 egress (from --direction-mac)
@@ -430,7 +430,7 @@ class Exporter:
         self.transports: list[Transport] = (
             list(transports) if transports is not None
             else [UdpTransport(d, sndbuf) for d in self.destinations]
-        )  # fmt: skip
+        )
         self.stats = [DestinationStats() for _ in self.destinations]
         self._links = [_Link() for _ in self.destinations]
         self._datagrams = 0  # datagrams of the stream so far (orders held ones)
@@ -456,7 +456,7 @@ class Exporter:
                 sampling_mode=mode.get(self.sampler_mode, 0) if sampling else 0,
                 sampling_interval=min(self.sampler_n, 16383) if sampling else 0,
                 mtu=mtu, clock=clock, boot_ns=boot_ns, overflow="clamp",
-            )  # fmt: skip
+            )
             return
         names = list(_V9_FIELDS if protocol == 9 else _IPFIX_FIELDS)
         if sampling:
@@ -473,7 +473,7 @@ class Exporter:
                     template_for([*names, *extra], data_template_id(False, mpls_tpl, dir_tpl)),
                     template_for([*names, *_V6_EXTRA, *extra],
                                  data_template_id(True, mpls_tpl, dir_tpl), ipv6=True),
-                ]  # fmt: skip
+                ]
         scope = "scope_cache" if protocol == 9 else "metering_process_id"
         templates += [
             options_template_for([scope], ["ignored_packets_total", "ignored_bytes_total",
@@ -491,7 +491,7 @@ class Exporter:
             templates, mtu=mtu, clock=clock, boot_ns=boot_ns,
             template_refresh_packets=template_refresh_packets,
             template_refresh_seconds=template_refresh_seconds, overflow="clamp", **domain,
-        )  # fmt: skip
+        )
         #: data template id → its numba plan (the fast path; None: the generic encoder)
         self.plans = {
             t.template_id: plan_for(t) for t in templates if not t.is_options
@@ -716,7 +716,7 @@ class Exporter:
             plan = self.plans[tid]
             assert plan is not None
             out.append(encode_datagrams(enc, plan, raw, epoch_offset_ns, directions, SAMPLER_ID,
-                                        rows))  # fmt: skip
+                                        rows))
         self.flows_exported += n
         return out, n
 
@@ -776,7 +776,7 @@ class Exporter:
                 }
             payloads += enc.encode(cols, TEMPLATE_SAMPLER)
         scope = ({"scope_system": enc.source_id} if isinstance(enc, V9Encoder)
-                 else {"observation_domain_id": enc.observation_domain})  # fmt: skip
+                 else {"observation_domain_id": enc.observation_domain})
         system = {
             "system_init_time_ms": enc.boot_ns // 1_000_000,  # the base of v9 uptime times
             "observation_domain_name": VERSION_STRING,
@@ -787,7 +787,7 @@ class Exporter:
         payloads += enc.encode_statistics(
             TEMPLATE_STATISTICS, ignored_packets=ignored_packets, ignored_bytes=ignored_bytes,
             not_sent_flows=lost,
-        )  # fmt: skip
+        )
         if refusals:
             scope = "scope_cache" if self.protocol == 9 else "metering_process_id"
             payloads += enc.encode({
@@ -795,7 +795,7 @@ class Exporter:
                 "ignored_packets_total": np.array([r.packets for r in refusals], np.uint64),
                 "ignored_bytes_total": np.array([r.bytes for r in refusals], np.uint64),
                 "ignored_data_record_total": np.array([r.records for r in refusals], np.uint64),
-            }, TEMPLATE_REFUSALS)  # fmt: skip
+            }, TEMPLATE_REFUSALS)
         self._send(payloads, [0] * len(payloads))
 
     def close(self) -> None:

@@ -45,7 +45,7 @@ CHUNK = 16384
 FLOW_DTYPE = np.dtype({"names": ["key", "val", "end_reason"],
                        "formats": [KEY_DTYPE, VAL_DTYPE, "u1"],
                        "offsets": [0, KEY_DTYPE.itemsize, KEY_DTYPE.itemsize + VAL_DTYPE.itemsize],
-                       "itemsize": 128})  # fmt: skip
+                       "itemsize": 128})
 _FLOW_WORDS = FLOW_DTYPE.itemsize // 8
 
 
@@ -397,7 +397,7 @@ class FlowTable:
         n = _due(self._state, self._reason, v["first_ns"], v["last_ns"], v["tcp_flags"], used,
                  np.int64(now_ns), np.int64(self.inactive_timeout_ns),
                  np.int64(self.active_timeout_ns), np.int64(tcp_end), self._due_slots,
-                 self._due_reasons)  # fmt: skip
+                 self._due_reasons)
         slots = self._due_slots[:n].copy()
         reasons = self._due_reasons[:n].copy()
         over = len(self) - n - int(self.emergency_target * self.capacity)
@@ -452,7 +452,7 @@ class FlowTable:
             part, why = slots[lo : lo + chunk], reasons[lo : lo + chunk]
             raw = _gather(self._words, self._vwords, part, why)
             self._tombstones += _remove(self._index, self._where, self._state, part,
-                                        self._free, self._nfree)  # fmt: skip
+                                        self._free, self._nfree)
             self.stats.flows_expired += len(part)
             yield raw.view(FLOW_DTYPE).reshape(len(part))
         if self._tombstones > len(self._index) // 4:

@@ -10,9 +10,9 @@ import ctypes as ct
 import errno
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
-from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -75,7 +75,7 @@ class _ProgLoadOpts(ct.Structure):
     """The head of libbpf's struct bpf_prog_load_opts (its `sz` says how much we give)."""
 
     _fields_ = [("sz", ct.c_size_t), ("attempts", ct.c_int), ("expected_attach_type", ct.c_int),
-                ("prog_btf_fd", ct.c_uint32), ("prog_flags", ct.c_uint32)]  # fmt: skip
+                ("prog_btf_fd", ct.c_uint32), ("prog_flags", ct.c_uint32)]
 
 
 BPF_PROG_TYPE_XDP = 6
@@ -91,7 +91,7 @@ def _load_xdp_with_frags(bpf: object, name: str) -> int:
         libbpf = ct.CDLL("libbpf.so.1", use_errno=True)
     except OSError:
         return -1
-    from bcc.libbcc import lib  # noqa: PLC0415
+    from bcc.libbcc import lib
 
     module = bpf.module  # type: ignore[attr-defined]
     fname = name.encode()
@@ -101,10 +101,10 @@ def _load_xdp_with_frags(bpf: object, name: str) -> int:
         return -1
     libbpf.bpf_prog_load.restype = ct.c_int
     libbpf.bpf_prog_load.argtypes = [ct.c_int, ct.c_char_p, ct.c_char_p, ct.c_void_p,
-                                     ct.c_size_t, ct.POINTER(_ProgLoadOpts)]  # fmt: skip
+                                     ct.c_size_t, ct.POINTER(_ProgLoadOpts)]
     opts = _ProgLoadOpts(sz=ct.sizeof(_ProgLoadOpts), prog_flags=BPF_F_XDP_HAS_FRAGS)
     fd = libbpf.bpf_prog_load(BPF_PROG_TYPE_XDP, fname, lib.bpf_module_license(module), start,
-                              size // 8, ct.byref(opts))  # fmt: skip
+                              size // 8, ct.byref(opts))
     return fd if fd >= 0 else -1
 
 
@@ -120,7 +120,7 @@ class KernelFlowCache:
     def __init__(self, maxflows: int = 2_000_000, cflags: tuple[str, ...] = (),
                  hook: str = "tc") -> None:
         try:
-            import bcc  # noqa: PLC0415 - only the real cache needs bcc (and root)
+            import bcc
         except ImportError as exc:  # pragma: no cover - depends on the machine
             raise KernelError(
                 "bcc is not importable: install python3-bpfcc and use a venv created with "
@@ -279,7 +279,7 @@ class KernelFlowCache:
         cnt = ct.c_uint32(N_COUNTERS)
         out_batch = ct.c_uint32(0)
         ret = lib.bpf_lookup_batch(self._counters.map_fd, None, ct.byref(out_batch),
-                                   keys.ctypes.data, vals.ctypes.data, ct.byref(cnt))  # fmt: skip
+                                   keys.ctypes.data, vals.ctypes.data, ct.byref(cnt))
         if (ret != 0 and -ret != errno.ENOENT) or cnt.value != N_COUNTERS:
             return self._counters_one_by_one()
         return np.ascontiguousarray(vals.T)

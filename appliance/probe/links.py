@@ -165,7 +165,7 @@ class LinkState:
         return {"name": self.name, "ifindex": self.ifindex, "state": self.state,
                 "since": self.since, "attached_at": self.attached_at,
                 "detached_at": self.detached_at, "reattaches": self.reattaches,
-                "detaches": self.detaches, "reason": self.reason}  # fmt: skip
+                "detaches": self.detaches, "reason": self.reason}
 
 
 class LinkFollower:
@@ -188,7 +188,7 @@ class LinkFollower:
                  watcher: LinkWatcher | None = None,
                  lookup: Callable[[str], LinkEvent | None] = lookup_link,
                  wall: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.attachments = attachments
         self.attach_one = attach_one
         self.forget = forget or (lambda _a: None)
@@ -198,7 +198,7 @@ class LinkFollower:
         self.monotonic = monotonic
         now = wall()
         self.links = [LinkState(a.ifname, a.ifindex, ATTACHED, now, now, attachment=a)
-                      for a in attachments]  # fmt: skip
+                      for a in attachments]
         self.resyncs = 0
         self.resync()  # whatever changed between attaching and opening the watcher
 

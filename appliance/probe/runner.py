@@ -57,7 +57,7 @@ def build_exporter(s: ProbeSettings, clock: Clock, transports: Any = None) -> Ex
         options_interval_s=s.options_interval, names_interval_s=s.names_interval, mpls=s.mpls,
         direction_mac=parse_mac(s.direction_mac) if s.direction_mac else None,
         sndbuf=s.sndbuf, clock=clock.time_ns,
-    )  # fmt: skip
+    )
 
 
 class Probe:
@@ -172,7 +172,7 @@ class Probe:
             Refusal(Stage.KERNEL_MAP, int(k[Counter.REFUSED_PACKETS]),
                     int(k[Counter.REFUSED_BYTES]), int(k[Counter.REFUSED_PACKETS])),
             Refusal(Stage.FLOW_TABLE, ts.refused_packets, ts.refused_bytes, ts.refused_flows),
-        ]  # fmt: skip
+        ]
 
     def _note_fill(self, drained: int, now: int) -> None:
         maxflows = self.cache.maxflows
@@ -249,7 +249,7 @@ class Probe:
                      "last_error": st.last_error, "refused": st.refused, "held": st.held,
                      "resent": st.resent}
                     for d, st in zip(self.exporter.destinations, self.exporter.stats, strict=True)
-                ],  # fmt: skip
+                ],
             },
         }
 

@@ -358,7 +358,7 @@ def encode_datagrams(
         enc.template_refresh_packets, enc._packets_since_template,
         enc.messages_sent, enc.records_sent, enc.uptime_ms(now_ns),
         (now_ns // 1_000_000_000) & 0xFFFFFFFF, domain,
-    )  # fmt: skip
+    )
     enc.messages_sent = int(state[0])
     enc.records_sent = int(state[1])
     enc._packets_since_template = int(state[2])

@@ -30,13 +30,13 @@ V9_FIELDS: list[str | tuple[str, int]] = [
     "src_addr", "dst_addr", "next_hop", "src_port", "dst_port", "proto", "tos",
     ("tcp_flags", 1), ("bytes", 4), ("packets", 4), "in_if", "out_if", "src_as", "dst_as",
     "src_mask", "dst_mask", "first_switched", "last_switched", "direction",
-]  # fmt: skip
+]
 #: IPFIX with IPv6 addresses: the same list with the IPv6 twins and epoch-ms times.
 IPFIX6_FIELDS: list[str | tuple[str, int]] = [
     "src_addr", "dst_addr", "next_hop", "src_port", "dst_port", "proto", "tos",
     ("tcp_flags", 1), "bytes", "packets", "in_if", "out_if", "src_as", "dst_as",
     "src_mask", "dst_mask", "flow_start_ms", "flow_end_ms", "direction",
-]  # fmt: skip
+]
 
 _SERVICE_PORTS = np.array([443, 80, 53, 123, 22, 25, 993, 3389, 8080, 5060, 1194, 179])
 _SERVICE_P = np.array([0.46, 0.18, 0.12, 0.03, 0.03, 0.02, 0.02, 0.02, 0.04, 0.02, 0.02, 0.04])
@@ -124,7 +124,7 @@ def v9_datagrams(n: int, seed: int = 1, source_id: int = 1) -> tuple[list[bytes]
     enc = V9Encoder(
         [template_for(V9_FIELDS, 256)], source_id=source_id, mtu=_MTU, clock=now_ns,
         boot_ns=BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0,
-    )  # fmt: skip
+    )
     templates = enc.encode_templates()
     return templates, enc.encode(flows(n, seed)), n
 
@@ -134,7 +134,7 @@ def ipfix6_datagrams(n: int, seed: int = 2) -> tuple[list[bytes], list[bytes], i
     enc = IPFIXEncoder(
         [template_for(IPFIX6_FIELDS, 256, ipv6=True)], observation_domain=1, mtu=_MTU,
         clock=now_ns, boot_ns=BOOT_NS, template_refresh_packets=0, template_refresh_seconds=0,
-    )  # fmt: skip
+    )
     templates = enc.encode_templates()
     return templates, enc.encode(flows(n, seed, ipv6=True)), n
 

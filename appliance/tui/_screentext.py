@@ -8,5 +8,5 @@ __all__ = ["screen_text"]
 
 
 def screen_text(app: App[object]) -> str:
-    strips = app.screen._compositor.render_strips()  # noqa: SLF001 - Textual has no public text dump
+    strips = app.screen._compositor.render_strips()
     return "\n".join("".join(seg.text for seg in strip).rstrip() for strip in strips)

@@ -79,7 +79,7 @@ class MirrorflowApp(App[None]):
     """
 
     def __init__(self, url: str = DEFAULT_URL, client: ApiClient | None = None, interval: float = 1.0,
-                 clock: Callable[[], float] = time.time, export_dir: Path | None = None) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time, export_dir: Path | None = None) -> None:
         super().__init__()
         self.url = url.rstrip("/")
         self.client = client or ApiClient(self.url, clock=clock)
@@ -230,7 +230,7 @@ class MirrorflowApp(App[None]):
         if self.pane == "top":
             focused = self.focused
             return focused if isinstance(focused, LiveTable) and focused.id == "windows" else self.query_one(
-                "#top-table", LiveTable)  # fmt: skip
+                "#top-table", LiveTable)
         return self.query_one(f"#{self.pane}-table", LiveTable)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -389,7 +389,7 @@ class MirrorflowApp(App[None]):
                     return None
                 entry = next((t for t in m["top"] if f"{mo}/{mv}/{mavg.key_text(t['key'])}" == key), None)
                 return {"key": key, **({"entry": entry} if entry else {}),
-                        **{k: v for k, v in m.items() if k not in ("top", "alerts")}}  # fmt: skip
+                        **{k: v for k, v in m.items() if k not in ("top", "alerts")}}
             return None
 
         if table_id not in ("exporters-table", "alerts-table", "mavg-table"):
@@ -412,7 +412,7 @@ class MirrorflowApp(App[None]):
             writer.writerows([list(r.values()) for r in rows])
         snap = self.shown
         doc = {"view": name, "url": self.url, "snapshot": (snap.get("status").get("snapshot") if snap else None),
-               "columns": [c.label for c in table.columns_spec], "rows": rows}  # fmt: skip
+               "columns": [c.label for c in table.columns_spec], "rows": rows}
         base.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
         self.last_export = base
         self.notify(f"exported {len(rows)} rows to {base}.csv/.json", timeout=4)

@@ -23,7 +23,7 @@ Press ? for the keys. The TUI reads only the collector's live API (docs/api.md):
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("tui", help="live dashboard of the collector's API (Textual)", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default=DEFAULT_URL, help=f"the collector's live API (default {DEFAULT_URL})")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between updates (default 1)")
     p.add_argument("--export-dir", type=Path, default=None, help="where 'e' writes CSV/JSON (default: cwd)")

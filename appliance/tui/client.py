@@ -93,7 +93,7 @@ class ApiClient:
     """
 
     def __init__(self, url: str = DEFAULT_URL, transport: Transport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time) -> None:
         self.url = url.rstrip("/")
         self.get = transport or urllib_transport(self.url)
         self.clock = clock

@@ -28,7 +28,7 @@ KEYS: tuple[Key, ...] = (
     Key("4", "pane('alerts')", "Alerts", "active and past alerts", "panes"),
     Key("5", "pane('exporters')", "Exporters", "the probe and the routers side by side", "panes"),
     Key("enter", "drill", "Open", "drill down: flows of an object, a window, an exporter, an alert",
-        "navigate"),  # fmt: skip
+        "navigate"),
     Key("escape", "back", "Back", "back (close a drill-down, clear the filter)", "navigate"),
     Key("s", "sort", "Sort", "sort by the next column (or click its header)", "table", True),
     Key("S", "reverse", "Reverse", "reverse the sort order", "table"),
@@ -50,7 +50,7 @@ def bindings() -> list[Binding]:
 
 
 _NAMES = {"question_mark": "?", "slash": "/", "left_square_bracket": "[", "right_square_bracket": "]",
-          "escape": "Esc", "enter": "Enter", "space": "Space", "ctrl+p": "Ctrl+P"}  # fmt: skip
+          "escape": "Esc", "enter": "Enter", "space": "Space", "ctrl+p": "Ctrl+P"}
 
 
 def key_label(key: str) -> str:

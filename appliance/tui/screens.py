@@ -55,7 +55,7 @@ class DetailScreen(Screen[None]):
     """
 
     def __init__(self, name: str, source: Source, extra: dict[str, str] | None = None,
-                 on_select: Callable[[str], Any] | None = None) -> None:  # fmt: skip
+                 on_select: Callable[[str], Any] | None = None) -> None:
         super().__init__()
         self.detail_name = name
         self.source = source
@@ -112,7 +112,7 @@ class FlowTailScreen(DetailScreen):
         yield Static("", id="expr-error", markup=False)
         yield LiveTable(id="detail")
         yield Input(placeholder="filter expression, e.g. proto udp and dst port 53 (Enter applies, Esc clears)",
-                    id="expr")  # fmt: skip
+                    id="expr")
         yield Footer()
 
     def _tail(self, s: Snapshot, v: View) -> tuple[str, list[Column], list[Row]]:

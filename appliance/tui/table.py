@@ -65,7 +65,7 @@ def _sort_value(value: Any) -> tuple[int, Any]:
 class LiveTable(DataTable[Any]):
     """Rows synced by key; sortable by any column; a substring filter over the cells' text."""
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.columns_spec: list[Column] = []
         self.sort_column: str | None = None
@@ -117,7 +117,7 @@ class LiveTable(DataTable[Any]):
             return None
         try:
             return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
-        except Exception:  # noqa: BLE001 - an empty or shrinking table has no cursor row
+        except Exception:
             return None
 
     def set_filter(self, text: str) -> None:

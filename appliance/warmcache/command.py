@@ -291,5 +291,5 @@ def _load_cached_overloads(disp: Any) -> None:
             args, _ = sigutils.normalize_signature(sig)
             if tuple(args) not in disp.overloads:
                 disp.compile(sig)
-    except Exception as exc:  # noqa: BLE001 - numba internals: report, never fail the warm-up
+    except Exception as exc:
         log.warning("cannot read the cache index of %s: %s", disp.py_func.__qualname__, exc)

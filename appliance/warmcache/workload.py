@@ -139,7 +139,7 @@ def _replay(cfg: Any, captures: list[Path], probe_stats: Path | None) -> None:
 
     cfg.export_dir.mkdir()
     pipeline = Pipeline(cfg, load_runtime(cfg), live=False,
-                        api=ApiSettings(address=None, probe_stats=probe_stats, flows_interval_s=0))  # fmt: skip
+                        api=ApiSettings(address=None, probe_stats=probe_stats, flows_interval_s=0))
     pipeline.start_api()
     try:
         pipeline.collector.run_pcap(captures)
@@ -161,7 +161,7 @@ def _live_restart(cfg: Any, captures: list[Path]) -> None:
     from appliance.collector.receive import PcapReader
 
     pipeline = Pipeline(cfg, load_runtime(cfg), live=True,
-                        api=ApiSettings(address=None, probe_stats=None, flows_interval_s=0))  # fmt: skip
+                        api=ApiSettings(address=None, probe_stats=None, flows_interval_s=0))
     pipeline.start_api()
     try:
         for path in captures:

@@ -54,7 +54,7 @@ def warm_numba(corpus_dir: Path) -> None:
     proc = subprocess.run(
         [*mirrorflow_argv(), "decode", "--format", "jsonl", *map(str, files)],
         capture_output=True, text=True, timeout=180, env=mirrorflow_env(), check=False,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -93,14 +93,14 @@ class CollectorProcess:
         for spec in listen:
             argv += ["--listen", spec]
         argv += ["--stats-file", str(self.stats_file), "--dump-flows", str(self.dump_file),
-                 "--dump-format", "jsonl", "--stats-interval", "1", "--rcvbuf-mb", "8", *extra]  # fmt: skip
+                 "--dump-format", "jsonl", "--stats-interval", "1", "--rcvbuf-mb", "8", *extra]
         self.argv = argv
         self.returncode: int | None = None
         with self.log_file.open("wb") as log:
             self.proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, env=mirrorflow_env(),
                 start_new_session=True,
-            )  # fmt: skip
+            )
         self._wait_listening(len(listen))
 
     def _wait_listening(self, n: int) -> None:
@@ -216,7 +216,7 @@ def tshark_flows(pcap: Path, port: int) -> list[dict[str, Any]]:
     proc = subprocess.run(
         ["tshark", "-n", "-r", str(pcap), "-d", f"udp.port=={port},cflow", "-T", "json"],
         capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     flows = []
     for frame in json.loads(proc.stdout or "[]"):
@@ -296,7 +296,7 @@ class WireCapture:
             self.proc = subprocess.Popen(
                 [*prefix, "tcpdump", "--immediate-mode", "-i", iface, "-U", "-n", "-s", "0", "-w", str(path), bpf],
                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-            )  # fmt: skip
+            )
         deadline = time.monotonic() + 10
         while "listening on" not in self.err.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -46,7 +46,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> subproce
 
 def test_playbook_syntax(ansible_env: dict[str, str]) -> None:
     proc = _run([str(VENV_BIN / "ansible-playbook"), "--syntax-check", "-i", "inventory/example.yml",
-                 "site.yml"], ansible_env)  # fmt: skip
+                 "site.yml"], ansible_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -108,7 +108,7 @@ def chroot_root(ansible_env: dict[str, str]) -> Iterator[Path]:
         subprocess.run(["umount", "-R", "-l", str(root / sub)], capture_output=True, check=False)
     # Never delete through a mount that is still there (it would reach the host's /sys or /dev).
     still = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-             if line.split()[1].startswith(f"{root}/")]  # fmt: skip
+             if line.split()[1].startswith(f"{root}/")]
     assert not still, f"still mounted, {root} left in place: {still}"
     shutil.rmtree(root, ignore_errors=True)
 
@@ -116,7 +116,7 @@ def chroot_root(ansible_env: dict[str, str]) -> Iterator[Path]:
 def _apply(root: Path, env: dict[str, str], *args: str) -> tuple[str, float]:
     started = time.monotonic()
     proc = subprocess.run([str(REPO / "vm-image" / "apply-roles"), str(root), *args], env=env,
-                          capture_output=True, text=True, timeout=1200)  # fmt: skip
+                          capture_output=True, text=True, timeout=1200)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     return out, time.monotonic() - started
@@ -153,15 +153,15 @@ def test_converge_chroot_idempotent_and_check_mode(chroot_root: Path, ansible_en
     assert "CapabilityBoundingSet=\n" in collector_unit and "Restart=on-failure" in collector_unit
     wants = r / "etc/systemd/system/multi-user.target.wants"
     for unit in ("mirrorflow-probe.service", "mirrorflow-collector.service", "mirrorflow-db-setup.service",
-                 "postgresql.service", "systemd-networkd.service"):  # fmt: skip
+                 "postgresql.service", "systemd-networkd.service"):
         assert (wants / unit).is_symlink(), f"{unit} not enabled"
     assert (r / "etc/systemd/system/sys-subsystem-net-devices-ens4.device.wants/mirrorflow-offload@ens4.service").is_symlink()
     # The installed application works in the root: config checks, bcc and numba import.
     proc = subprocess.run(["chroot", str(r), "/usr/local/bin/mirrorflow", "check-config", "-c",
-                           "/etc/mirrorflow/collector.conf"], capture_output=True, text=True)  # fmt: skip
+                           "/etc/mirrorflow/collector.conf"], capture_output=True, text=True)
     assert proc.returncode == 0 and "configuration OK" in proc.stdout, proc.stdout + proc.stderr
     proc = subprocess.run(["chroot", str(r), "/opt/mirrorflow/venv/bin/python", "-c", "import bcc, numba, psycopg"],
-                          capture_output=True, text=True)  # fmt: skip
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     # numba's kernels were compiled at install time, as each unit's user (mirrorflow_warm_cache);
     # the second run found them all cached (changed=0 above).
@@ -170,7 +170,7 @@ def test_converge_chroot_idempotent_and_check_mode(chroot_root: Path, ansible_en
         assert len(indexes) >= kernels, f"{part}: {len(indexes)} numba cache indexes"
         uids = {p.stat().st_uid for p in indexes}
         expected = int(subprocess.run(["chroot", str(r), "id", "-u", owner], capture_output=True, text=True,
-                                      check=True).stdout)  # fmt: skip
+                                      check=True).stdout)
         assert uids == {expected}, (part, uids, expected)
     # The secret went nowhere but its file (0600 postgres), not even into --diff output.
     assert all(_SECRET not in out for out in (first, second, check))

@@ -33,12 +33,12 @@ def test_collect_serves_the_api_live(tmp_path: Path, corpus_dir: Path) -> None:
         [sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{udp}", "--api", f"127.0.0.1:{http}",
          "--mo-dir", str(tmp_path / "mo"), "--probe-stats", str(probe), "--stats-interval", "0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     base = f"http://127.0.0.1:{http}"
     try:
         wait_for(lambda: get(base + "/api/v1/status"))
         want = subprocess.run([sys.executable, "-m", "appliance.cli", "decode", "--stats", "--no-options", "--format",
-                               "jsonl", str(capture)], capture_output=True, text=True, env=env, check=True)  # fmt: skip
+                               "jsonl", str(capture)], capture_output=True, text=True, env=env, check=True)
         (stats,) = [json.loads(x) for x in want.stderr.splitlines()]
         n_records = len(want.stdout.splitlines())
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx, PcapReader(capture) as reader:
@@ -79,7 +79,7 @@ def test_collect_runs_without_the_api_when_its_port_is_taken(tmp_path: Path) -> 
         udp = free_port(socket.SOCK_DGRAM)
         proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{udp}",
                                  "--api", f"127.0.0.1:{port}", "--stats-interval", "0"],
-                                env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                env=env, stderr=subprocess.PIPE, text=True)
         try:
             line = wait_for(lambda: (l := proc.stderr.readline()) and "live API" in l and l)  # noqa: E741
             assert proc.stderr is not None

@@ -9,11 +9,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from appliance.collector.api.schema import SCHEMAS, validate
 from appliance.collector.api import ApiSettings
+from appliance.collector.api.schema import SCHEMAS, validate
 from appliance.collector.config import load_runtime
-from appliance.collector.pipeline import Pipeline
 from appliance.collector.config.settings import CollectorConfig
+from appliance.collector.pipeline import Pipeline
 from appliance.collector.receive.pcapfile import PcapReader
 from tests.integration.test_mavg_replay import T0, capture
 from tests.unit.test_api import parse_metrics
@@ -39,10 +39,10 @@ def test_alert_is_active_then_past(tmp_path: Path) -> None:
         "fwm": [{"name": "total", "time": 10, "fields": ["packets"]}],
         "mavg": [{"name": "pps", "time": 2, "fields": ["src host", "packets"],
                   "overlimit": [{"name": "ddos", "default": [50000], "back2norm-time": 5,
-                                 "action-script": str(act), "back2norm-script": str(b2n)}]}]}))  # fmt: skip
+                                 "action-script": str(act), "back2norm-script": str(b2n)}]}]}))
     cfg = CollectorConfig(mo_dir=tmp_path / "mo", stats_interval_s=0)
     pipeline = Pipeline(cfg, load_runtime(cfg), live=False,
-                        api=ApiSettings(address=("127.0.0.1", 0), probe_stats=None, interval_s=0))  # fmt: skip
+                        api=ApiSettings(address=("127.0.0.1", 0), probe_stats=None, interval_s=0))
     collector, monitoring, live = pipeline.collector, pipeline.monitoring, pipeline.api
     assert monitoring is not None and live is not None
     live.start()
@@ -58,7 +58,7 @@ def test_alert_is_active_then_past(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while not (monitoring.averages.ended and all(
                 (r := monitoring.averages.ended[-1].scripts.get(k)) and r["status"] == "exited"
-                for k in ("action", "back2norm"))):  # fmt: skip
+                for k in ("action", "back2norm"))):
             assert time.monotonic() < deadline, "scripts did not finish"
             time.sleep(0.05)
         live.publish()

@@ -56,7 +56,7 @@ def test_a_detached_probe_interface_degrades_health_until_it_is_back(live):
     follower = LinkFollower([FakeAttachment("ens4", 7), FakeAttachment("ens5", 8)],  # type: ignore[list-item]
                             lambda name: FakeAttachment(name, links[name].ifindex),  # type: ignore[arg-type,return-value]
                             lookup=lambda name: links.get(name) if name == "ens4" else LinkEvent("new", 8, name, True),
-                            wall=lambda: clock[0])  # fmt: skip
+                            wall=lambda: clock[0])
 
     def publish() -> tuple[dict, dict]:
         stats_file.write_text(json.dumps({"pid": 1, "interfaces": ["ens4", "ens5"], "links": follower.snapshot()}))
@@ -72,7 +72,7 @@ def test_a_detached_probe_interface_degrades_health_until_it_is_back(live):
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock[0]))
     assert status["health"] == "degraded"
     assert status["problems"] == [(f"probe interface ens4 detached since {when} (deleted, was ifindex 7): "
-                                   "its traffic is not seen until it comes back")]  # fmt: skip
+                                   "its traffic is not seen until it comes back")]
     assert status["probe"]["detached"] == probe["detached"] == ["ens4"]
     assert probe["stats"]["links"][0]["state"] == "detached"
     with urllib.request.urlopen(api.url + "/metrics", timeout=10) as resp:

@@ -14,20 +14,18 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from appliance.collector.api.schema import SCHEMAS, validate
-from appliance.collector.api.metrics import LABELS
 from appliance.collector.api import ApiSettings, LiveApi
+from appliance.collector.api.metrics import LABELS
+from appliance.collector.api.schema import SCHEMAS, validate
 from appliance.collector.config import load_runtime
-from appliance.collector.pipeline import Pipeline
 from appliance.collector.config.settings import CollectorConfig
-from appliance.collector.receive.pcapfile import PcapReader
 from appliance.collector.monitoring import WindowTable
+from appliance.collector.pipeline import Pipeline
 from tests.unit.test_api import parse_metrics
 
 CAPTURE_A = "ipfixcol2/example_flows.pcap"  # 3979 records, exporter 192.0.2.210 (sampling 10 from devices.conf)
@@ -39,7 +37,7 @@ OBJECTS = {
                                   {"name": "total", "fields": ["packets", "octets", "flows"]}]},
     "tcp": {"filter": "proto tcp", "fwm": [{"name": "ports", "fields": ["dst port", "octets desc"], "limit": 3}]},
     "udp": {"filter": "proto udp", "fwm": []},
-}  # fmt: skip
+}
 FILTERS = {"top": lambda r: True, "tcp": lambda r: r.get("proto") == 6, "udp": lambda r: r.get("proto") == 17}
 TAIL = 50
 
@@ -54,7 +52,7 @@ def decode(paths: list[Path], devices: Path) -> tuple[list[dict], dict[str, dict
         [sys.executable, "-m", "appliance.cli", "decode", "--format", "jsonl", "--apply-sampling",
          "--no-options", "--stats", "--devices", str(devices), *map(str, paths)],
         capture_output=True, text=True, check=True, env=_env(), timeout=120,
-    )  # fmt: skip
+    )
     stats = {}
     for line in proc.stderr.splitlines():
         doc = json.loads(line)
@@ -87,7 +85,7 @@ def sql_rows(path: Path) -> list[tuple]:
         cells = line.rstrip(",;").removeprefix("( ").removesuffix(" )").split(" , ")
         cells[0] = cells[0].split(", ", 1)[1]  # the time column
         out.append(tuple(None if c.strip() == "NULL" else c.strip()[1:-1] if c.strip().startswith("'")
-                         else int(c) for c in cells))  # fmt: skip
+                         else int(c) for c in cells))
     return out
 
 
@@ -114,7 +112,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> dict[s
     cfg = CollectorConfig(mo_dir=tmp / "mo", export_dir=tmp / "exp", devices_file=devices, stats_interval_s=0)
     clock = FakeClock()
     settings = ApiSettings(address=("127.0.0.1", 0), probe_stats=probe_stats, probe_addresses=("192.0.2.210",),
-                           flows=TAIL, flows_interval_s=0.0)  # fmt: skip
+                           flows=TAIL, flows_interval_s=0.0)
     pipeline = Pipeline(cfg, load_runtime(cfg), live=False, api=settings, clock=clock)
     collector, monitoring, live = pipeline.collector, pipeline.monitoring, pipeline.api
     assert monitoring is not None and live is not None
@@ -132,7 +130,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> dict[s
     recs_a, _ = decode([a], devices)
     recs, stats = decode([a, b], devices)
     yield {"url": live.url, "records": recs, "n_a": len(recs_a), "stats": stats, "tables": tables, "tmp": tmp,
-           "probe_stats": probe_stats, "live": live}  # fmt: skip
+           "probe_stats": probe_stats, "live": live}
     pipeline.close()
 
 
@@ -143,12 +141,12 @@ PROBE_SNAPSHOT = {
     "rates": {"1s": {"accounted_packets": 10.0}, "1m": {}, "5m": {}},
     "table": {"active": 12, "peak_active": 20},
     "export": {"flows_exported": 65, "flows_unexportable": 0, "messages": 9, "destinations": []},
-}  # fmt: skip
+}
 
 
 ENDPOINTS = ["/api/v1/status", "/api/v1/exporters", "/api/v1/objects", "/api/v1/windows",
              "/api/v1/windows/top/pairs", "/api/v1/flows?object=tcp&limit=10", "/api/v1/flows",
-             "/api/v1/mavg", "/api/v1/alerts", "/api/v1/probe"]  # fmt: skip
+             "/api/v1/mavg", "/api/v1/alerts", "/api/v1/probe"]
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -222,7 +220,7 @@ def test_windows_are_the_last_exported_tables(served: dict) -> None:
         last[(t.mo, t.window)] = t
     windows = get(served["url"], "/api/v1/windows")["windows"]
     assert {(w["object"], w["window"]) for w in windows} == {(m, w["name"]) for m, d in OBJECTS.items()
-                                                             for w in d["fwm"]}  # fmt: skip
+                                                             for w in d["fwm"]}
     others = 0
     for w in windows:
         t = last[(w["object"], w["window"])]
@@ -236,7 +234,7 @@ def test_windows_are_the_last_exported_tables(served: dict) -> None:
             assert len(shown["rows"]) <= w["limit"]
         others += shown["other"] is not None
         assert shown["other"] is None or all(v is None for v, c in zip(shown["other"], w["fields"], strict=True)
-                                              if not c.split()[0] in ("octets", "packets", "flows"))  # fmt: skip
+                                              if c.split()[0] not in ("octets", "packets", "flows"))
     assert others >= 1  # top/pairs (limit 5) has a remainder row
     one = get(served["url"], "/api/v1/windows/top/pairs")["window"]
     assert one == next(w for w in windows if (w["object"], w["window"]) == ("top", "pairs"))
@@ -258,7 +256,7 @@ EXPRESSIONS = {
     "not tcp and src net 0.0.0.0/1": lambda r: r.get("proto") != 6 and ":" not in r.get("src_addr", "")
                                                and int(r.get("src_addr", "0.0.0.0").split(".")[0]) < 128,
     "src port 179 or dst port 2222": lambda r: r.get("src_port") == 179 or r.get("dst_port") == 2222,
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("expr", EXPRESSIONS)
@@ -301,7 +299,7 @@ def test_probe_statistics_are_the_probes_own_file(served: dict) -> None:
     # ... the same dict `mirrorflow probe --stats --json` prints
     proc = subprocess.run([sys.executable, "-m", "appliance.cli", "probe", "--stats", "--json", "--state-dir",
                            str(served["probe_stats"].parent)], capture_output=True, text=True, env=_env(),
-                          timeout=60)  # fmt: skip
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == probe["stats"]
 
@@ -341,7 +339,7 @@ def test_metrics_exact_counters_and_bounded_labels(served: dict) -> None:
 def test_errors_are_json_with_a_message(served: dict) -> None:
     url = served["url"]
     assert get_error(url, "/api/v1/windows/nope/pairs") == (404, {"api_version": 1, "error": {
-        "status": 404, "message": "no monitoring object 'nope': see /api/v1/objects"}})  # fmt: skip
+        "status": 404, "message": "no monitoring object 'nope': see /api/v1/objects"}})
     assert get_error(url, "/api/v1/windows/top/nope")[0] == 404
     assert get_error(url, "/api/v1/flows?object=nope")[0] == 404
     assert get_error(url, "/api/v1/flows?limit=zero")[0] == 400

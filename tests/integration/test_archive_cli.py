@@ -74,7 +74,7 @@ def test_every_decoded_record_comes_back_field_by_field(archive: Path, decoded: 
     compared = 0
     for d in decoded:
         names = [k for k in d if k in REGISTRY.by_name or k in ("exporter", "source_id", "template_id",
-                                                                "record_kind", "version")]  # fmt: skip
+                                                                "record_kind", "version")]
         candidates = by_key[(d["exporter"], d["recv_time_ns"])]
         match = next((a for a in candidates if all(k in a and same(k, d[k], a[k]) for k in names)), None)
         assert match is not None, d
@@ -104,11 +104,11 @@ def test_filter_and_time_range_select_what_decode_recount_selects(archive: Path,
     since, until = times[len(times) // 3], times[2 * len(times) // 3]
     last = lambda v: v[-1] if isinstance(v, list) else v  # noqa: E731 - a repeated field: the column holds the last
     want = [d for d in decoded if since <= d["recv_time_ns"] < until and last(d.get("proto")) == 17
-            and 1024 <= last(d.get("dst_port", 0)) <= 65535]  # fmt: skip
+            and 1024 <= last(d.get("dst_port", 0)) <= 65535]
     assert want
     iso = lambda ns: str(ns / 1e9)  # noqa: E731 - a Unix time with fractions
     got = jsonl("-R", str(archive), "--since", iso(since), "--until", iso(until), "-n", "0",
-                "udp and dst port 1024-65535")  # fmt: skip
+                "udp and dst port 1024-65535")
     assert sorted((g["exporter"], g["recv_time_ns"], g["bytes"]) for g in got) == sorted(
         (d["exporter"], d["recv_time_ns"], d["bytes"]) for d in want)
     assert [g["recv_time_ns"] for g in got] == sorted((g["recv_time_ns"] for g in got), reverse=True)

@@ -28,7 +28,7 @@ def start(archive: Path) -> tuple[subprocess.Popen[str], int, str]:
     udp, http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{udp}",
                              "--api", f"127.0.0.1:{http}", "--archive", str(archive), "--stats-interval", "0"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{http}"
     wait_for(lambda: get(base + "/api/v1/status"))
     return proc, udp, base
@@ -49,7 +49,7 @@ def rows(archive: Path) -> int:
 def test_sighup_and_sigterm_close_the_open_file(tmp_path: Path, corpus_dir: Path) -> None:
     capture = corpus_dir / "netflow" / CAPTURE
     want = subprocess.run([sys.executable, "-m", "appliance.cli", "decode", "--no-options", "--format", "jsonl",
-                           str(capture)], capture_output=True, text=True, check=True)  # fmt: skip
+                           str(capture)], capture_output=True, text=True, check=True)
     n = len(want.stdout.splitlines())
     archive = tmp_path / "archive"
     proc, udp, base = start(archive)

@@ -43,10 +43,10 @@ from tests.integration._interop_rig import (
 T0_NS = 1_700_000_000_000_000_000
 BOOT_NS = T0_NS - 3_600_000_000_000
 FIELDS = ["src_addr", "dst_addr", "src_port", "dst_port", "proto", "packets", "bytes",
-          "flow_start_ms", "flow_end_ms"]  # fmt: skip
+          "flow_start_ms", "flow_end_ms"]
 GAP_COUNTERS = ("lost_packets", "lost_flows", "seq_resets")
 COMPARED = ("exporter", "version", "source_id", "record_kind", "src", "dst", "src_port",
-            "dst_port", "proto", "packets", "bytes", "sampling_rate")  # fmt: skip
+            "dst_port", "proto", "packets", "bytes", "sampling_rate")
 
 
 def _clock() -> int:
@@ -77,16 +77,16 @@ def _flows(n: int, seed: int, v6: bool = False) -> tuple[dict[str, Any], list[di
         b6[:, 12:] = dst.astype(">u4").view(np.uint8).reshape(n, 4)
         cols["src_addr6"], cols["dst_addr6"] = a6, b6
         texts = [(str(ipaddress.IPv6Address(bytes(a))), str(ipaddress.IPv6Address(bytes(b))))
-                 for a, b in zip(a6, b6, strict=True)]  # fmt: skip
+                 for a, b in zip(a6, b6, strict=True)]
     else:
         cols["src_addr"], cols["dst_addr"] = src, dst
         texts = [(str(ipaddress.IPv4Address(int(a))), str(ipaddress.IPv4Address(int(b))))
-                 for a, b in zip(src, dst, strict=True)]  # fmt: skip
+                 for a, b in zip(src, dst, strict=True)]
     expected = [
         {"src": s, "dst": d, "src_port": int(cols["src_port"][i]), "dst_port": int(cols["dst_port"][i]),
          "proto": int(cols["proto"][i]), "packets": int(cols["packets"][i]), "bytes": int(cols["bytes"][i])}
         for i, (s, d) in enumerate(texts)
-    ]  # fmt: skip
+    ]
     return cols, expected
 
 
@@ -122,13 +122,13 @@ class Exporter:
                 **e, "packets": e["packets"] * rate, "bytes": e["bytes"] * rate,
                 "exporter": self.address, "version": self.version, "source_id": self.source_id,
                 "record_kind": "v5" if self.version == 5 else "data", "sampling_rate": rate,
-            })  # fmt: skip
+            })
 
 
 def _v5(bind: tuple[str, int], engine: int, n: int, seed: int, rate: int = 0) -> Exporter:
     """v5 from engine `engine`; `rate` > 0 announces deterministic sampling in the header."""
     enc = V5Encoder(engine_id=engine, clock=_clock, boot_ns=BOOT_NS,
-                    sampling_mode=1 if rate else 0, sampling_interval=rate)  # fmt: skip
+                    sampling_mode=1 if rate else 0, sampling_interval=rate)
     ex = Exporter(bind, enc, 5, engine)
     cols, expected = _flows(n, seed)
     ex.add(enc.encode(cols), expected, rate=rate or 1)
@@ -136,12 +136,12 @@ def _v5(bind: tuple[str, int], engine: int, n: int, seed: int, rate: int = 0) ->
 
 
 def _templated(bind: tuple[str, int], version: int, source_id: int, n: int, seed: int,
-               v6: bool = False) -> Exporter:  # fmt: skip
+               v6: bool = False) -> Exporter:
     tpl = template_for(FIELDS, 256 + source_id % 100, ipv6=v6)
     kw = {"clock": _clock, "boot_ns": BOOT_NS, "template_refresh_packets": 10_000,
-          "template_refresh_seconds": 0}  # fmt: skip
+          "template_refresh_seconds": 0}
     enc = (V9Encoder([tpl], source_id=source_id, **kw) if version == 9
-           else IPFIXEncoder([tpl], observation_domain=source_id, **kw))  # fmt: skip
+           else IPFIXEncoder([tpl], observation_domain=source_id, **kw))
     ex = Exporter(bind, enc, version, source_id, templates=1)
     cols, expected = _flows(n, seed, v6)
     ex.add(enc.encode(cols), expected)
@@ -176,7 +176,7 @@ def _free_port_both() -> int:
             port = s4.getsockname()[1]
             try:
                 with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6, \
-                        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s3:  # fmt: skip
+                        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s3:
                     s6.bind(("::1", port))
                     s3.bind(("127.0.0.3", port))
             except OSError:
@@ -195,7 +195,7 @@ def collectors(tmp_path: Path, warm_numba: None) -> Iterator[list[CollectorProce
 
 
 def _start(started: list[CollectorProcess], workdir: Path, listen: list[str], *extra: str,
-           name: str = "collector") -> CollectorProcess:  # fmt: skip
+           name: str = "collector") -> CollectorProcess:
     c = CollectorProcess(workdir, listen, extra, name=name)
     started.append(c)
     return c
@@ -225,7 +225,7 @@ def _records_of_kind(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*mirrorflow_argv(), *argv], capture_output=True, text=True, timeout=60,
-                          env=mirrorflow_env(), check=False)  # fmt: skip
+                          env=mirrorflow_env(), check=False)
 
 
 # ---- tests --------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def test_live_v4_and_v6_exporters_decode_exactly_and_replays_agree(
 
     replay_dump = tmp_path / "replay.jsonl"
     replay = _run(["collect", "--pcap", str(pcap), "--dump-flows", str(replay_dump),
-                   "--dump-format", "jsonl", "--stats-interval", "0"])  # fmt: skip
+                   "--dump-format", "jsonl", "--stats-interval", "0"])
     assert replay.returncode == 0, replay.stderr
     replayed = _records_of_kind([json.loads(x) for x in replay_dump.read_text().splitlines()])
 
@@ -377,22 +377,22 @@ def test_data_before_template_is_held_and_decoded(tmp_path: Path, collectors: li
 
 
 def _sampled(bind: tuple[str, int], version: int, source_id: int, seed: int, rate: int,
-             applied: int, v6: bool = False) -> Exporter:  # fmt: skip
+             applied: int, v6: bool = False) -> Exporter:
     """Options announce `rate` (sampler 3); data records name sampler 3; `applied` is expected."""
     sampler_field = "sampler_id" if version == 9 else "selector_id"
     tpl = template_for([*FIELDS, sampler_field], 300, ipv6=v6)
     opt = sampler_template(301, version)
     kw = {"clock": _clock, "boot_ns": BOOT_NS, "template_refresh_packets": 10_000,
-          "template_refresh_seconds": 0}  # fmt: skip
+          "template_refresh_seconds": 0}
     enc = (V9Encoder([tpl, opt], source_id=source_id, **kw) if version == 9
-           else IPFIXEncoder([tpl, opt], observation_domain=source_id, **kw))  # fmt: skip
+           else IPFIXEncoder([tpl, opt], observation_domain=source_id, **kw))
     ex = Exporter(bind, enc, version, source_id, templates=1, options_templates=1)
     if version == 9:
         options = {"scope_system": 1, "sampler_id": 3, "sampler_mode": 2,
-                   "sampler_random_interval": rate, "sampling_interval": rate, "sampling_algorithm": 2}  # fmt: skip
+                   "sampler_random_interval": rate, "sampling_interval": rate, "sampling_algorithm": 2}
     else:
         options = {"selector_id": 3, "selector_algorithm": 1, "sampling_packet_interval": 1,
-                   "sampling_packet_space": rate - 1}  # fmt: skip
+                   "sampling_packet_space": rate - 1}
     ex.datagrams += enc.encode(options, 301)
     cols, expected = _flows(40, seed, v6)
     cols[sampler_field] = 3

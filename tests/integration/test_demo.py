@@ -45,7 +45,7 @@ def test_headless_demo_runs_and_leaves_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(tmp_path / "numba"))}
     proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "demo", "--headless", "--duration", "45",
                              "--api-port", "18787"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         out, err = proc.communicate(timeout=600)
     finally:

@@ -58,7 +58,7 @@ class FakeClock:
 def write_pcap(path: Path, payloads: list[bytes]) -> None:
     """A classic pcap with one Ethernet/IPv4/UDP frame per payload, one second apart."""
     frames = (((1_700_000_000 + i) * 10**9, udp_frame("192.0.2.1", "192.0.2.2", 40000, PORT, payload, ident=i))
-              for i, payload in enumerate(payloads))  # fmt: skip
+              for i, payload in enumerate(payloads))
     write_pcap_file(path, frames)
 
 

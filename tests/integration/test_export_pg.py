@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance.collector.config import WindowSpec
 from appliance.collector.export.postgres import BOOKKEEPING_TABLE, PgExporter, PgLoader
 from appliance.collector.export.spool import Spool, read_spooled
-from appliance.collector.config import WindowSpec
 from appliance.collector.fields import Column, parse_field
 from appliance.collector.monitoring import FixedWindow, WindowTable
 from tests.unit.test_windows import NS, make_batch
@@ -23,7 +23,7 @@ def window_table(seed: int = 1, limit: int = 5) -> WindowTable:
     rng = np.random.default_rng(seed)
     spec = WindowSpec("top", tuple(parse_field(f) for f in
                                    ["octets desc", "src host", "dst port", "src mac", "packets", "flows"]),
-                      time=30, limit=limit)  # fmt: skip
+                      time=30, limit=limit)
     w = FixedWindow(spec, "mo_top", "mo")
     b = make_batch(rng, 2000, 1_700_000_000 * NS, span_s=1)
     w.add(b, np.arange(b.n), b["recv_time_ns"] // np.uint64(30 * NS))
@@ -51,13 +51,13 @@ def test_tables_types_index_rows(postgres_db: str, tmp_path: Path) -> None:
     finally:
         exp.close()
     types = fetch(postgres_db, "select column_name, data_type from information_schema.columns "
-                  "where table_name = 'mo_top' order by ordinal_position")  # fmt: skip
+                  "where table_name = 'mo_top' order by ordinal_position")
     assert types == [("time", "timestamp with time zone"), ("octets", "bigint"), ("src_host", "inet"),
                      ("dst_port", "bigint"), ("src_mac", "macaddr"), ("packets", "bigint"), ("flows", "bigint")]
     idx = fetch(postgres_db, "select indexdef from pg_indexes where tablename = 'mo_top'")
     assert idx == [('CREATE INDEX mo_top_idx ON public.mo_top USING btree ("time")',)]
     got = fetch(postgres_db, "select extract(epoch from time)::bigint, octets, host(src_host), dst_port, "
-                "src_mac::text, packets, flows from mo_top")  # fmt: skip
+                "src_mac::text, packets, flows from mo_top")
     want = [(t.time, *row) for row in t.rows]
     assert sorted(got, key=repr) == sorted(want, key=repr)
     # the remainder row: NULL keys, summed aggregates
@@ -80,14 +80,14 @@ def test_no_index_when_create_index_false(postgres_db: str, tmp_path: Path) -> N
 
 def check_exactly_once(dsn: str, n: int, table: str = "lab_flows") -> None:
     per_window = dict(fetch(dsn, f"select extract(epoch from time)::bigint - 1700000000, count(*) "
-                              f"from {table} group by 1"))  # fmt: skip
+                              f"from {table} group by 1"))
     assert per_window == {i: i % 5 + 1 for i in range(n)}
     assert fetch(dsn, f"select count(*), count(distinct time) from {BOOKKEEPING_TABLE}") == [(n, n)]
     rows = fetch(dsn, f"select octets from {table}")
     assert len(rows) == len(set(rows))
 
 
-def test_server_killed_mid_run_loses_nothing(postgres_server, postgres_db: str, tmp_path: Path) -> None:  # noqa: ANN001
+def test_server_killed_mid_run_loses_nothing(postgres_server, postgres_db: str, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     exp = PgExporter(postgres_db, spool, retry_min_s=0.05, retry_max_s=0.5)
     try:
@@ -112,18 +112,18 @@ def test_server_killed_mid_run_loses_nothing(postgres_server, postgres_db: str, 
     assert exp.loaded == 40 and exp.duplicates == 0
 
 
-def test_crash_between_copy_and_commit(postgres_server, postgres_db: str, tmp_path: Path) -> None:  # noqa: ANN001
+def test_crash_between_copy_and_commit(postgres_server, postgres_db: str, tmp_path: Path) -> None:
     """The server dies after COPY, before COMMIT: the window is loaded once, on the retry."""
     crashed: list[str] = []
 
-    def die_once(w) -> None:  # noqa: ANN001
+    def die_once(w) -> None:
         if w.time == 1_700_000_003 and not crashed:
             postgres_server.kill()
             crashed.append(w.window_id)  # only now: the test restarts the server when it sees this
 
     spool = Spool(tmp_path / "spool")
     exp = PgExporter(postgres_db, spool, retry_min_s=0.05, retry_max_s=0.3,
-                     loader=PgLoader(postgres_db, before_commit=die_once))  # fmt: skip
+                     loader=PgLoader(postgres_db, before_commit=die_once))
     try:
         for i in range(8):
             exp(small_table(i))
@@ -163,13 +163,13 @@ def test_fault_inside_transaction_is_rolled_back(postgres_db: str, tmp_path: Pat
     """Only the fault is mocked: an exception after COPY rolls everything back; the retry loads once."""
     faults = [1]
 
-    def fault(w) -> None:  # noqa: ANN001
+    def fault(w) -> None:
         if faults:
             faults.pop()
             raise RuntimeError("simulated crash between COPY and COMMIT")
 
     exp = PgExporter(postgres_db, Spool(tmp_path / "spool"), retry_min_s=0.05,
-                     loader=PgLoader(postgres_db, before_commit=fault))  # fmt: skip
+                     loader=PgLoader(postgres_db, before_commit=fault))
     try:
         for i in range(5):
             exp(small_table(i))

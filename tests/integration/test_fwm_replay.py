@@ -15,9 +15,9 @@ import pytest
 
 from appliance.collector.config import load_runtime
 from appliance.collector.config.settings import CollectorConfig
-from appliance.collector.monitoring.monitor import Monitor
 from appliance.collector.loop import Collector
 from appliance.collector.monitoring import WindowTable
+from appliance.collector.monitoring.monitor import Monitor
 
 MYNET = "# our networks\n9.0.0.0/8\n77.0.0.0/8\n\n2001:db8:90::/48"  # last line without newline
 
@@ -83,7 +83,7 @@ FIELD = {
     "proto": lambda r: r.get("proto", 0), "dst port": lambda r: r.get("dst_port", 0),
     "dev-ip": lambda r: ipaddress.ip_address(r["dev_ip6"]),
     "src ifidx": lambda r: r.get("in_if", 0), "dst ifidx": lambda r: r.get("out_if", 0),
-}  # fmt: skip
+}
 AGGREGATES = {"packets", "octets", "bits", "flows"}
 
 
@@ -116,7 +116,7 @@ def recompute(records: list[dict], mo: str, fields: list[str], time: int, limit:
         if limit and len(rows) >= limit:
             rest = rows[limit:]
             text = text[:limit] + [tuple(sum(row[i] for row in rest) if n in AGGREGATES else None
-                                         for i, n in enumerate(names))]  # fmt: skip
+                                         for i, n in enumerate(names))]
         out[end] = text
     return out
 
@@ -153,7 +153,7 @@ def devices_conf(tmp: Path, rate: int) -> Path:
 
 def replay(tmp: Path, capture: Path, devices: Path) -> dict[tuple[str, int], list[tuple]]:
     cfg = CollectorConfig(mo_dir=tmp / "mo", iplists_dir=tmp / "iplists", devices_file=devices,
-                          stats_interval_s=0)  # fmt: skip
+                          stats_interval_s=0)
     rt = load_runtime(cfg)
     tables: list[WindowTable] = []
     collector = Collector(cfg)
@@ -172,7 +172,7 @@ def decoded(capture: Path, devices: Path) -> list[dict]:
         [sys.executable, "-m", "appliance.cli", "decode", "--format", "jsonl", "--apply-sampling",
          "--no-options", "--devices", str(devices), str(capture)],
         capture_output=True, text=True, check=True, env=env, timeout=120,
-    )  # fmt: skip
+    )
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     for r in records:  # repeated fields (tunnels) would make "the" value ambiguous: none here
         assert not any(isinstance(v, list) for v in r.values())
@@ -208,7 +208,7 @@ def test_collect_cli_writes_sql_files(setup: Path, corpus_dir: Path) -> None:
          "--iplists-dir", str(setup / "iplists"), "--devices", str(devices), "--export-dir", str(exp),
          "--stats-interval", "0"],
         capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     want = expected(decoded(path, devices))
     files = sorted(p.name for p in exp.glob("*.sql"))
@@ -225,7 +225,7 @@ def test_collect_refuses_invalid_config(setup: Path) -> None:
         [sys.executable, "-m", "appliance.cli", "collect", "--pcap", "/dev/null", "--mo-dir", str(setup / "mo"),
          "--iplists-dir", str(setup / "iplists")],
         capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == 1
     assert "refusing to start" in proc.stderr and f"{setup / 'mo' / 'egress' / 'mo.conf'}:1:" in proc.stderr
 
@@ -234,11 +234,11 @@ def test_per_object_dump_flows(setup: Path, corpus_dir: Path) -> None:
     dump = setup / "ssh.txt"
     (setup / "mo" / "ssh-scanners" / "mo.conf").write_text(json.dumps({
         "filter": "dst port 22 and proto tcp", "debug": {"dump-flows": str(dump)},
-        "fwm": [{"name": "src", "fields": ["flows desc", "src host"], "limit": 5}]}))  # fmt: skip
+        "fwm": [{"name": "src", "fields": ["flows desc", "src host"], "limit": 5}]}))
     path = corpus_dir / "netflow" / CAPTURES[0][0]
     devices = devices_conf(setup, 10)
     cfg = CollectorConfig(mo_dir=setup / "mo", iplists_dir=setup / "iplists", devices_file=devices,
-                          stats_interval_s=0)  # fmt: skip
+                          stats_interval_s=0)
     from appliance.collector.pipeline import Pipeline
 
     Pipeline(cfg, load_runtime(cfg), live=False).run_pcap([path])

@@ -62,7 +62,7 @@ def traces(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         proc = subprocess.run(
             ["tshark", "-r", str(corpus_dir / src), "-Y", display, "-F", "pcap", "-w", str(dst)],
             capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        )
         assert proc.returncode == 0, proc.stderr
         made[name] = dst
     return made
@@ -98,7 +98,7 @@ class Rig:
 
     def replay(self, *traces: Path) -> None:
         proc = self.netns.run(self.traffic_ns, "tcpreplay", "-q", "-t", "-i", self.traffic_if,
-                              *map(str, traces))  # fmt: skip
+                              *map(str, traces))
         assert proc.returncode == 0, proc.stderr
         assert "Failed packets:            0" in proc.stdout, proc.stdout
 
@@ -114,7 +114,7 @@ def rig(netns: NetnsFactory, tmp_path: Path) -> Rig:
     for end in (pair.a, pair.b):
         # No router solicitations or other traffic of the kernel's own on the mirror.
         for cmd in (("sysctl", "-qw", f"net.ipv6.conf.{end.name}.disable_ipv6=1"),
-                    ("ip", "link", "set", end.name, "mtu", "9000")):  # fmt: skip
+                    ("ip", "link", "set", end.name, "mtu", "9000")):
             proc = netns.run(end.netns, *cmd)
             assert proc.returncode == 0, proc.stderr
     return Rig(netns, traffic_ns, probe_ns, pair.a.name, pair.b.name, tmp_path)
@@ -141,7 +141,7 @@ def _assert_exporter_counters(collector: CollectorProcess, capture: Path, record
     stats = collector.stats()
     e = exporter_stats(stats, EXPORTER)
     datagrams = int(subprocess.run(["capinfos", "-c", "-M", str(capture)], capture_output=True,
-                                   text=True, check=True).stdout.split()[-1])  # fmt: skip
+                                   text=True, check=True).stdout.split()[-1])
     assert e["packets"] == datagrams
     assert e["records"] == records == stats["records"]
     assert {k: e[k] for k in GAP_COUNTERS} == dict.fromkeys(GAP_COUNTERS, 0)
@@ -185,7 +185,7 @@ def _parse_softflowd(text: str) -> SoftflowdStats:
     (dropped,) = num(r"Packets dropped by libpcap: (\d+)")
     per_proto = re.findall(r"^\s+\S+ \(\d+\):\s+(\d+)\s+(\d+)", text, re.M)
     return SoftflowdStats(processed, non_ip, flows, records, sent, failures, dropped,
-                          sum(int(o) for o, _ in per_proto), sum(int(p) for _, p in per_proto))  # fmt: skip
+                          sum(int(o) for o, _ in per_proto), sum(int(p) for _, p in per_proto))
 
 
 @pytest.fixture
@@ -197,10 +197,10 @@ def softflowd(rig: Rig) -> Iterator[Callable[[int], Path]]:
         argv = ["softflowd", "-i", rig.probe_if, "-v", str(version), "-n", f"{EXPORTER}:{PORT}",
                 "-T", "full", "-d", "-c", str(ctl), "-p", str(rig.workdir / "softflowd.pid"),
                 "-t", "maxlife=3600", "-t", "general=3600", "-t", "tcp=3600", "-t", "udp=3600",
-                "-t", "icmp=3600", "-t", "tcp.rst=3600", "-t", "tcp.fin=3600"]  # fmt: skip
+                "-t", "icmp=3600", "-t", "tcp.rst=3600", "-t", "tcp.fin=3600"]
         with (rig.workdir / "softflowd.log").open("wb") as log:
             procs.append(subprocess.Popen(rig.prefix() + argv, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))  # fmt: skip
+                                          start_new_session=True))
         deadline = time.monotonic() + 10
         while not ctl.exists():
             assert procs[-1].poll() is None, (rig.workdir / "softflowd.log").read_text()
@@ -260,7 +260,7 @@ def test_softflowd_export_decodes_exactly(
         assert e["templates"] >= 1
         assert any(":" in (r.get("src_addr6") or "") for r in collector.records())
     print(f"softflowd v{version}: {n} records, {pkts} packets, {octets} bytes, "
-          f"{e['packets']} export datagrams")  # fmt: skip
+          f"{e['packets']} export datagrams")
 
 
 # ---- pmacctd (nfprobe) --------------------------------------------------------------------
@@ -297,14 +297,14 @@ def test_pmacctd_nfprobe_export_decodes_exactly(
     conf = rig.workdir / "pmacctd.conf"
     pipe = rig.workdir / "pmacct-marker.pipe"
     conf.write_text(PMACCT_CONF.format(iface=rig.probe_if, exporter=EXPORTER, port=PORT,
-                                       version=version, filler=FILLER_BPF, pipe=pipe))  # fmt: skip
+                                       version=version, filler=FILLER_BPF, pipe=pipe))
     log_path = rig.workdir / "pmacctd.log"
     collector = CollectorProcess(rig.workdir, [f"{EXPORTER}:{PORT}"], prefix=rig.prefix())
     with collector:
         capture = WireCapture(rig.prefix(), "lo", f"udp dst port {PORT}", rig.workdir / "export.pcap")
         with log_path.open("wb") as log:
             pm = subprocess.Popen(rig.prefix() + ["pmacctd", "-f", str(conf)], stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                  stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 10
             while "Exporting flows to" not in log_path.read_text(errors="replace"):

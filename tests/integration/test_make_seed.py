@@ -61,7 +61,7 @@ def test_options_make_a_cidata_iso_with_the_cloud_config(tmp_path: Path) -> None
 
     proc = make_seed(iso, "--ssh-key", key, "--hostname", "mirror1", "--user", "admin", "--mirror", "ens4",
                      "--mirror", "ens5", "--router", "192.0.2.1", "--listen", "0.0.0.0:2055", "--listen", "[::]:2055",
-                     "--instance-id", "iid-mirror1")  # fmt: skip
+                     "--instance-id", "iid-mirror1")
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(iso)

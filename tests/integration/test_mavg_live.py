@@ -39,7 +39,7 @@ def _datagrams(enc: V9Encoder, attack: bool) -> list[bytes]:
             "src_port": np.full(n, 40000, np.uint64), "dst_port": np.full(n, 53, np.uint64),
             "proto": np.full(n, 17, np.uint64), "packets": np.array(pk, np.uint64),
             "bytes": np.array(pk, np.uint64) * np.uint64(80),
-            "flow_start_ms": np.full(n, ms - 50, np.uint64), "flow_end_ms": np.full(n, ms, np.uint64)}  # fmt: skip
+            "flow_start_ms": np.full(n, ms - 50, np.uint64), "flow_end_ms": np.full(n, ms, np.uint64)}
     return enc.encode(cols)
 
 
@@ -54,24 +54,24 @@ def test_burst_over_udp_runs_the_scripts_once(tmp_path: Path) -> None:
         "mavg": [{"name": "pps", "time": 1, "fields": ["src host", "packets"],
                   "overlimit": [{"name": "ddos", "default": [THRESHOLD], "back2norm-time": 2,
                                  "action-script": str(tmp_path / "act.sh"),
-                                 "back2norm-script": str(tmp_path / "b2n.sh")}]}]}))  # fmt: skip
+                                 "back2norm-script": str(tmp_path / "b2n.sh")}]}]}))
     port = free_port()
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/mirrorflow-numba")}
-    err = open(tmp_path / "collect.log", "w")  # noqa: SIM115
+    err = open(tmp_path / "collect.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{port}", "--mo-dir", str(mo.parent),
          "--notifications-dir", str(notif), "--api", "off", "--stats-interval", "0",
          "--templates", str(tmp_path / "templates.json")],
         stderr=err, text=True, env=env,
-    )  # fmt: skip
+    )
     file = notif / f"lab-pps-ddos-{ATTACKER}"
     seen_file: list[str] = []
     try:
         assert poll(lambda: "listening on" in (tmp_path / "collect.log").read_text(), 20), \
-            (tmp_path / "collect.log").read_text()  # fmt: skip
+            (tmp_path / "collect.log").read_text()
         assert notif.is_dir()  # --notifications-dir, created at start
         tpl = template_for(["src_addr", "dst_addr", "src_port", "dst_port", "proto", "bytes", "packets",
-                            "flow_start_ms", "flow_end_ms"], 256)  # fmt: skip
+                            "flow_start_ms", "flow_end_ms"], 256)
         enc = V9Encoder([tpl], source_id=1, template_refresh_packets=20)
         # 1 s of background, 2 s with the burst, then background until back2norm (bounded: 10 s)
         ticks_before, ticks_burst, ticks_max = 20, 40, 260

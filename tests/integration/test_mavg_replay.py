@@ -28,7 +28,7 @@ def capture(path: Path) -> None:
     from 20 s to 30 s."""
     now = [T0 * NS]
     tpl = template_for(["src_addr", "dst_addr", "src_port", "dst_port", "proto", "bytes", "packets",
-                        "flow_start_ms", "flow_end_ms"], 256)  # fmt: skip
+                        "flow_start_ms", "flow_end_ms"], 256)
     enc = V9Encoder([tpl], source_id=1, clock=lambda: now[0], boot_ns=(T0 - 3600) * NS)
     frames = []
     for i in range(600):
@@ -44,7 +44,7 @@ def capture(path: Path) -> None:
                 "src_port": np.full(n, 40000, np.uint64), "dst_port": np.full(n, 53, np.uint64),
                 "proto": np.full(n, 17, np.uint64), "packets": np.array(pk, np.uint64),
                 "bytes": np.array(pk, np.uint64) * np.uint64(80),
-                "flow_start_ms": np.full(n, ms - 100, np.uint64), "flow_end_ms": np.full(n, ms, np.uint64)}  # fmt: skip
+                "flow_start_ms": np.full(n, ms - 100, np.uint64), "flow_end_ms": np.full(n, ms, np.uint64)}
         for payload in enc.encode(cols):
             frames.append((now[0], udp_frame("192.0.2.254", "127.0.0.1", 40000, 2055, payload)))
     write_pcap(path, frames)
@@ -73,9 +73,9 @@ def replayed(tmp_path: Path) -> dict:
         "mavg": [{"name": "pps", "time": 2, "fields": ["src host", "packets"],
                   "overlimit": [{"name": "ddos", "default": [50000], "back2norm-time": 5,
                                  "action-script": str(tmp_path / "act.sh"),
-                                 "back2norm-script": str(tmp_path / "b2n.sh"), "ext": ["attackers"]}]}]}))  # fmt: skip
+                                 "back2norm-script": str(tmp_path / "b2n.sh"), "ext": ["attackers"]}]}]}))
     cfg = CollectorConfig(mo_dir=tmp_path / "mo", export_dir=tmp_path / "exp", stats_interval_s=0,
-                          notifications_dir=tmp_path / "notif")  # fmt: skip
+                          notifications_dir=tmp_path / "notif")
     (tmp_path / "exp").mkdir()
     pipeline = Pipeline(cfg, load_runtime(cfg), live=False)
     assert pipeline.monitoring is not None

@@ -19,7 +19,7 @@ from tests.integration._live import free_port, poll
 def _send(port: int, n: int) -> None:
     rng = np.random.default_rng(n)
     cols = {"src_addr": rng.integers(1, 2**32 - 1, n, dtype=np.uint64), "proto": np.full(n, 6),
-            "dst_port": np.full(n, 22), "packets": np.ones(n, dtype=np.uint64), "bytes": np.full(n, 100)}  # fmt: skip
+            "dst_port": np.full(n, 22), "packets": np.ones(n, dtype=np.uint64), "bytes": np.full(n, 100)}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for payload in V5Encoder().encode(cols):
             s.sendto(payload, ("127.0.0.1", port))
@@ -44,7 +44,7 @@ def test_live_windows_and_sighup(tmp_path: Path) -> None:
         [sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{port}", "--mo-dir", str(mo),
          "--export-dir", str(exp), "--stats-interval", "0"],
         stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    )
     try:
         assert poll(lambda: exp.is_dir(), 30)
         time.sleep(0.5)

@@ -55,14 +55,14 @@ def test_sigterm_exports_every_flow_and_restores_the_interface(rig, test_pcap, t
             [sys.executable, "-m", "appliance.probe", "--stats", "--json", "--state-dir",
              str(state)], capture_output=True, text=True, timeout=30,
             env={**os.environ, "PYTHONPATH": str(REPO)}, check=True,
-        )  # fmt: skip
+        )
         snap = json.loads(stats.stdout)
         assert snap["kernel"]["total"]["accounted_packets"] == 176
         text = subprocess.run(
             [sys.executable, "-m", "appliance.probe", "--stats", "--state-dir", str(state)],
             capture_output=True, text=True, timeout=30, check=True,
             env={**os.environ, "PYTHONPATH": str(REPO)},
-        ).stdout  # fmt: skip
+        ).stdout
         assert "accounted 176" in text and "Per CPU" in text
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -116,7 +116,7 @@ def test_sigusr1_exports_every_flow_now_and_keeps_capturing(rig, test_pcap, tmp_
     collector = Collector()
     state = tmp_path / "state"
     proc = start_probe(rig.mirror, [collector.address], state, "--active-timeout", "86400",
-                       "--inactive-timeout", "86400")  # fmt: skip
+                       "--inactive-timeout", "86400")
     payloads: list[bytes] = []
 
     def flush_and_collect(expected_packets: int) -> list[dict]:

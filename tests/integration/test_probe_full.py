@@ -25,7 +25,7 @@ LONG = {"active_timeout": 86400.0, "inactive_timeout": 86400.0}
 def udp_pcap(path: Path, packets: list[tuple[int, int]]) -> Path:
     """One UDP frame per (source port, IP length): 10.0.0.1:sport → 10.0.0.2:53."""
     return write_pcap(path, [(10**9 + i * 1000, udp_frame("10.0.0.1", "10.0.0.2", sport, 53, bytes(ip_len - 28)))
-                             for i, (sport, ip_len) in enumerate(packets)])  # fmt: skip
+                             for i, (sport, ip_len) in enumerate(packets)])
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance.probe.attach import attach
+from appliance.probe.config import ProbeSettings
 from appliance.probe.exporter import MemoryTransport, parse_destination
 from appliance.probe.records import Counter, FlowEndReason
 from appliance.probe.runner import Probe, SystemClock, build_exporter
-from appliance.probe.config import ProbeSettings
-from appliance.probe.attach import attach
 from tests.integration.test_probe_rig import Collector, make_rig, pcap_frames, rig  # noqa: F401
 from tests.integration.test_probe_support import (
     decoded_records,
@@ -317,7 +317,7 @@ def test_mpls_label_direction_and_interface_names_on_a_real_mirror(rig, corpus_d
         ("192.168.1.2", "192.168.1.1", 0): (18, 0, 254),
         ("10.31.0.1", "10.34.0.1", 8 << 8): (18, 0, 255),
         ("192.168.1.1", "192.168.1.2", 8 << 8): (19, 0, 254),
-    }  # fmt: skip
+    }
     by_dir = {d: sum(r["packets"] for r in data if r.get("direction") == d) for d in (0, 1)}
     assert by_dir == {0: 70, 1: 70}
     names = [r for r in recs if r.get("if_name")]
@@ -331,14 +331,14 @@ def test_mpls_label_direction_and_interface_names_on_a_real_mirror(rig, corpus_d
     out = subprocess.run(["tshark", "-r", str(pcap), "-d", "udp.port==2055,cflow", "-T", "fields",
                           "-E", "occurrence=a", "-E", "aggregator=|",
                           *[x for f in fields for x in ("-e", f)]],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+                         capture_output=True, text=True, check=True).stdout
     seen: dict[str, list[str]] = {f: [] for f in fields}
     for line in out.splitlines():
         for f, value in zip(fields, line.split("\t"), strict=True):
             seen[f] += [v for v in value.split("|") if v]
     assert sorted(seen["cflow.mpls_label"], key=int) == ["18"] * 3 + ["19"] + ["100704"] * 9
     assert sorted(seen["cflow.direction"]) == sorted(str(r["direction"]) for r in data
-                                                     if "direction" in r)  # fmt: skip
+                                                     if "direction" in r)
     assert seen["cflow.if_name"] == [rig.mirror] and seen["cflow.if_descr"] == ["veth"]
     assert seen["cflow.scope_interface"] == [str(att.ifindex)]
     assert len(seen["cflow.observation_domain_name"]) >= 1

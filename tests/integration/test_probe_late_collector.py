@@ -91,7 +91,7 @@ def test_collector_started_10_s_after_the_probe_gets_every_flow(
     state = tmp_path / "state"
     collector = None
     probe = start_probe(rig.mirror, [f"127.0.0.1:{port}"], state,
-                        "--active-timeout", "1", "--inactive-timeout", "1")  # fmt: skip
+                        "--active-timeout", "1", "--inactive-timeout", "1")
     started = time.monotonic()
     try:
         rig.replay(pcap)

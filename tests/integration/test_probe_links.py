@@ -49,7 +49,7 @@ def _quiet_up(name: str, netns: str | None) -> None:
     """Up, large MTU, no IPv6 (no MLD/RS frames of its own: the counts stay exact)."""
     sysctl = ["sysctl", "-qw", f"net.ipv6.conf.{name}.disable_ipv6=1"]
     subprocess.run(sysctl if netns is None else ["ip", "netns", "exec", netns, *sysctl],
-                   check=True, capture_output=True, timeout=30)  # fmt: skip
+                   check=True, capture_output=True, timeout=30)
     _ip("link", "set", name, "mtu", "65000", netns=netns)
     _ip("link", "set", name, "up", netns=netns)
 
@@ -78,14 +78,14 @@ def _wait(state: Path, pred, what: str, limit_s: float = 20.0) -> dict:
 
 def _replay(netns: str, dev: str, pcap: Path) -> None:
     subprocess.run(["ip", "netns", "exec", netns, "tcpreplay", "-q", "-i", dev, "--topspeed",
-                    str(pcap)], check=True, capture_output=True, timeout=120)  # fmt: skip
+                    str(pcap)], check=True, capture_output=True, timeout=120)
 
 
 def _probe_stats_text(state: Path) -> str:
     return subprocess.run(
         [sys.executable, "-m", "appliance.probe", "--stats", "--state-dir", str(state)],
         capture_output=True, text=True, timeout=30, check=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    ).stdout  # fmt: skip
+    ).stdout
 
 
 @pytest.mark.parametrize("hook", ["tc", "xdp"])
@@ -155,7 +155,7 @@ def test_deleted_interface_is_detached_exported_and_reattached(netns, test_pcap,
     assert (sum(f["packets"] for f in flows), sum(f["bytes"] for f in flows)) == (PACKETS, BYTES)
     # every flow after the re-attachment carries the new ifindex (our decoder reads it)
     data = [r for r in decoded_records(before + after)
-            if r["record_kind"] != "options" and r["frame"] >= len(before)]  # fmt: skip
+            if r["record_kind"] != "options" and r["frame"] >= len(before)]
     assert {r["in_if"] for r in data} == {new_ifindex}
     assert sum(r["packets"] for r in data) == PACKETS
     assert f"{mirror} (ifindex {old_ifindex}) deleted: detached" in err
@@ -164,7 +164,7 @@ def test_deleted_interface_is_detached_exported_and_reattached(netns, test_pcap,
 
 def _tc_filters(dev: str) -> str:
     return subprocess.run(["tc", "filter", "show", "dev", dev, "ingress"], capture_output=True, text=True,
-                          check=False).stdout  # fmt: skip
+                          check=False).stdout
 
 
 def _promisc(dev: str) -> bool:

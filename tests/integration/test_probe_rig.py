@@ -67,7 +67,7 @@ class Rig:
             ["ip", "netns", "exec", self.inject_ns, "tcpreplay", "-q", "-i",
              self.inject_if, *(extra or ("--topspeed",)), str(pcap)],
             check=True, capture_output=True, timeout=timeout,
-        )  # fmt: skip
+        )
 
     def wait_frames(self, n: int, limit_s: float = 5.0) -> int:
         """Waits (bounded) until the kernel has seen `n` frames; returns what it saw."""

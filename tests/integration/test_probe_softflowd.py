@@ -39,14 +39,14 @@ from tests.integration.test_probe_support import decoded_records, ethernet_pcap
 pytestmark = [
     pytest.mark.netns, pytest.mark.root, pytest.mark.peers,
     pytest.mark.skipif(shutil.which("softflowd") is None, reason="softflowd not installed"),
-]  # fmt: skip
+]
 
 #: Ordinary mirror traffic plus the traces that show each reason below.
 TRACES = (
     "nDPI/netflix.pcap", "nDPI/teams.pcap", "nDPI/gnutella.pcap", "nDPI/zoom.pcap",
     "nDPI/syslog.pcap", "tcpreplay/test.pcap", "tcpdump/mpls-traceroute.pcap",
     "tcpdump/ipv6-routing-header.pcap", "nDPI/dns_fragmented.pcap", "nDPI/4in6tunnel.pcap",
-)  # fmt: skip
+)
 
 #: Every understood difference, with the reason. Nothing else may differ.
 REASONS = {
@@ -72,7 +72,7 @@ TIMEOUTS = ("maxlife", "general", "tcp", "tcp.rst", "tcp.fin", "udp", "icmp", "e
 ICMP = (1, 58)
 PORTED = {"tcp": 6, "udp": 17, "sctp": 132}
 PROTO_BY_LAYER = {**PORTED, "icmp": 1, "icmpv6": 58, "ip": 4, "ipv6": 41, "gre": 47, "esp": 50,
-                  "igmp": 2}  # fmt: skip
+                  "igmp": 2}
 
 
 def filler_pcap(path: Path) -> Path:
@@ -101,7 +101,7 @@ _TSHARK_FIELDS = (
     "ipv6.fraghdr.offset", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport",
     "sctp.srcport", "sctp.dstport", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code",
     "mpls.label",
-)  # fmt: skip
+)
 
 
 def tshark_frames(pcap: Path) -> list[dict]:
@@ -110,7 +110,7 @@ def tshark_frames(pcap: Path) -> list[dict]:
         ["tshark", "-r", str(pcap), "-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE",
          "-T", "json", *[x for f in _TSHARK_FIELDS for x in ("-e", f)]],
         capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+    )
     out = []
     for pkt in json.loads(proc.stdout):
         la = pkt["_source"]["layers"]
@@ -162,7 +162,7 @@ def tshark_frames(pcap: Path) -> list[dict]:
             "key": (src, dst, proto, sport, dport), "bytes": iplen,
             "sf_key": (src, dst, sf_proto, sport, dport), "sf_bytes": iplen + extra,
             "sf_ignored": bool(reasons & IGNORED_BY_SOFTFLOWD), "reasons": reasons,
-        })  # fmt: skip
+        })
     return out
 
 
@@ -178,7 +178,7 @@ def export_table(payloads: list[bytes]) -> dict:
         if proto in ICMP:
             dport = r.get("icmp_type", r.get("icmp_type6", dport))
         key = (r.get("src_addr", r.get("src_addr6")), r.get("dst_addr", r.get("dst_addr6")),
-               proto, r.get("src_port", 0), dport)  # fmt: skip
+               proto, r.get("src_port", 0), dport)
         acc[key][0] += r["packets"]
         acc[key][1] += r["bytes"]
     return dict(acc)
@@ -197,10 +197,10 @@ def frame_table(frames: list[dict], softflowd: bool) -> dict:
 
 def test_softflowd_agrees_on_every_flow_both_saw(rig, corpus_dir, tmp_path):  # noqa: F811
     parts = [ethernet_pcap(corpus_dir / "traffic" / t, tmp_path / f"{i}.pcap")
-             for i, t in enumerate(TRACES)]  # fmt: skip
+             for i, t in enumerate(TRACES)]
     pcap = tmp_path / "replay.pcap"
     subprocess.run(["mergecap", "-a", "-F", "pcap", "-w", str(pcap), *map(str, parts)],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
+                   check=True, capture_output=True, timeout=60)
     filler = filler_pcap(tmp_path / "filler.pcap")
     ours_c, theirs_c = Collector(), Collector()
     ctl = tmp_path / "sf.ctl"
@@ -209,7 +209,7 @@ def test_softflowd_agrees_on_every_flow_both_saw(rig, corpus_dir, tmp_path):  # 
          *[x for t in TIMEOUTS for x in ("-t", f"{t}={DAY}")], "-m", "65536", "-c", str(ctl),
          "-p", str(tmp_path / "sf.pid")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    )
     probe, att = rig.probe([ours_c.address], key="src,dst,proto,ports",
                            active_timeout=86400.0, inactive_timeout=86400.0)
     try:
@@ -224,7 +224,7 @@ def test_softflowd_agrees_on_every_flow_both_saw(rig, corpus_dir, tmp_path):  # 
             time.sleep(0.1)
         assert "dropped by libpcap: 0" in stats, stats
         subprocess.run(["softflowctl", "-c", str(ctl), "expire-all"], capture_output=True,
-                       timeout=10, check=True)  # fmt: skip
+                       timeout=10, check=True)
         theirs_payloads = theirs_c.receive(quiet_s=0.5)
     finally:
         att.detach()

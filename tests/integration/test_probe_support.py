@@ -27,7 +27,7 @@ def write_udp_pcap(path: Path, payloads: list[bytes], dport: int = EXPORT_PORT,
         ((1_700_000_000 + i) * 10**9, udp_frame("127.0.0.1", "127.0.0.1", sports[i] if sports else 40000, dport, p,
                                                 ident=i))
         for i, p in enumerate(payloads)
-    )  # fmt: skip
+    )
     write_pcap(path, frames)
 
 
@@ -62,7 +62,7 @@ def tshark_flows(payloads: list[bytes], workdir: Path, sports: list[int] | None 
         ["tshark", "-r", str(pcap), "-d", f"udp.port=={EXPORT_PORT},cflow", "-T", "json",
          "-e", "frame.number", *[x for f in _FIELDS.values() for x in ("-e", f)]],
         capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+    )
     out: list[dict] = []
     for pkt in json.loads(proc.stdout or "[]"):
         layers = pkt["_source"]["layers"]
@@ -87,16 +87,16 @@ def tshark_flows(payloads: list[bytes], workdir: Path, sports: list[int] | None 
                 "vlan": int(vlan) if vlan is not None else None,
                 "flags": int(get("flags"), 0) if get("flags") else 0,
                 "reason": int(get("reason")) if get("reason") else None,
-            })  # fmt: skip
+            })
     return out
 
 
 def decoded_records(payloads: list[bytes], apply_sampling: bool = False) -> list[dict]:
     """Every record (data and options) our collector's `Decoder` makes of the payloads, as
     ``mirrorflow decode --format jsonl`` shows them, plus ``frame`` (index of the payload)."""
-    from appliance.collector.decode.decoder import Decoder  # noqa: PLC0415
-    from appliance.collector.decode.dump import records  # noqa: PLC0415
-    from appliance.collector.receive.packets import PacketBatch  # noqa: PLC0415
+    from appliance.collector.decode.decoder import Decoder
+    from appliance.collector.decode.dump import records
+    from appliance.collector.receive.packets import PacketBatch
 
     if not payloads:
         return []
@@ -123,7 +123,7 @@ def decoder_flows(payloads: list[bytes]) -> list[dict]:
             "sport": r.get("src_port", 0), "dport": r.get("dst_port", 0),
             "proto": r.get("proto", 0), "packets": r.get("packets", 0), "bytes": r.get("bytes", 0),
             "vlan": vlan, "flags": r.get("tcp_flags", 0), "reason": r.get("flow_end_reason"),
-        })  # fmt: skip
+        })
     return out
 
 

@@ -36,7 +36,7 @@ TRACES = (
     "suricata-verify/eve-flow-vlan__input.pcap", "suricata-verify/eve-flow-vlan-02__input.pcap",
     "suricata-verify/defrag__bug-6887-defrag-eth-vlan-ipv6-tcp__frag-eth-vlan-ipv6-tcp.pcap",
     "suricata-verify/exception-policy-defrag-01__ipv4frags.pcap",
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def mixed(corpus_dir, tmp_path_factory) -> Path:
     parts = [ethernet_pcap(corpus_dir / "traffic" / t, d / f"{i}.pcap") for i, t in enumerate(TRACES)]
     out = d / "mixed.pcap"
     subprocess.run(["mergecap", "-a", "-F", "pcap", "-w", str(out), *map(str, parts)],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
+                   check=True, capture_output=True, timeout=60)
     return out
 
 
@@ -102,7 +102,7 @@ def test_xdp_counts_exactly_what_tc_counts(xdp_rig, rig, mixed, corpus_dir, tmp_
 def test_cli_xdp_generic_attach_detach_and_kill_9_cleanup(xdp_rig, mixed, tmp_path):
     state = tmp_path / "state"
     args = ("--attach", "xdp", "--xdp-mode", "generic", *sum((("--" + k.replace("_", "-"),
-            str(v)) for k, v in LONG.items()), ()))  # fmt: skip
+            str(v)) for k, v in LONG.items()), ()))
     proc = start_probe(xdp_rig.mirror, ["127.0.0.1:9"], state, *args)
     proc.kill()
     proc.communicate(timeout=10)

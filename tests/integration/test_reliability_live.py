@@ -26,7 +26,7 @@ def _collect(tmp_path: Path, *extra: str, udp: int = 0) -> tuple[subprocess.Pope
         [sys.executable, "-m", "appliance.cli", "collect", "--listen", f"127.0.0.1:{udp}", "--api",
          f"127.0.0.1:{http}", "--stats-interval", "0", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     base = f"http://127.0.0.1:{http}"
     wait_for(lambda: get(base + "/api/v1/status"))
     return proc, base, udp
@@ -85,9 +85,9 @@ def test_sigterm_writes_the_last_window_and_does_not_wait_for_scripts(tmp_path: 
     (mo / "all" / "mo.conf").write_text(json.dumps({
         "fwm": [{"name": "n", "time": 3600, "fields": ["flows"]}],
         "mavg": [{"name": "pps", "time": 1, "fields": ["src host", "packets"],
-                  "overlimit": [{"name": "any", "default": [1], "action-script": str(tmp_path / "hang.sh")}]}]}))  # fmt: skip
+                  "overlimit": [{"name": "any", "default": [1], "action-script": str(tmp_path / "hang.sh")}]}]}))
     proc, base, udp = _collect(tmp_path, "--mo-dir", str(mo), "--export-dir", str(exp),
-                               "--notifications-dir", str(tmp_path / "notif"))  # fmt: skip
+                               "--notifications-dir", str(tmp_path / "notif"))
     try:
         _send(udp, 40)
         wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2)
@@ -117,7 +117,7 @@ def test_a_restart_loses_only_what_it_counts(tmp_path: Path) -> None:
     (mo / "all" / "mo.conf").write_text('{"fwm": [{"name": "n", "time": 3600, "fields": ["flows"]}]}')
     n = 3000
     cols = {"src_addr": np.arange(1, n + 1, dtype=np.uint64), "packets": np.ones(n, np.uint64),
-            "bytes": np.full(n, 100, np.uint64)}  # fmt: skip
+            "bytes": np.full(n, 100, np.uint64)}
     datagrams = V5Encoder().encode(cols)
     count = [int.from_bytes(d[2:4], "big") for d in datagrams]  # records per datagram, from the wire
     a, b = len(datagrams) // 3, 2 * len(datagrams) // 3  # [a, b) are sent while nobody listens

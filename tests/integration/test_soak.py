@@ -50,7 +50,7 @@ def _start(tmp_path: Path, dsn: str, udp: int, http: int, log: Path) -> subproce
              f"127.0.0.1:{http}", "--mo-dir", str(tmp_path / "mo"), "--db", dsn, "--spool-dir", str(tmp_path / "spool"),
              "--templates", str(tmp_path / "templates.json"), "--stats-interval", "0"],
             env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
+        )
     wait_for(lambda: get(f"http://127.0.0.1:{http}/api/v1/status"), 60)
     return proc
 
@@ -83,7 +83,7 @@ def test_soak(tmp_path: Path, postgres_server) -> None:
             while (elapsed := time.monotonic() - start) < SOAK_S:
                 n = FLOWS_PER_S
                 cols = {"src_addr": rng.integers(1, 2**32 - 1, n, dtype=np.uint64), "packets": np.ones(n, np.uint64),
-                        "bytes": np.full(n, 100, np.uint64), "dst_port": np.full(n, 443, np.uint64)}  # fmt: skip
+                        "bytes": np.full(n, 100, np.uint64), "dst_port": np.full(n, 443, np.uint64)}
                 down = restarted is False and elapsed >= 0.7 * SOAK_S
                 if down:  # the collector restart: stop, send for DOWN_S, start again
                     _stop(proc)
@@ -135,7 +135,7 @@ def test_soak(tmp_path: Path, postgres_server) -> None:
     assert e["decode_errors"]["bad_version"] > 0 and e["template_cache"]["table_full"] == 0
     # windows still spooled at the stop are loaded now (each exactly once)
     subprocess.run([sys.executable, "-m", "appliance.cli", "db", "load", "--spool", str(tmp_path / "spool"),
-                    "--db", dsn], check=True, capture_output=True, timeout=300)  # fmt: skip
+                    "--db", dsn], check=True, capture_output=True, timeout=300)
     with psycopg.connect(dsn) as conn:
         (in_db,) = conn.execute('select coalesce(sum(flows), 0) from "all_n"').fetchone()
     assert in_db == sent - lost_expected

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from appliance.collector.receive.pcapfile import PcapReader
-from tests.integration._live import free_port, get, wait_for
 from appliance.tui import units
 from appliance.tui._screentext import screen_text
 from appliance.tui.app import MirrorflowApp
 from appliance.tui.keys import KEYS, key_label
 from appliance.tui.screens import DetailScreen, HelpScreen
 from appliance.tui.table import LiveTable
+from tests.integration._live import free_port, get, wait_for
 
 CAPTURE = "ipfixcol2/example_flows.pcap"
 RECORDS = 3979  # in the capture (test_api_collect checks it against decode --stats)
@@ -36,7 +36,7 @@ MO_CONF = {
     # a low threshold and a long back2norm-time: the capture raises alerts that stay up
     "mavg": [{"name": "pps", "time": 2, "fields": ["src host", "packets"],
               "overlimit": [{"name": "ddos", "default": [100], "back2norm-time": 3600}]}],
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> Iterator[
          "--mo-dir", str(tmp / "mo"), "--notifications-dir", str(tmp / "notifications"),
          "--probe-stats", str(tmp / "probe.json"), "--stats-interval", "0"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     base = f"http://127.0.0.1:{http}"
     try:
         wait_for(lambda: get(base + "/api/v1/status"))
@@ -129,7 +129,7 @@ async def test_every_pane_shows_the_api(api: str, tmp_path: Path) -> None:
         assert obj == get(api + "/api/v1/objects")["objects"][0] | {"rates": obj["rates"]}  # counters are final
         assert shown(app.query_one("#objects-table", LiveTable)) == [[
             "all", units.rate(obj["rates"]["1s"]["bps"]), units.pps(obj["rates"]["1s"]["pps"]),
-            units.si(obj["rates"]["1s"]["flows"]), units.volume(obj["bytes"]), "pairs protos"]]  # fmt: skip
+            units.si(obj["rates"]["1s"]["flows"]), units.volume(obj["bytes"]), "pairs protos"]]
 
         # 2 moving averages: key, value, threshold, % of threshold, state
         await pilot.press("2")
@@ -140,7 +140,7 @@ async def test_every_pane_shows_the_api(api: str, tmp_path: Path) -> None:
             rate = top["rates"][0]
             raised = top["levels"][0]["raised"]
             assert row == [" ".join(top["key"]), units.count(rate, "p/s"), "100 p/s", f"{rate:.0f}%",
-                           "ddos!" if raised else "ok", "all/pps"]  # fmt: skip
+                           "ddos!" if raised else "ok", "all/pps"]
         assert "ddos!" in screen_text(app)
 
         # 3 top talkers with the "other" row, equal to the window's last exported table
@@ -156,7 +156,7 @@ async def test_every_pane_shows_the_api(api: str, tmp_path: Path) -> None:
         await pilot.press("w")
         last = windows["all/protos"]["last"]
         assert shown(app.query_one("#top-table", LiveTable))[:len(last["rows"])] == [
-            [units.count(p), str(proto)] for p, proto in last["rows"]]  # fmt: skip
+            [units.count(p), str(proto)] for p, proto in last["rows"]]
         assert "top talkers all/protos" in screen_text(app)
 
         # 4 alerts

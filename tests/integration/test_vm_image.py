@@ -75,7 +75,7 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (out / "test-vars.yml").write_text(json.dumps({"mirrorflow_tui_users": [
         {"name": TUI_USER, "ssh_keys": [(out / "tui_ed25519.pub").read_text().strip()], "tui_only": True}]}))
     proc = subprocess.run([str(VM / "build"), "--out", str(out), "--vars", str(out / "test-vars.yml")],
-                          capture_output=True, text=True, timeout=1800)  # fmt: skip
+                          capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         shutil.rmtree(out, ignore_errors=True)
         last_step = (proc.stdout.strip().splitlines() or [""])[-1]
@@ -101,7 +101,7 @@ def test_build_artifacts(image_dir: Path) -> None:
     entry = mbr[446:462]
     assert entry[0] == 0x80 and entry[4] == 0x83 and struct.unpack("<I", entry[8:12])[0] == 2048, entry.hex()
     qinfo = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image_dir / "mirrorflow.qcow2")],
-                                      capture_output=True, text=True, check=True).stdout)  # fmt: skip
+                                      capture_output=True, text=True, check=True).stdout)
     assert qinfo["format"] == "qcow2" and qinfo["virtual-size"] == raw.stat().st_size
     print(f"image: {info}")
 
@@ -122,10 +122,10 @@ class Guest:
              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
              "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "root@127.0.0.1", command],
             capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"ssh {command!r} failed ({proc.returncode}): {proc.stdout}{proc.stderr}"
-                                 f"\nconsole tail:\n{self.console_tail()}")  # fmt: skip
+                                 f"\nconsole tail:\n{self.console_tail()}")
         return proc.stdout
 
     def diagnostics(self) -> str:
@@ -136,7 +136,7 @@ class Guest:
                 "for u in mirrorflow-collector mirrorflow-probe mirrorflow-db-setup mirrorflow-firstboot; do "
                 "echo \"== $u\"; journalctl -b --no-pager -o short-monotonic -n 40 -u $u; done; "
                 "echo '== status'; curl -s 127.0.0.1:8787/api/v1/status | head -c 3000",
-                timeout=120, check=False)  # fmt: skip
+                timeout=120, check=False)
         except subprocess.TimeoutExpired:
             return "no diagnostics (ssh timed out); console:\n" + self.console_tail()
 
@@ -175,7 +175,7 @@ class Guest:
 
 def _frame(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
     return udp_frame(src, dst, sport, dport, struct.pack("!I", seq) + b"m" * 60, ident=seq,
-                     src_mac=bytes.fromhex("020000000007"), dst_mac=bytes.fromhex("020000000009"))  # fmt: skip
+                     src_mac=bytes.fromhex("020000000007"), dst_mac=bytes.fromhex("020000000009"))
 
 
 def _accel() -> str:
@@ -195,10 +195,10 @@ def guest(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                                                                       "dhcp4": True}}}))
     subprocess.run([str(VM / "make-seed"), str(seed), "--ssh-key", f"{key}.pub", "--mirror", "ens4",
                     "--hostname", "mirror-test", "--network-config", str(netcfg)],
-                   check=True, capture_output=True)  # fmt: skip
+                   check=True, capture_output=True)
     overlay = work / "overlay.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                    str(image_dir / "mirrorflow.qcow2"), str(overlay)], check=True)  # fmt: skip
+                    str(image_dir / "mirrorflow.qcow2"), str(overlay)], check=True)
     ssh_port = _free_port()
     inject = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     inject.bind(("127.0.0.1", 0))
@@ -209,7 +209,7 @@ def guest(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     direct = [] if info["grub"] else [
         "-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
         "-append", "root=LABEL=root ro console=ttyS0,115200n8 net.ifnames=1",
-    ]  # fmt: skip
+    ]
     cmd = [
         # numpy's wheels need x86-64-v2 (SSE4.2, POPCNT): QEMU's default qemu64 CPU lacks it.
         "qemu-system-x86_64", "-accel", _accel(), "-cpu", "max" if _accel() == "tcg" else "host", "-machine", "pc", "-m", "2048", "-smp", "2",
@@ -226,7 +226,7 @@ def guest(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "-netdev", "hubport,id=hp2,hubid=0",
         "-device", "virtio-net-pci,netdev=hp2,addr=4,mac=52:54:00:00:00:02",
         *direct,
-    ]  # fmt: skip
+    ]
     with (work / "qemu.err").open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     tui_key = image_dir / "tui_ed25519"
@@ -256,7 +256,7 @@ def _wait(what: str, probe: Callable[[], Any], timeout: float, guest: Guest) -> 
 
 def _db_rows(guest: Guest, sources: tuple[str, ...]) -> dict[str, int]:
     out = guest.ssh("runuser -u postgres -- psql -d mirrorflow -AtF' ' -c "
-                    "\"SELECT host(src_host), sum(packets) FROM total_saddr GROUP BY 1\" 2>/dev/null", check=False)  # fmt: skip
+                    "\"SELECT host(src_host), sum(packets) FROM total_saddr GROUP BY 1\" 2>/dev/null", check=False)
     rows = dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
     return {s: int(rows[s]) for s in sources if s in rows}
 
@@ -269,7 +269,7 @@ def test_boot_mirror_probe_collector_postgresql_and_reboot(guest: Guest) -> None
     # The appliance is up: units active, mirror NIC promiscuous without any address.
     def units_active() -> bool:
         out = guest.ssh("systemctl is-active mirrorflow-probe mirrorflow-collector postgresql "
-                        "mirrorflow-db-setup systemd-networkd", check=False)  # fmt: skip
+                        "mirrorflow-db-setup systemd-networkd", check=False)
         return out.split() == ["active"] * 5
 
     started = time.monotonic()
@@ -304,18 +304,18 @@ def test_boot_mirror_probe_collector_postgresql_and_reboot(guest: Guest) -> None
 
     exporters = _wait("collector counts the probe's records", collector_counts, 600, guest)
     rows = _wait("window rows in PostgreSQL", lambda: len(_db_rows(guest, SOURCES)) == len(SOURCES) and
-                 _db_rows(guest, SOURCES), 150, guest)  # fmt: skip
+                 _db_rows(guest, SOURCES), 150, guest)
     assert all(count == PACKETS for count in rows.values()), rows
     timings["first_rows"] = time.monotonic() - started
 
     # numba's kernels came compiled in the image (vm-image/build): nothing compiled at boot.
     cache = guest.ssh("find /var/cache/mirrorflow -name '*.nbi' | wc -l; "
-                      "find /var/cache/mirrorflow -name '*.nbi' -newer /etc/hostname")  # fmt: skip
+                      "find /var/cache/mirrorflow -name '*.nbi' -newer /etc/hostname")
     total, *recompiled = cache.split()
     assert int(total) > 20 and recompiled == [], f"{total} cache indexes; compiled at boot: {recompiled}"
     # The seed's network-config replaced the image's DHCP-on-every-NIC default.
     network = guest.ssh(f"grep -l 'MACAddress={MGMT_MAC}' /etc/systemd/network/*.network; "
-                        "ls /etc/systemd/network", check=False)  # fmt: skip
+                        "ls /etc/systemd/network", check=False)
     assert "20-mirrorflow-cloud-" in network and "90-mirrorflow-management" not in network, network
 
     # The TUI-only account gets the dashboard and nothing else.
@@ -353,7 +353,7 @@ def _tui_session(guest: Guest, timeout: float = 240) -> str:
          "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
          f"{TUI_USER}@127.0.0.1", "id"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     assert proc.stdin is not None and proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
     raw = b""

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from appliance.collector.api import server as api
-from appliance.collector.api.schema import SCHEMAS, SchemaError, validate
 from appliance.collector.api.livestate import Snapshot
 from appliance.collector.api.metrics import LABELS, render_metrics
+from appliance.collector.api.schema import SCHEMAS, SchemaError, validate
 
 # ---- a tiny Prometheus text parser (also used by the integration tests) ----------------------
 
@@ -60,7 +60,7 @@ def parse_metrics(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], floa
 @pytest.mark.parametrize(("text", "want"), [
     ("127.0.0.1:8787", ("127.0.0.1", 8787)), ("8787", ("127.0.0.1", 8787)), ("[::1]:9000", ("::1", 9000)),
     ("0.0.0.0:80", ("0.0.0.0", 80)), ("off", None), ("", None), (None, None), (8787, ("127.0.0.1", 8787)),
-])  # fmt: skip
+])
 def test_parse_api_address(text: object, want: object) -> None:
     assert api.parse_api_address(text) == want  # type: ignore[arg-type]
 
@@ -100,7 +100,7 @@ def empty_snapshot() -> Snapshot:
     ("/api/v1/flows", {"limit": ["x"]}, api._BadRequest, "integer"),
     ("/api/v1/flows", {"limit": ["0"]}, api._BadRequest, "between 1 and"),
     ("/api/v1/flows", {"obj": ["mo1"]}, api._BadRequest, "unknown parameter"),
-])  # fmt: skip
+])
 def test_route_errors(path: str, query: dict, exc: type, words: str) -> None:
     with pytest.raises(exc, match=words):
         api.route(empty_snapshot(), path, query)
@@ -122,7 +122,7 @@ def test_validator_finds_mismatches() -> None:
     for bad, words in (({**good, "api_version": 2}, "not one of"), ({**good, "extra": 1}, "unexpected key"),
                        ({k: v for k, v in good.items() if k != "objects"}, "missing key 'objects'"),
                        ({**good, "snapshot": {"seq": -1, "time": 2.0}}, r"\$\.snapshot\.seq"),
-                       ({**good, "objects": [{"name": 1}]}, r"\$\.objects\[0\]")):  # fmt: skip
+                       ({**good, "objects": [{"name": 1}]}, r"\$\.objects\[0\]")):
         with pytest.raises(SchemaError, match=words):
             validate(bad, schema)
     with pytest.raises(SchemaError, match="expected integer"):
@@ -134,7 +134,7 @@ def test_validator_finds_mismatches() -> None:
 
 def test_metrics_of_an_empty_snapshot_parse_and_escape_labels() -> None:
     snap = Snapshot(seq=1, time=10.0, status={"uptime_s": 1.0, "totals": {"records": 7}},
-                    objects=[{"name": 'we"ird\\name\n', "flows": 1, "bytes": 2, "packets": 3}])  # fmt: skip
+                    objects=[{"name": 'we"ird\\name\n', "flows": 1, "bytes": 2, "packets": 3}])
     m = parse_metrics(render_metrics(snap))
     assert m["mirrorflow_up"] == {(): 1.0}
     assert m["mirrorflow_records_total"] == {(): 7.0}

@@ -70,7 +70,7 @@ def _error_doc(status: int, headers: dict[str, str], body: bytes) -> str:
 
 
 def test_every_error_is_a_json_document(server: api.LiveApi, monkeypatch: pytest.MonkeyPatch,
-                                        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+                                        caplog: pytest.LogCaptureFixture) -> None:
     get = lambda target: _raw(server, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     status, headers, body = get("/api/v1/nothing")
     assert status == 404 and _error_doc(404, headers, body).startswith("no endpoint '/api/v1/nothing'")
@@ -111,7 +111,7 @@ def test_every_error_is_a_json_document(server: api.LiveApi, monkeypatch: pytest
 def test_a_bad_filter_logs_no_traceback(server: api.LiveApi, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, "mirrorflow.api"):
         status, _, _ = _raw(server, ("GET /api/v1/flows?filter=" + "(" * 4000 + " HTTP/1.1\r\nConnection: close\r\n\r\n")
-                            .encode())  # fmt: skip
+                            .encode())
     assert status == 400
     assert all(r.exc_info is None and r.levelno == logging.DEBUG for r in caplog.records)
     assert all(len(r.getMessage()) < 2 * api.MAX_LOG_TEXT for r in caplog.records)
@@ -148,7 +148,7 @@ def test_a_thousand_idle_connections_hold_at_most_the_limit() -> None:
         head, _, body = next(iter(answered.values())).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503 ")
         assert _error_doc(503, {"content-type": "application/json"}, body) == \
-            "more than 16 connections at once; retry later"  # fmt: skip
+            "more than 16 connections at once; retry later"
         assert len(set(answered.values())) == 1
         assert _threads() == 16 and live._server is not None and live._server.refused_connections == 1000 - 16
         for s in socks:
@@ -190,7 +190,7 @@ def test_database_unreachable_only_after_a_failed_attempt(tmp_path: Path) -> Non
     (tmp_path / "mo" / "all").mkdir(parents=True)
     (tmp_path / "mo" / "all" / "mo.conf").write_text('{"fwm": [{"name": "t", "fields": ["flows"]}]}')
     cfg = CollectorConfig(mo_dir=tmp_path / "mo", db=f"host={tmp_path}/nowhere dbname=x connect_timeout=1",
-                          spool_dir=tmp_path / "spool")  # fmt: skip
+                          spool_dir=tmp_path / "spool")
     p = Pipeline(cfg, load_runtime(cfg), live=False, api=api.ApiSettings(address=None))
     try:
         assert p.live is not None and p.monitoring is not None

@@ -48,19 +48,19 @@ def test_flows_newest_first_filtered_and_in_time(archive: Path) -> None:
     lists = IPLists.from_texts({"inside": "10.0.0.0/8\n"})
     since, until = (T0 + 300) * 10**9, (T0 + 600) * 10**9
     doc = api.handle("/api/v1/archive/flows", {"filter": ["net inside and dst port 22"], "since": [str(since / 1e9)],
-                                               "until": [str(until / 1e9)], "limit": ["1000"]}, lists)  # fmt: skip
+                                               "until": [str(until / 1e9)], "limit": ["1000"]}, lists)
     validate(doc, SCHEMAS["/api/v1/archive/flows"])
     e = expected(archive)
     t = e["recv_time_ns"]
     want = [i for i in range(len(t)) if since <= t[i] < until and SRC[i % 4].startswith("10.") and i % 2 == 0]
     assert [f["recv_time_ns"] for f in doc["flows"]] == [int(t[i]) for i in reversed(want)]
     assert doc["count"] == len(want) and all(f["exporter"] == "192.0.2.254" and f["appliance"] == "edge"
-                                             for f in doc["flows"])  # fmt: skip
+                                             for f in doc["flows"])
 
 
 def test_top_is_the_recount(archive: Path) -> None:
     doc = ArchiveApi(archive).handle("/api/v1/archive/top", {"top": ["src host, dst port"], "by": ["packets"],
-                                                               "limit": ["3"]}, None)  # fmt: skip
+                                                               "limit": ["3"]}, None)
     validate(doc, SCHEMAS["/api/v1/archive/top"])
     e = expected(archive)
     sums: dict[tuple[str, int], list[int]] = {}
@@ -85,7 +85,7 @@ def test_top_is_the_recount(archive: Path) -> None:
     ("/api/v1/archive/top", {}, 400, "--top needs at least one field"),
     ("/api/v1/archive/top", {"top": ["bytes"]}, 400, "is a counter"),
     ("/api/v1/archive/nope", {}, 404, "no endpoint"),
-])  # fmt: skip
+])
 def test_bad_requests(archive: Path, path: str, query: dict[str, list[str]], status: int, words: str) -> None:
     with pytest.raises(ArchiveApiError) as err:
         ArchiveApi(archive).handle(path, query, None)

@@ -31,10 +31,10 @@ LISTS = IPLists.from_texts({
     "mynets": "10.0.0.0/8\n192.0.2.0/24\n2001:db8::/32\n",
     "hosts": "198.51.100.7\n198.51.100.9\n" + "".join(f"203.0.113.{i}\n" for i in range(0, 200, 3)),
     "six": "2001:db8:1::/48\n::ffff:0:0/96\n",
-})  # fmt: skip
+})
 
 V4 = ["10.1.2.3", "10.255.0.1", "192.0.2.1", "192.0.2.200", "198.51.100.7", "203.0.113.3", "8.8.8.8", "0.0.0.0",
-      "255.255.255.255"]  # fmt: skip
+      "255.255.255.255"]
 V6 = ["2001:db8::1", "2001:db8:1::5", "2001:db9::1", "::", "::ffff:10.1.2.3", "fe80::1", "ffff::1"]
 PORTS = [0, 22, 53, 80, 443, 1023, 1024, 8080, 40000, 65535]
 NUMS = [0, 1, 2, 6, 17, 100, 255, 1500, 64500, 1 << 32, (1 << 64) - 1]
@@ -99,7 +99,7 @@ OPTIONAL = ["src_addr6", "dst_addr6", "src_vlan", "dst_vlan", "tos", "src_as", "
 def batches(draw: st.DrawFn) -> FlowBatch:
     n = draw(st.integers(1, 40))
     present = ["src_addr", "dst_addr", "src_port", "dst_port", "proto", "tcp_flags", "bytes", "packets", "in_if",
-               "out_if", "dev_ip"] + [c for c in OPTIONAL if draw(st.booleans())]  # fmt: skip
+               "out_if", "dev_ip"] + [c for c in OPTIONAL if draw(st.booleans())]
     cols: dict[int, np.ndarray] = {}
     cols6: dict[int, np.ndarray] = {}
     for name in present:
@@ -126,13 +126,13 @@ def batches(draw: st.DrawFn) -> FlowBatch:
 
 
 def sql_rows(table: pa.Table, text: str, lists: IPLists = LISTS, drop: tuple[str, ...] = (),
-             bare: bool = False) -> list[int]:  # fmt: skip
+             bare: bool = False) -> list[int]:
     """Row numbers DuckDB selects; `drop`: columns turned into NULL (an older file's schema);
     `bare`: the other columns are declared NULL-free (compared without COALESCE)."""
     t = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     for name in drop:
         t = t.set_column(t.schema.get_field_index(name), pa.field(name, t.schema.field(name).type, nullable=True),
-                         pa.nulls(t.num_rows, t.schema.field(name).type))  # fmt: skip
+                         pa.nulls(t.num_rows, t.schema.field(name).type))
     not_null = set(t.column_names) - set(drop) if bare else ()
     where = filter_to_sql(text, lists, columns=set(t.column_names), not_null=not_null)
     con = duckdb.connect()
@@ -169,13 +169,13 @@ CORPUS_FILTERS = [
     "min(src port, dst port) 0-1023", "tfstr(tcp-flags) 'ACK+PSH'", "portstr(dst port) 'https (443)'",
     "in_if 1-100 or out_if 0", "src as 0", "bytes 1000-100000000", "vlan 0", "dev-ip 0.0.0.0/1",
     "host6 2001:db8::/32 or net six", "dir ingress", "not (port 80 or 443) and (proto 6 or 17)",
-]  # fmt: skip
+]
 
 
 def test_sql_and_numba_select_the_same_corpus_flows(corpus_dir: Path) -> None:
     with open(corpus_dir / "MANIFEST.tsv", newline="") as fh:
         files = [corpus_dir / r["file"] for r in csv.DictReader(fh, delimiter="\t")
-                 if r["canonical"] == "yes" and r["file"].startswith("netflow/")]  # fmt: skip
+                 if r["canonical"] == "yes" and r["file"].startswith("netflow/")]
     decoder = Decoder()
     parts: list[FlowBatch] = []
     for path in files:

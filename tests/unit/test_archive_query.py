@@ -27,7 +27,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     n = len(t)
     a.write(FlowBatch(n, {REGISTRY["recv_time_ns"].column: t,
                           REGISTRY["bytes"].column: np.arange(1, n + 1, dtype=np.uint64),
-                          REGISTRY["dst_port"].column: np.full(n, 443, dtype=np.uint64)}, {}))  # fmt: skip
+                          REGISTRY["dst_port"].column: np.full(n, 443, dtype=np.uint64)}, {}))
     a.close()
     return root
 
@@ -38,12 +38,12 @@ def names(files: list[Path]) -> list[str]:
 
 def test_the_files_of_a_range_come_from_their_paths(archive: Path) -> None:
     assert names(archive_files(archive)) == ["20261208T235800Z", "20261208T235900Z", "20261209T000000Z",
-                                             "20261209T000100Z", "20261209T000200Z", "20261209T000300Z"]  # fmt: skip
+                                             "20261209T000100Z", "20261209T000200Z", "20261209T000300Z"]
     # a file may hold flows up to the end of its hour: the exact bounds are the query's
     got = archive_files(archive, (T0 + 90) * NS, (T0 + 150) * NS)
     assert names(got) == ["20261208T235800Z", "20261208T235900Z", "20261209T000000Z"]
     assert names(archive_files(archive, (T0 + 400) * NS)) == ["20261209T000000Z", "20261209T000100Z",
-                                                              "20261209T000200Z", "20261209T000300Z"]  # fmt: skip
+                                                              "20261209T000200Z", "20261209T000300Z"]
     assert archive_files(archive, None, T0 * NS) == []
     assert archive_files(archive, appliances=["other"]) == []
     with pytest.raises(QueryError, match="no such archive directory"):
@@ -70,7 +70,7 @@ def test_a_range_across_files_and_midnight_gives_exactly_its_flows(archive: Path
     ("-15m", (1_800_000_000 - 900) * NS),
     ("-2d", (1_800_000_000 - 2 * 86400) * NS),
     ("now", 1_800_000_000 * NS),
-])  # fmt: skip
+])
 def test_times_users_write(text: str, want: int) -> None:
     assert parse_time(text, now=1_800_000_000) == want
 

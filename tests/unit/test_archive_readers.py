@@ -24,13 +24,13 @@ T0 = calendar.timegm((2026, 12, 8, 2, 0, 0))
 
 
 def batch(times: list[int], dst: list[str], dst_port: list[int], nbytes: list[int], src_as: list[int] | None = None,
-          src6: list[str] | None = None) -> FlowBatch:  # fmt: skip
+          src6: list[str] | None = None) -> FlowBatch:
     n = len(times)
     cols = {REGISTRY["recv_time_ns"].column: np.array([t * 10**9 for t in times], dtype=np.uint64),
             REGISTRY["src_addr"].column: np.full(n, int(ipaddress.IPv4Address("192.0.2.1")), dtype=np.uint64),
             REGISTRY["dst_addr"].column: np.array([int(ipaddress.IPv4Address(a)) for a in dst], dtype=np.uint64),
             REGISTRY["dst_port"].column: np.array(dst_port, dtype=np.uint64),
-            REGISTRY["bytes"].column: np.array(nbytes, dtype=np.uint64)}  # fmt: skip
+            REGISTRY["bytes"].column: np.array(nbytes, dtype=np.uint64)}
     if src_as is not None:
         cols[REGISTRY["src_as"].column] = np.array(src_as, dtype=np.uint64)
     cols6 = {}
@@ -64,9 +64,9 @@ def test_duckdb_reads_the_tree_with_hive_partitions(tree: Path) -> None:
     assert duckdb.sql(sql).fetchall() == [("10.9.9.9", "edge2", 1000), ("10.1.1.1", "edge1", 100)]
     rows = duckdb.sql(f"""SELECT appliance, hour, src_as, src_addr6 = from_hex('20010db8000000000000000000000001')
                           FROM read_parquet('{tree}/**/*.parquet', hive_partitioning = true, union_by_name = true)
-                          ORDER BY recv_time_ns""").fetchall()  # fmt: skip
+                          ORDER BY recv_time_ns""").fetchall()
     assert rows == [("edge1", "02", None, None), ("edge1", "02", None, None), ("edge2", "02", None, True),
-                    ("edge1", "03", 64500, None)]  # fmt: skip
+                    ("edge1", "03", 64500, None)]
 
 
 def test_pyarrow_alone_reads_the_tree_as_documented(tree: Path) -> None:
@@ -75,9 +75,9 @@ def test_pyarrow_alone_reads_the_tree_as_documented(tree: Path) -> None:
     schema = pa.unify_schemas([pq.read_schema(f) for f in files] + [parts])
     table = ds.dataset([str(f) for f in files], schema=schema, format="parquet",
                        partitioning=ds.partitioning(parts, flavor="hive"),
-                       partition_base_dir=str(tree)).to_table(filter=ds.field("dst_port") == 22)  # fmt: skip
+                       partition_base_dir=str(tree)).to_table(filter=ds.field("dst_port") == 22)
     got = sorted(zip(table["appliance"].to_pylist(), table["hour"].to_pylist(), table["bytes"].to_pylist(),
-                     table["src_as"].to_pylist(), table["exporter"].to_pylist()))  # fmt: skip
+                     table["src_as"].to_pylist(), table["exporter"].to_pylist()))
     assert got == [("edge1", "02", 100, None, "192.0.2.254"), ("edge1", "03", 300, 64500, "192.0.2.254")]
     one = pq.ParquetFile(files[0])
     assert one.schema_arrow.field("dst_addr").type == pa.uint32()

@@ -74,7 +74,7 @@ def test_the_writer_reports_each_closed_file_and_replay_ages_from_the_newest_flo
     for minute in (0, 30, 61, 62, 130):
         n = 3
         cols = {REGISTRY["recv_time_ns"].column: np.full(n, (T0 + 60 * minute) * 10**9, dtype=np.uint64),
-                REGISTRY["bytes"].column: np.ones(n, dtype=np.uint64)}  # fmt: skip
+                REGISTRY["bytes"].column: np.ones(n, dtype=np.uint64)}
         a.write(FlowBatch(n, cols, {}))
     a.close()
     # the newest flow is at 02:10: files that end before 01:10 went, as they were closed

@@ -9,7 +9,6 @@ with pyarrow alone.
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -23,8 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from appliance.collector.decode.decoder import Decoder
-from appliance.collector.export.archive import (INTERNAL_COLUMNS, ArchiveSettings, FlowArchive, archive_settings,
-                                                arrow_type)
+from appliance.collector.export.archive import (
+    INTERNAL_COLUMNS,
+    ArchiveSettings,
+    FlowArchive,
+    archive_settings,
+    arrow_type,
+)
 from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.receive.pcapfile import read_pcap
 from appliance.errors import ConfigError
@@ -190,7 +194,7 @@ WRITER = textwrap.dedent("""
 @pytest.mark.parametrize("state", ["open", "closed"])
 def test_kill_9_mid_write_then_restart(tmp_path: Path, state: str) -> None:
     proc = subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), state], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+                          timeout=120)
     assert proc.returncode == -signal.SIGKILL and "ready" in proc.stdout, proc.stderr
     assert len(list(tmp_path.rglob(".flows-*.parquet.tmp"))) == 1
     a = FlowArchive(ArchiveSettings(tmp_path, "a"), lambda i: "192.0.2.1")
@@ -205,7 +209,7 @@ def test_kill_9_mid_write_then_restart(tmp_path: Path, state: str) -> None:
     import duckdb
 
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/**/*.parquet', hive_partitioning=true)"
-                   if state == "closed" else "SELECT 0").fetchone()[0]  # fmt: skip
+                   if state == "closed" else "SELECT 0").fetchone()[0]
     assert n == (1000 if state == "closed" else 0)
 
 
@@ -235,7 +239,7 @@ def test_write_errors_are_counted_and_the_collector_goes_on(tmp_path: Path) -> N
 
 def test_archive_section_of_the_config() -> None:
     s = archive_settings({"archive": {"dir": "/x", "appliance": "edge-1", "rotate": 300,
-                                      "max-age-hours": 24, "max-size-mb": 100}}, "c.conf")  # fmt: skip
+                                      "max-age-hours": 24, "max-size-mb": 100}}, "c.conf")
     assert s is not None and (s.directory, s.appliance, s.rotate_s, s.max_age_h, s.max_size_mb, s.min_free_pct) == (
         Path("/x"), "edge-1", 300, 24.0, 100.0, 10.0)
     assert archive_settings({}, "c.conf") is None

@@ -60,7 +60,7 @@ def test_collector_config_keys(tmp_path: Path) -> None:
         "support it yet and ignores it"),
         f"{conf}:6:3: warning: key 'stats-intervall' is unknown and ignored; did you mean 'stats-interval'?",
         f"{conf}:2:27: warning: capture[0].socket: key 'listen_on' is unknown and ignored; did you mean 'listen-on'?",
-    ]  # fmt: skip
+    ]
     assert cfg.listen == ["0.0.0.0:2055"]  # the misspelt key is not read
 
 
@@ -77,7 +77,7 @@ def test_mo_conf_keys(tmp_path: Path) -> None:
         f"{c}:6:47: warning: fwm key 'limt' is unknown and ignored; did you mean 'limit'?",
         f"{c}:7:51: warning: mavg key 'overlimits' is unknown and ignored; did you mean 'overlimit'?",
         f"{c}:8:44: warning: overlimit key 'action_script' is unknown and ignored; did you mean 'action-script'?",
-    ]  # fmt: skip
+    ]
     assert obj.windows[0].limit == 0
 
 
@@ -92,7 +92,7 @@ def test_devices_keys(tmp_path: Path) -> None:
         "did you mean 'sampling-rate'?"),
         (f"{dev}:3:22: warning: entry 2: devices.conf key 'colour' is unknown and ignored "
         "(known: id, interfaces, ip, mark, sampling-rate, skip-unmarked)"),
-    ]  # fmt: skip
+    ]
     cfg = load_config(_write(tmp_path)[0])
     cfg.devices_file = dev
     assert load_runtime(cfg).warnings[:2] == warnings
@@ -101,7 +101,7 @@ def test_devices_keys(tmp_path: Path) -> None:
 def test_check_config_prints_the_warnings(tmp_path: Path) -> None:
     conf, mo = _write(tmp_path)
     r = subprocess.run([sys.executable, "-m", "appliance.cli", "check-config", "-c", str(conf)],
-                       check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+                       check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 5 + 6

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.decode.decoder import Decoder, Stat
 from appliance.collector.config.devices import Device, parse_devices
-from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.config.jsonc import ConfigError
+from appliance.collector.decode.decoder import Decoder, Stat
+from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.receive.packets import PacketBatch
 from appliance.collector.receive.pcapfile import read_pcap
 from appliance.netflow import IPFIXEncoder, V5Encoder, V9Encoder, sampler_template, template_for
@@ -22,7 +22,7 @@ T0_NS = 1_700_000_000_000_000_000
 BOOT_NS = T0_NS - 3_600_000_000_000  # exporter up for one hour
 
 FIELDS = ["src_addr", "dst_addr", "src_port", "dst_port", "proto", "bytes", "packets",
-          "first_switched", "last_switched", "sampler_id"]  # fmt: skip
+          "first_switched", "last_switched", "sampler_id"]
 
 
 def _columns(n: int) -> dict[str, np.ndarray]:
@@ -49,7 +49,7 @@ def _decode(dec: Decoder, payloads: list[bytes], exporter: str = "192.0.2.1") ->
 def test_v9_sampler_options_scale_counters_once() -> None:
     enc = V9Encoder([template_for(FIELDS, 256), sampler_template(257, 9)], clock=lambda: T0_NS, boot_ns=BOOT_NS)
     opts = enc.encode({"sampler_id": 7, "sampler_mode": 2, "sampler_random_interval": 100,
-                       "sampling_interval": 100, "sampling_algorithm": 2, "scope_system": 0}, 257)  # fmt: skip
+                       "sampling_interval": 100, "sampling_algorithm": 2, "scope_system": 0}, 257)
     data = enc.encode(_columns(5), 256)
     raw = _decode(Decoder(apply_sampling=False), opts + data)
     scaled = _decode(Decoder(apply_sampling=True), opts + data)
@@ -64,9 +64,9 @@ def test_v9_sampler_options_scale_counters_once() -> None:
 def test_rate_per_sampler_id_and_stream() -> None:
     dec = Decoder()
     enc = V9Encoder([template_for(FIELDS, 256), sampler_template(257, 9)], source_id=3,
-                    clock=lambda: T0_NS, boot_ns=BOOT_NS)  # fmt: skip
+                    clock=lambda: T0_NS, boot_ns=BOOT_NS)
     pk = enc.encode({"sampler_id": [7, 8], "sampler_mode": 2, "sampler_random_interval": [10, 1000],
-                     "sampling_interval": [10, 1000], "sampling_algorithm": 2, "scope_system": 0}, 257)  # fmt: skip
+                     "sampling_interval": [10, 1000], "sampling_algorithm": 2, "scope_system": 0}, 257)
     cols = _columns(2)
     cols["sampler_id"] = np.array([7, 8], dtype=np.uint64)
     b = _decode(dec, pk + enc.encode(cols, 256))
@@ -84,7 +84,7 @@ def test_ipfix_packet_interval_and_space() -> None:
     fields += ["selector_id", "flow_start_ms", "flow_end_ms"]
     enc = IPFIXEncoder([template_for(fields, 300), sampler_template(301, 10)], clock=lambda: T0_NS)
     opts = enc.encode({"selector_id": 1, "selector_algorithm": 1, "sampling_packet_interval": 1,
-                       "sampling_packet_space": 511}, 301)  # fmt: skip
+                       "sampling_packet_space": 511}, 301)
     cols = _columns(3)
     cols["selector_id"] = np.ones(3, dtype=np.uint64)
     cols["flow_start_ms"] = np.full(3, T0_NS // 1_000_000 - 2000, dtype=np.uint64)
@@ -185,10 +185,10 @@ def test_ipfix_uptime_times_use_system_init_time() -> None:
 def test_templates_survive_a_restart(tmp_path: Path) -> None:
     store = tmp_path / "templates.json"
     enc = V9Encoder([template_for(FIELDS, 256), sampler_template(257, 9)], source_id=9,
-                    clock=lambda: T0_NS, boot_ns=BOOT_NS)  # fmt: skip
+                    clock=lambda: T0_NS, boot_ns=BOOT_NS)
     first = Decoder(template_file=store)
     opts = enc.encode({"sampler_id": 7, "sampler_mode": 2, "sampler_random_interval": 10,
-                       "sampling_interval": 10, "sampling_algorithm": 2, "scope_system": 0}, 257)  # fmt: skip
+                       "sampling_interval": 10, "sampling_algorithm": 2, "scope_system": 0}, 257)
     _decode(first, opts + enc.encode(_columns(1), 256))
     assert first.templates_changed()
     first.save_templates()

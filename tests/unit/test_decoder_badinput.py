@@ -126,7 +126,7 @@ def v5(*idx: int, count: int | None = None, seq: int = 0, extra: bytes = b"") ->
         body += struct.pack(
             "!IIIHHIIIIHHBBBBHHBBH", s, d, 0, 1, 2, npkts, nbytes, 3_599_000, 3_599_500, sp, dp,
             0, 0x10, proto, 0, 0, 0, 24, 24, 0,
-        )  # fmt: skip
+        )
     return header + body + extra
 
 
@@ -144,7 +144,7 @@ class Feed:
         self.batches: list[int] = []
 
     def __call__(self, *payloads: bytes, exporter: str | list[str] = EXPORTER,
-                 recv_ns: int = T0_NS) -> FlowBatch:  # fmt: skip
+                 recv_ns: int = T0_NS) -> FlowBatch:
         exporters = exporter if isinstance(exporter, list) else [exporter] * len(payloads)
         for p, e in zip(payloads, exporters, strict=True):
             self.sent[e, "packets"] += 1
@@ -261,10 +261,10 @@ def test_set_length_past_the_end(version: int) -> None:
     feed = Feed()
     bad = dset(256, 2)[:2] + be(4 + RECLEN + 100, 2) + rec(2)
     got = feed(packet(version, tset(template(256), ipfix=is_ipfix), dset(256, 0, 1), bad),
-               packet(version, dset(256, 3), seq=1 if version == 9 else 2))  # fmt: skip
+               packet(version, dset(256, 3), seq=1 if version == 9 else 2))
     assert rows(got) == flows(0, 1, 3)
     feed.check(**{"v9_packets" if version == 9 else "ipfix_packets": 2},
-               templates=1, records=3, err_bad_set_length=1)  # fmt: skip
+               templates=1, records=3, err_bad_set_length=1)
 
 
 @pytest.mark.parametrize("version", [9, 10])
@@ -274,11 +274,11 @@ def test_set_length_below_4(version: int, slen: int) -> None:
     feed = Feed()
     got = feed(packet(version, tset(template(256), ipfix=is_ipfix), dset(256, 0),
                       struct.pack("!HH", 256, slen), dset(256, 1)),
-               packet(version, dset(256, 2), seq=1))  # fmt: skip
+               packet(version, dset(256, 2), seq=1))
     # the walk stops at the bad set: what follows it in that packet is lost
     assert rows(got) == flows(0, 2)
     feed.check(**{"v9_packets" if version == 9 else "ipfix_packets": 2},
-               templates=1, records=2, err_bad_set_length=1)  # fmt: skip
+               templates=1, records=2, err_bad_set_length=1)
 
 
 def test_ipfix_message_length_past_the_datagram() -> None:
@@ -310,12 +310,12 @@ def test_ipfix_message_length_below_the_datagram() -> None:
 def test_short_headers(cut: int) -> None:
     feed = Feed()
     got = feed(v5(0)[:cut], v9(tset(template(256), ipfix=False))[:cut],
-               ipfix(tset(template(256), ipfix=True))[:cut], v5(1))  # fmt: skip
+               ipfix(tset(template(256), ipfix=True))[:cut], v5(1))
     assert rows(got) == flows(1)
     short = (cut < 24) + (cut < 20) + (cut < 16)
     feed.check(err_short_packet=short, v5_packets=1, records=1,
                v9_packets=int(cut >= 20), ipfix_packets=int(cut >= 16),
-               err_bad_length=int(cut >= 16), err_bad_set_length=int(cut >= 20))  # fmt: skip
+               err_bad_length=int(cut >= 16), err_bad_set_length=int(cut >= 20))
 
 
 @pytest.mark.parametrize("version", [0, 2, 6, 7, 8, 11, 0x0500, 0xFFFF])
@@ -344,7 +344,7 @@ def test_zero_length_fields_are_legal(version: int) -> None:
 def test_v9_template_with_no_fields_is_bad() -> None:
     feed = Feed()
     got = feed(v9(tset(template(256), template(257, ()), template(258), ipfix=False),
-                  dset(256, 0), dset(258, 1)))  # fmt: skip
+                  dset(256, 0), dset(258, 1)))
     # the set is abandoned at the bad template: 258 after it is never learned
     assert rows(got) == flows(0)
     feed.check(v9_packets=1, templates=1, records=1, err_bad_template=1, no_template_sets=1)
@@ -355,7 +355,7 @@ def test_ipfix_template_with_no_fields_is_a_withdrawal() -> None:
     feed = Feed()
     got = feed(ipfix(tset(template(256), template(257), ipfix=True), dset(256, 0), dset(257, 1)),
                ipfix(tset(template(256, ()), ipfix=True), seq=2),
-               ipfix(dset(256, 2), dset(257, 3), seq=2))  # fmt: skip
+               ipfix(dset(256, 2), dset(257, 3), seq=2))
     assert rows(got) == flows(0, 1, 3)
     feed.check(ipfix_packets=3, templates=2, records=3, template_withdrawals=1, no_template_sets=1)
 
@@ -364,7 +364,7 @@ def test_ipfix_withdraw_all_data_templates() -> None:
     feed = Feed()
     got = feed(ipfix(tset(template(256), template(257), ipfix=True), dset(256, 0), dset(257, 1)),
                ipfix(set_(2, struct.pack("!HH", 2, 0)), seq=2),
-               ipfix(dset(256, 2), dset(257, 3), seq=2))  # fmt: skip
+               ipfix(dset(256, 2), dset(257, 3), seq=2))
     assert rows(got) == flows(0, 1)
     feed.check(ipfix_packets=3, templates=2, records=2, template_withdrawals=1, no_template_sets=2)
     # the same template announced again: its data (held meanwhile) decodes
@@ -373,7 +373,7 @@ def test_ipfix_withdraw_all_data_templates() -> None:
     # (templates_changed: see test_readding_a_withdrawn_template_is_not_a_change)
     feed.check(ipfix_packets=4, templates=4, records=4, template_withdrawals=1,
                no_template_sets=2, pending_decoded_sets=2,
-               ignore=("templates_changed",))  # fmt: skip
+               ignore=("templates_changed",))
 
 
 _OPT = set_(3, struct.pack("!HHH", 300, 2, 1) + struct.pack("!HHHH", 149, 4, 34, 4))
@@ -390,7 +390,7 @@ def test_ipfix_withdraw_options_template(tid: int) -> None:
 def test_readding_a_withdrawn_template_is_not_a_change() -> None:
     feed = Feed()
     feed(ipfix(tset(template(256), ipfix=True)), ipfix(tset(template(256, ()), ipfix=True)),
-         ipfix(tset(template(256), ipfix=True)))  # fmt: skip
+         ipfix(tset(template(256), ipfix=True)))
     feed.check(ipfix_packets=3, templates=2, template_withdrawals=1)
 
 
@@ -401,10 +401,10 @@ def test_template_claiming_too_many_fields(version: int, count: int) -> None:
     feed = Feed()
     huge = template(257, FIELDS, count=count)  # claims `count`, carries 7
     got = feed(packet(version, tset(template(256), huge, ipfix=is_ipfix), dset(256, 0),
-                      dset(257, 1)))  # fmt: skip
+                      dset(257, 1)))
     assert rows(got) == flows(0)
     feed.check(**{"v9_packets" if version == 9 else "ipfix_packets": 1}, templates=1,
-               records=1, err_bad_template=1, no_template_sets=1)  # fmt: skip
+               records=1, err_bad_template=1, no_template_sets=1)
 
 
 @pytest.mark.parametrize("version", [9, 10])
@@ -415,7 +415,7 @@ def test_template_running_past_its_set(version: int) -> None:
     got = feed(packet(version, tset(template(256), cut, ipfix=is_ipfix), dset(256, 0)))
     assert rows(got) == flows(0)
     feed.check(**{"v9_packets" if version == 9 else "ipfix_packets": 1}, templates=1,
-               records=1, err_bad_template=1)  # fmt: skip
+               records=1, err_bad_template=1)
 
 
 @pytest.mark.parametrize("version", [9, 10])
@@ -425,11 +425,11 @@ def test_zero_record_length_template_does_not_loop(version: int) -> None:
     zero = template(300, ((1, 0), (2, 0), (210, 0)))
     got = feed(packet(version, tset(zero, template(256), ipfix=is_ipfix), dset(256, 0),
                       set_(300, bytes(1000)), dset(256, 1)),
-               packet(version, set_(300, bytes(8)), seq=1 if version == 9 else 2))  # fmt: skip
+               packet(version, set_(300, bytes(8)), seq=1 if version == 9 else 2))
     assert rows(got) == flows(0, 1)
     # the definition and each data set that refers to it
     feed.check(**{"v9_packets" if version == 9 else "ipfix_packets": 2}, templates=2,
-               records=2, err_bad_template=3)  # fmt: skip
+               records=2, err_bad_template=3)
 
 
 def test_variable_length_field_running_past_its_set() -> None:
@@ -441,7 +441,7 @@ def test_variable_length_field_running_past_its_set() -> None:
                 be(3, 4) + b"\xff\x01\x00" + be(1, 8)):  # 3-byte form claiming 256
         feed = Feed()
         got = feed(ipfix(tset(template(300, fields), ipfix=True), set_(300, good + long_form + bad),
-                         set_(300, good)))  # fmt: skip
+                         set_(300, good)))
         assert got["src_addr"].tolist() == [1, 2, 1]
         assert got["bytes"].tolist() == [100, 200, 100]
         assert [got.text("if_name", i) for i in range(3)] == ["eth", "ab", "eth"]
@@ -456,7 +456,7 @@ def test_reserved_set_ids(version: int, set_ids: tuple[int, ...]) -> None:
     got = feed(packet(version, tset(template(256), ipfix=is_ipfix), *junk, dset(256, 0)))
     assert rows(got) == flows(0)
     feed.check(**{"v9_packets" if version == 9 else "ipfix_packets": 1}, templates=1,
-               records=1, err_bad_set_id=len(set_ids))  # fmt: skip
+               records=1, err_bad_set_id=len(set_ids))
 
 
 @pytest.mark.parametrize("version", [9, 10])
@@ -468,11 +468,11 @@ def test_template_redefinition(version: int) -> None:
     got = feed(packet(version, tset(template(256), ipfix=is_ipfix), dset(256, 0), seq=next(seq)),
                packet(version, tset(template(256), ipfix=is_ipfix), seq=next(seq)),  # refresh
                packet(version, tset(template(256, other), ipfix=is_ipfix),
-                      set_(256, be(5, 4) + be(6, 4) + be(7, 8)), seq=next(seq)))  # fmt: skip
+                      set_(256, be(5, 4) + be(6, 4) + be(7, 8)), seq=next(seq)))
     assert rows(got, ("src_addr", "dst_addr", "packets")) == [flow(0)[:2] + flow(0)[6:], (6, 5, 7)]
     assert got["bytes"].tolist() == [flow(0)[5], 0]  # not in the new layout
     feed.check(**{"v9_packets" if version == 9 else "ipfix_packets": 3}, templates=3,
-               records=2, templates_changed=1)  # fmt: skip
+               records=2, templates_changed=1)
 
 
 # ==== v5 header count =======================================================================
@@ -514,11 +514,11 @@ def test_data_before_template_is_held_then_decoded(version: int) -> None:
     assert feed.decoder.pending_sets == 2
     feed.check(**{vkey: 2}, no_template_sets=2)
     got = feed(packet(version, tset(template(256), ipfix=is_ipfix), dset(256, 3), seq=2),
-               recv_ns=T0_NS + 10**9)  # fmt: skip
+               recv_ns=T0_NS + 10**9)
     assert sorted(rows(got)) == flows(0, 1, 3)
     assert feed.decoder.pending_sets == 1
     feed.check(**{vkey: 3}, no_template_sets=2, pending_decoded_sets=1, templates=1,
-               records=3)  # fmt: skip
+               records=3)
     # held data keeps its own receive time
     assert sorted(got["recv_time_ns"].tolist()) == [T0_NS, T0_NS, T0_NS + 10**9]
 
@@ -534,10 +534,10 @@ def test_data_before_template_expires(version: int) -> None:
     feed(v5(9, seq=1), recv_ns=T0_NS + 5 * 10**9 + 1)
     assert feed.decoder.pending_sets == 0
     got = feed(packet(version, tset(template(256), ipfix=is_ipfix), seq=1),
-               recv_ns=T0_NS + 6 * 10**9)  # fmt: skip
+               recv_ns=T0_NS + 6 * 10**9)
     assert got.n == 0
     feed.check(**{vkey: 2}, v5_packets=2, records=2, no_template_sets=1, pending_expired_sets=1,
-               templates=1)  # fmt: skip
+               templates=1)
 
 
 def test_pending_overflow_drops_the_oldest() -> None:
@@ -547,7 +547,7 @@ def test_pending_overflow_drops_the_oldest() -> None:
     got = feed(v9(tset(template(256), ipfix=False), seq=5))
     assert rows(got) == flows(2, 3, 4)
     feed.check(v9_packets=6, no_template_sets=5, pending_expired_sets=2,
-               pending_decoded_sets=3, templates=1, records=3)  # fmt: skip
+               pending_decoded_sets=3, templates=1, records=3)
 
 
 _ORPHAN_FLOOD = textwrap.dedent(
@@ -571,7 +571,7 @@ _ORPHAN_FLOOD = textwrap.dedent(
 def test_many_orphan_sets_in_one_datagram() -> None:
     # in a child process: the overflow corrupts the heap of whoever runs it
     proc = subprocess.run([sys.executable, "-c", _ORPHAN_FLOOD], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ))  # fmt: skip
+                          timeout=300, env=dict(os.environ))
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
@@ -598,7 +598,7 @@ def test_v9_lost_packets() -> None:
     feed = Feed()
     feed(pkts[0], pkts[3], pkts[5])
     feed.check(v9_packets=3, templates=3, records=1 + 1 + 3, padding_bytes=3 + 3 + 1,
-               lost_packets=3)  # fmt: skip
+               lost_packets=3)
 
 
 def test_ipfix_lost_flows() -> None:
@@ -624,7 +624,7 @@ def test_sequence_per_source() -> None:
 def test_v9_zero_padding_after_the_last_set(pad: int) -> None:
     feed = Feed()
     got = feed(v9(tset(template(256), ipfix=False), dset(256, 0)) + bytes(pad),
-               v9(dset(256, 1), seq=1))  # fmt: skip
+               v9(dset(256, 1), seq=1))
     assert rows(got) == flows(0, 1)
     feed.check(v9_packets=2, templates=1, records=2, padding_bytes=pad if pad >= 4 else 0)
 
@@ -638,7 +638,7 @@ def test_many_exporters_are_counted_apart() -> None:
     got = feed(*[v5(i) if i % 3 else b"\x00\x07junk" for i in range(300)], exporter=exporters)
     assert rows(got) == flows(*(i for i in range(300) if i % 3))
     stats = {s.address: {k: v for k, v in s.counters.items() if v}
-             for s in feed.decoder.exporter_stats()}  # fmt: skip
+             for s in feed.decoder.exporter_stats()}
     for i, e in enumerate(exporters):
         kind = {"v5_packets": 1, "records": 1} if i % 3 else {"err_bad_version": 1}
         assert stats[e] == {"packets": 1, "bytes": feed.sent[e, "bytes"], **kind}
@@ -648,7 +648,7 @@ def test_template_tables_grow_and_compact() -> None:
     feed = Feed(template_quota=0)  # one exporter with 32,000 templates: no per-exporter quota here
     # 4 × 8000 one-field templates (past the initial template table) ...
     many = [v9(set_(0, b"".join(template(256 + i, ((8, 4),)) for i in range(8000))), sid=s)
-            for s in range(4)]  # fmt: skip
+            for s in range(4)]
     got = feed(*many, v9(set_(8255, be(7, 4)), sid=3, seq=1))
     assert got["src_addr"].tolist() == [7]
     feed.check(v9_packets=5, templates=32_000, records=1)
@@ -658,7 +658,7 @@ def test_template_tables_grow_and_compact() -> None:
     for k in range(200):
         fields = tuple((1000 + (j + k % 2) % 7, 1) for j in range(999)) + ((8, 4),)
         pkts.append(v9(tset(template(256, fields), ipfix=False), set_(256, bytes(999) + be(k, 4)),
-                       seq=k))  # fmt: skip
+                       seq=k))
     got = FlowBatch.concat([feed(*pkts[:100]), feed(*pkts[100:])])
     assert got["src_addr"].tolist() == list(range(200))
     feed.check(v9_packets=200, templates=200, templates_changed=199, records=200)
@@ -715,7 +715,7 @@ def _check_invariants(feed: Feed, payloads: list[bytes], decoded: list[FlowBatch
     header, v5_records = _header_oracle(payloads)
     got = Counter(feed.counters())
     for key in ("packets", "bytes", "err_short_packet", "err_bad_version", "v5_packets",
-                "v9_packets", "ipfix_packets", "err_bad_length"):  # fmt: skip
+                "v9_packets", "ipfix_packets", "err_bad_length"):
         assert got[key] == header[key], key
     n = sum(b.n for b in decoded)
     assert n == got["records"]
@@ -750,7 +750,7 @@ _BODY = st.one_of(
     st.binary(max_size=64),
     st.builds(lambda t: template(t, FIELDS), st.sampled_from([256, 257, 300])),
     st.builds(lambda t, n: template(t, FIELDS, count=n), st.sampled_from([0, 2, 3, 256]),
-              st.sampled_from([0, 1, 8, 1024, 0xFFFF])),  # fmt: skip
+              st.sampled_from([0, 1, 8, 1024, 0xFFFF])),
     st.builds(lambda k: b"".join(rec(i) for i in range(k)), st.integers(0, 3)),
 )
 
@@ -783,7 +783,7 @@ _DECODER_SHAPES = st.fixed_dictionaries({
     "capacity": st.sampled_from([1, 2, 5, 256]),
     "pending_max_sets": st.sampled_from([1, 3, 4096]),
     "emit_options": st.just(False),
-})  # fmt: skip
+})
 
 
 @FUZZ
@@ -807,26 +807,26 @@ def _valid_session() -> list[bytes]:
     clock = lambda: T0_NS  # noqa: E731
     names = NAMES + ("flow_start_ms", "flow_end_ms")
     cols = {**columns(0, 1, 2), "flow_start_ms": T0_NS // 10**6 - 500,
-            "flow_end_ms": T0_NS // 10**6 - 100}  # fmt: skip
+            "flow_end_ms": T0_NS // 10**6 - 100}
     v9e = V9Encoder([template_for(names, 256), sampler_template(257, 9)], clock=clock,
-                    boot_ns=BOOT_NS, source_id=3)  # fmt: skip
+                    boot_ns=BOOT_NS, source_id=3)
     ipe = IPFIXEncoder([template_for(names, 256), template_for(names, 258, ipv6=True),
                         interface_template(259, 10), sampler_template(260, 10)],
-                       clock=clock, boot_ns=BOOT_NS, observation_domain=5)  # fmt: skip
+                       clock=clock, boot_ns=BOOT_NS, observation_domain=5)
     v6 = {**cols, "src_addr6": np.arange(48, dtype=np.uint8).reshape(3, 16),
-          "dst_addr6": np.ones((3, 16), dtype=np.uint8)}  # fmt: skip
+          "dst_addr6": np.ones((3, 16), dtype=np.uint8)}
     return [
         *V5Encoder(clock=clock, boot_ns=BOOT_NS, sampling_interval=10).encode(cols),
         *v9e.encode({"scope_system": 3, "sampler_id": 1, "sampler_mode": 2,
                      "sampler_random_interval": 100, "sampling_interval": 100,
-                     "sampling_algorithm": 2}, 257),  # fmt: skip
+                     "sampling_algorithm": 2}, 257),
         *v9e.encode({**cols, "flow_start_ms": cols["flow_start_ms"]}),
         *ipe.encode({"in_if": [1, 2], "if_name": ["eth0", "a-much-longer-interface-name"],
-                     "if_desc": ["", "uplink"]}, 259),  # fmt: skip
+                     "if_desc": ["", "uplink"]}, 259),
         *ipe.encode(cols),
         *ipe.encode(v6, 258),
         *ipe.encode({"selector_id": 1, "selector_algorithm": 1, "sampling_packet_interval": 1,
-                     "sampling_packet_space": 99}, 260),  # fmt: skip
+                     "sampling_packet_space": 99}, 260),
     ]
 
 
@@ -855,7 +855,7 @@ _MUTATION = st.one_of(
     st.tuples(st.just("cut"), st.integers(0, 10**6)),
     st.tuples(st.just("insert"), st.integers(0, 10**6), st.binary(min_size=1, max_size=16)),
     st.tuples(st.just("length"), st.integers(0, 10**6),
-              st.sampled_from([0, 1, 3, 4, 5, 0x7FFF, 0xFFFE, 0xFFFF])),  # fmt: skip
+              st.sampled_from([0, 1, 3, 4, 5, 0x7FFF, 0xFFFE, 0xFFFF])),
 )
 
 
@@ -882,12 +882,12 @@ def _mutate(pkt: bytes, mutations: list[tuple]) -> bytes:
 @given(
     edits=st.lists(st.tuples(st.integers(0, len(SESSION) - 1), st.lists(_MUTATION, min_size=1,
                                                                           max_size=4)),
-                   min_size=1, max_size=4),  # fmt: skip
+                   min_size=1, max_size=4),
     shape=_DECODER_SHAPES,
     split=st.integers(0, len(SESSION)),
 )
 def test_fuzz_mutated_encoder_output(edits: list[tuple[int, list[tuple]]], shape: dict,
-                                     split: int) -> None:  # fmt: skip
+                                     split: int) -> None:
     payloads = list(SESSION)
     for i, mutations in edits:
         payloads[i] = _mutate(payloads[i], mutations)
@@ -911,7 +911,7 @@ _WIDTH = {
     "src_addr": 32, "dst_addr": 32, "src_port": 16, "dst_port": 16, "proto": 8, "tos": 8,
     "tcp_flags": 8, "in_if": 16, "out_if": 16, "src_as": 16, "dst_as": 16, "src_mask": 5,
     "dst_mask": 5, "next_hop": 32,
-}  # fmt: skip
+}
 _T0_MS = T0_NS // 10**6
 _NAME_LENGTHS = (0, 1, 254, 255, 256, 300)  # around the 1-byte / 3-byte length forms
 
@@ -943,14 +943,14 @@ def flow_columns(draw: st.DrawFn, version: int) -> dict[str, list]:
             "x" * int(rng.choice(_NAME_LENGTHS)) if rng.random() < edge
             else "".join(rng.choice(letters, int(rng.integers(0, 40))))
             for _ in range(n)
-        ]  # fmt: skip
+        ]
     return cols
 
 
 def _encode(version: int, cols: dict[str, list]) -> list[bytes]:
     clock = lambda: T0_NS  # noqa: E731
     cols = {k: np.array(v, dtype=np.uint64) if k in _WIDTH or k in ("bytes", "packets") else v
-            for k, v in cols.items()}  # fmt: skip
+            for k, v in cols.items()}
     if version == 5:
         return V5Encoder(clock=clock, boot_ns=BOOT_NS).encode(cols)
     names = [n for n in cols if n not in ("flow_start_ms", "flow_end_ms")]
@@ -991,7 +991,7 @@ def test_round_trip_through_the_encoders(version: int, data: st.DataObject, capa
     # packets that lead with a template set (the first one, and refreshes)
     templates = sum(hlen > 0 and p[hlen : hlen + 2] in (b"\0\0", b"\0\2") for p in payloads)
     feed.check(OTHER, ignore=("padding_bytes",), **{k: len(payloads)}, records=n,
-               templates=templates)  # fmt: skip
+               templates=templates)
 
 
 def test_stat_names_cover_the_enum() -> None:

@@ -507,7 +507,7 @@ def test_networks_file_most_specific_prefix_wins(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "words"), [
     ("10.0.0.0/8\n", "expected PREFIX NAME"), ("10.0.0.300/8 x\n", "not an IPv4 or IPv6 prefix"),
     ("10.0.0.0/8 a\n10.0.0.0/8 b\n", "already named on line 1"), ("10.0.0.0/8 'a\n", "No closing quotation"),
-])  # fmt: skip
+])
 def test_networks_file_errors(tmp_path: Path, text: str, words: str) -> None:
     from appliance.collector.enrich import load_networks
 
@@ -581,7 +581,7 @@ def test_interface_names_from_devices_conf(tmp_path: Path) -> None:
 
 
 def test_check_config_knows_what_the_files_provide(tmp_path: Path, dbs: types.SimpleNamespace,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from appliance.cli import main
 
     (tmp_path / "mo" / "a").mkdir(parents=True)

@@ -28,7 +28,7 @@ def _objects(tmp: Path, fwm: dict) -> CollectorConfig:
     return CollectorConfig(mo_dir=tmp / "mo")
 
 
-def test_exported_window_rows_are_labelled_samples(tmp_path: Path, dbs) -> None:  # noqa: F811, ANN001
+def test_exported_window_rows_are_labelled_samples(tmp_path: Path, dbs) -> None:  # noqa: F811
     rt = load_runtime(_objects(tmp_path, FWM))
     spec = rt.objects[0].windows[0]
     assert spec.export == ("prometheus",)
@@ -53,7 +53,7 @@ def test_exported_window_rows_are_labelled_samples(tmp_path: Path, dbs) -> None:
     assert sum(m["mirrorflow_fwm_octets"].values()) == int(batch["bytes"].sum())
 
 
-def test_window_not_exported_stays_json_only(dbs) -> None:  # noqa: F811, ANN001
+def test_window_not_exported_stays_json_only(dbs) -> None:  # noqa: F811
     snap = Snapshot(seq=1, time=1.0, windows=[{"object": "geo", "window": "cc", "fields": ["src host", "octets"],
                                               "export": [], "active": True, "last": None}])
     assert not [k for k in parse_metrics(render_metrics(snap)) if k.startswith("mirrorflow_fwm_")]
@@ -61,7 +61,7 @@ def test_window_not_exported_stays_json_only(dbs) -> None:  # noqa: F811, ANN001
 
 @pytest.mark.parametrize(("fwm", "words"), [
     ({**FWM, "limit": 0}, 'needs a "limit"'), ({**FWM, "export": "graphite"}, 'must be "prometheus"'),
-])  # fmt: skip
+])
 def test_export_needs_a_bound(tmp_path: Path, fwm: dict, words: str) -> None:
     with pytest.raises(ConfigErrors, match=words):
         load_runtime(_objects(tmp_path, fwm))

@@ -176,7 +176,7 @@ def flows(draw: st.DrawFn) -> dict[str, int]:
         "dst_mac": draw(st.sampled_from([0, 0x001122334455])),
         "post_dst_mac": draw(st.sampled_from([0, 0x001122334455])),
         "in_if": draw(st.integers(0, 4)),
-    }  # fmt: skip
+    }
 
 
 @settings(max_examples=300, deadline=None)

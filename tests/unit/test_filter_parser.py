@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from appliance import MirrorflowError
-from appliance.collector.filter import FilterError, IPLists, compile_filter
 from appliance.collector.config.jsonc import ConfigError
+from appliance.collector.filter import FilterError, IPLists, compile_filter
 
 LISTS = IPLists.from_texts({"mynets": "10.0.0.0/8\n2001:db8::/32\n", "Bad": "192.0.2.0/24"})
 

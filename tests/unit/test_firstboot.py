@@ -104,7 +104,7 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> Commands:
 
 
 def make_seed(tmp_path: Path, user_data: str | bytes | None, meta_data: str | None = "instance-id: iid-test\n",
-              network_config: str | None = None) -> Path:  # fmt: skip
+              network_config: str | None = None) -> Path:
     seed = tmp_path / "seed"
     seed.mkdir()
     for name, content in (("user-data", user_data), ("meta-data", meta_data), ("network-config", network_config)):
@@ -183,7 +183,7 @@ def test_proxmox_cloud_init_drive(
     tmp_path: Path, root: Path, commands: Commands, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seed = make_seed(tmp_path, PROXMOX_USER_DATA, "instance-id: 7a3f1c0e9b2d4f6a8c1e3b5d7f9a0c2e4b6d8f0a\n",
-                     PROXMOX_NETWORK_CONFIG)  # fmt: skip
+                     PROXMOX_NETWORK_CONFIG)
     (seed / "vendor-data").write_text("")
 
     assert fb.configure(seed, root) == 0
@@ -516,7 +516,7 @@ users:
     ],
     ids=["bad-user-data-yaml", "bad-network-config-yaml", "bad-meta-data-yaml", "wrong-type", "network-version",
          "bad-address", "bad-listen", "no-user-data", "no-meta-data"],
-)  # fmt: skip
+)
 def test_broken_seed_is_logged_and_nothing_is_written(
     tmp_path: Path,
     root: Path,

@@ -7,11 +7,11 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from appliance.collector.config import WindowSpec
+from appliance.collector.fields import FieldError, parse_field
 from appliance.collector.fields import functions as fn
 from appliance.collector.filter import FilterError, compile_filter
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.config import WindowSpec
-from appliance.collector.fields import FieldError, parse_field
 from appliance.collector.monitoring import FixedWindow
 from appliance.netflow.registry import REGISTRY
 
@@ -105,7 +105,7 @@ def oracle(batches: list[FlowBatch], spec: WindowSpec) -> list[tuple]:
             key = tuple(twin.value(f.text, b, i) for f in spec.fields if not f.aggregate)
             aggs = [int(b["bytes"][i]) if f.text.startswith("octets") else
                     int(b["packets"][i]) if f.text.startswith("packets") else 1
-                    for f in spec.fields if f.aggregate]  # fmt: skip
+                    for f in spec.fields if f.aggregate]
             acc = groups.setdefault(key, [0] * len(aggs))
             for j, v in enumerate(aggs):
                 acc[j] += v
@@ -117,7 +117,7 @@ def oracle(batches: list[FlowBatch], spec: WindowSpec) -> list[tuple]:
         rows.append(tuple(row))
 
     ranks = [{v: k for k, v in enumerate(sorted({r[j] for r in rows if isinstance(r[j], str)}))}
-             for j in range(len(spec.fields))]  # fmt: skip
+             for j in range(len(spec.fields))]
 
     def sort_key(r: tuple) -> tuple:
         out = []
@@ -197,7 +197,7 @@ def test_column_names_and_types() -> None:
      ("mfreq(src as, dst as)", "16-bit"), ("tfstr(src host)", "works on numbers"),
      ("asd(src port)", "takes one address"), ("nosuch(octets)", "unknown function"),
      ("min(src port desc, dst port)", "after the whole call"), ("div(octets, packets", "closing")],
-)  # fmt: skip
+)
 def test_bad_function_fields(text: str, words: str) -> None:
     with pytest.raises(FieldError, match=words):
         parse_field(text)
@@ -252,11 +252,11 @@ FILTERS = [
      lambda t, b, i: t.value("ppstr(src port, dst port)", b, i) in ("1000 ->", "-> https(443)", "http(80) -> domain(53)")),
     ("udp and not mfreq(src port, dst port) 53 or 80",
      lambda t, b, i: int(b["proto"][i]) == 17 and t.value("mfreq(src port, dst port)", b, i) not in (53, 80)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("text", "twin"), FILTERS)
-def test_filter_functions_match_plain_python(text: str, twin) -> None:  # noqa: ANN001
+def test_filter_functions_match_plain_python(text: str, twin) -> None:
     rng = np.random.default_rng(11)
     flt = compile_filter(text)
     t = Twin()
@@ -278,7 +278,7 @@ def test_filter_mfreq_counts_each_argument_once_and_only_within() -> None:
     # have 4 and win over 53 (2) in (53, 80); counted once each, both have 2 and 53 wins.
     rows = [(80, 53), (80, 53), (53, 80), (9, 9)]
     cols = {REGISTRY["src_port"].column: np.array([r[0] for r in rows], np.uint64),
-            REGISTRY["dst_port"].column: np.array([r[1] for r in rows], np.uint64)}  # fmt: skip
+            REGISTRY["dst_port"].column: np.array([r[1] for r in rows], np.uint64)}
     b = FlowBatch(4, cols, {})
     assert compile_filter("mfreq(src port, dst port) 53").evaluate(b).tolist() == [True, True, True, False]
     # only the flows inside the parent's mask count: (80, 53) once → tie → 53, then 9
@@ -292,7 +292,7 @@ def test_filter_mfreq_counts_each_argument_once_and_only_within() -> None:
     [("div(octets) 1", 1, "takes 2 argument"), ("country(src port) 'RU'", 1, "takes one address"),
      ("tfstr(tcp-flags)", 17, "expected a text"), ("div(octets, packets) abc", 22, "not a number"),
      ("foo(port) 1", 1, "unknown function"), ("port 80 and min(src port, dst port", 13, "not closed")],
-)  # fmt: skip
+)
 def test_filter_function_errors_point_at_the_call(text: str, col: int, words: str) -> None:
     with pytest.raises(FilterError, match=words) as info:
         compile_filter(text)
@@ -305,7 +305,7 @@ def test_text_keys_export_as_text_columns() -> None:
     rng = np.random.default_rng(2)
     b = make_batch(rng, 300)
     spec = WindowSpec("ifs", (parse_field("if_name"), parse_field("tfstr(tcp-flags)"), parse_field("flows desc")),
-                      time=60, limit=3)  # fmt: skip
+                      time=60, limit=3)
     w = FixedWindow(spec, "mo_ifs")
     w.add(b, np.arange(b.n), b["recv_time_ns"] // np.uint64(60 * NS))
     (t,) = w.close()

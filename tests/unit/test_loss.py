@@ -54,7 +54,7 @@ def test_v5_flows_lost_across_a_restart(tmp_path: Path) -> None:
     f = tmp_path / "templates.json"
     n = 30 * 10
     cols = {"src_addr": np.arange(1, n + 1, dtype=np.uint64), "packets": np.ones(n, np.uint64),
-            "bytes": np.full(n, 100, np.uint64)}  # fmt: skip
+            "bytes": np.full(n, 100, np.uint64)}
     datagrams = V5Encoder().encode(cols)  # flow_sequence counts records
     count = [int.from_bytes(d[2:4], "big") for d in datagrams]  # the header's record count
     assert len(datagrams) == 11 and sum(count) == n
@@ -86,13 +86,13 @@ def test_loss_tracker_period_and_report() -> None:
     assert t.degraded
     assert t.report() == {"period_s": 600,
                           "spool_refused_windows": {"total": 3, "recent": 3, "last_at": 1030.0},
-                          "sequence_gaps": {"total": 5, "recent": 5, "last_at": 1010.0}}  # fmt: skip
+                          "sequence_gaps": {"total": 5, "recent": 5, "last_at": 1010.0}}
     assert t.problems() == [
         ("3 windows refused because the spool was full (lost) in the last 10 min, last at 1970-01-01 00:17:10 UTC: "
         "free space in spool-dir or raise spool-max-mb / spool-max-files, and check the database"),
         ("5 packets/flows lost to exporter sequence gaps (a collector restart included) in the last 10 min, last at "
         "1970-01-01 00:16:50 UTC: see /api/v1/exporters"),
-    ]  # fmt: skip
+    ]
     t.update(1615.0, {"spool_refused_windows": 3, "sequence_gaps": 5})  # the gap is older than 600 s now
     assert t.report()["sequence_gaps"] == {"total": 5, "recent": 0, "last_at": 1010.0}
     assert t.degraded  # the windows (1030 s) are not
@@ -110,7 +110,7 @@ def test_status_and_metrics_show_the_loss(tmp_path: Path) -> None:
     (tmp_path / "mo" / "all").mkdir(parents=True)
     (tmp_path / "mo" / "all" / "mo.conf").write_text('{"fwm": [{"name": "t", "fields": ["flows"]}]}')
     cfg = CollectorConfig(mo_dir=tmp_path / "mo", db=f"host={tmp_path}/nowhere dbname=x connect_timeout=1",
-                          spool_dir=tmp_path / "spool", spool_max_files=0)  # fmt: skip
+                          spool_dir=tmp_path / "spool", spool_max_files=0)
     p = Pipeline(cfg, load_runtime(cfg), live=False, api=ApiSettings(address=None))
     try:
         assert p.live is not None and p.monitoring is not None

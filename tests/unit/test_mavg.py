@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.monitoring.alerts import MovingAverages
-from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.config.averages import MavgSpec, format_key, parse_key
-from appliance.collector.monitoring.mavg import MovingAverage
 from appliance.collector.config.objects import ConfigErrors, load_objects
 from appliance.collector.fields import parse_field
+from appliance.collector.flowbatch import FlowBatch
+from appliance.collector.monitoring.alerts import MovingAverages
+from appliance.collector.monitoring.mavg import MovingAverage
 from appliance.netflow.registry import REGISTRY
 
 NS = 1_000_000_000
@@ -28,7 +28,7 @@ def flows(times: np.ndarray, src: int | np.ndarray, packets: int | np.ndarray, d
     cols = {}
     pk = np.broadcast_to(np.asarray(packets, dtype=np.uint64), (n,))
     for name, arr in (("src_addr", src), ("packets", pk), ("bytes", pk * np.uint64(100)),
-                      ("dst_port", dport), ("proto", 17), ("recv_time_ns", times)):  # fmt: skip
+                      ("dst_port", dport), ("proto", 17), ("recv_time_ns", times)):
         cols[REGISTRY[name].column] = np.array(np.broadcast_to(np.asarray(arr, dtype=np.uint64), (n,)))
     return FlowBatch(n, cols, {})
 
@@ -45,7 +45,7 @@ class FakeRunner:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], dict[str, str]]] = []
 
-    def run(self, argv, env, after=None, report=None):  # noqa: ANN001, ANN201
+    def run(self, argv, env, after=None, report=None):
         self.calls.append((list(argv), dict(env)))
 
     def stats(self) -> dict[str, int]:
@@ -62,7 +62,7 @@ class Rig:
         mo = tmp / "mo" / "lab"
         mo.mkdir(parents=True)
         (mo / "mo.conf").write_text('{"filter": "", "fwm": [{"name": "ext1", "fields": ["octets", "src host"],'
-                                    f' "extended": true}}{extra_fwm}], "mavg": [{mavg}]}}')  # fmt: skip
+                                    f' "extended": true}}{extra_fwm}], "mavg": [{mavg}]}}')
         self.objects = load_objects(tmp / "mo")
         self.ext: list[tuple[str, str, bool]] = []
         self.runner = FakeRunner()
@@ -79,7 +79,7 @@ class Rig:
             keys = [k for k, r in rates.items() if r > 0]
             if keys:
                 b = flows(np.full(len(keys), self.now), np.array(keys),
-                          np.array([round(rates[k] * step_ms / 1000) for k in keys]))  # fmt: skip
+                          np.array([round(rates[k] * step_ms / 1000) for k in keys]))
                 self.avgs.add("lab", b, np.arange(b.n))
             if (self.now - T0) % (100 * 1_000_000) == 0:
                 self.avgs.tick(self.now)
@@ -198,7 +198,7 @@ def scripts(tmp: Path) -> tuple[Path, Path]:
 
 
 def level(tmp: Path, name: str, default: str, b2n: float = 3, ext: str = '["ext1"]', under: bool = False,
-          limits: str | None = None) -> str:  # fmt: skip
+          limits: str | None = None) -> str:
     act, bk = scripts(tmp)
     extra = f', "limits": "{limits}"' if limits else ""
     return (f'"{"underlimit" if under else "overlimit"}": [{{"name": "{name}", "default": {default}, '
@@ -208,10 +208,10 @@ def level(tmp: Path, name: str, default: str, b2n: float = 3, ext: str = '["ext1
 
 def test_raise_once_with_xenoeye_arguments_file_and_ext(tmp_path: Path) -> None:
     rig = Rig(tmp_path, '{"name": "pps", "time": 5, "fields": ["src host", "packets"], '
-                        + level(tmp_path, "lvl1", "[50000]") + "}")  # fmt: skip
+                        + level(tmp_path, "lvl1", "[50000]") + "}")
     rig.run(10, {A: 100_000, B: 1000})
     assert rig.scripts("act.sh") == [["lab", "pps", "lvl1", str(rig.notif / "lab-pps-lvl1-10.0.0.1"),
-                                      "10.0.0.1", rig.scripts("act.sh")[0][5], "50000"]]  # fmt: skip
+                                      "10.0.0.1", rig.scripts("act.sh")[0][5], "50000"]]
     value = int(rig.scripts("act.sh")[0][5])
     assert 50_000 <= value < 52_000  # the rate when it crossed
     env = rig.runner.calls[0][1]
@@ -229,7 +229,7 @@ def test_raise_once_with_xenoeye_arguments_file_and_ext(tmp_path: Path) -> None:
 
 def test_back_to_normal_after_back2norm_time(tmp_path: Path) -> None:
     rig = Rig(tmp_path, '{"name": "pps", "time": 5, "fields": ["src host", "packets"], '
-                        + level(tmp_path, "lvl1", "[50000]", b2n=4) + "}")  # fmt: skip
+                        + level(tmp_path, "lvl1", "[50000]", b2n=4) + "}")
     rig.run(20, {A: 100_000})
     stop = rig.now
     r0 = rig.avgs.average("lab", "pps").rate(key4(A), stop)[0]
@@ -251,7 +251,7 @@ def test_back_to_normal_after_back2norm_time(tmp_path: Path) -> None:
 
 def test_hysteresis_dips_shorter_than_back2norm_time_change_nothing(tmp_path: Path) -> None:
     rig = Rig(tmp_path, '{"name": "pps", "time": 2, "fields": ["src host", "packets"], '
-                        + level(tmp_path, "lvl1", "[50000]", b2n=5) + "}")  # fmt: skip
+                        + level(tmp_path, "lvl1", "[50000]", b2n=5) + "}")
     for _ in range(5):  # 4 s over, 3 s under: the countdown starts and is reset each time
         rig.run(4, {A: 80_000})
         rig.run(3, {A: 20_000})
@@ -268,7 +268,7 @@ def test_per_key_limits_file(tmp_path: Path) -> None:
     mo = tmp_path / "mo" / "lab"
     (mo / "mo.conf").write_text('{"fwm": [{"name": "ext1", "fields": ["octets"], "extended": true}], "mavg": [{"name": "pps", '
                                 '"time": 2, "fields": ["src host", "packets"], '
-                                + level(tmp_path, "lvl1", "[50000]", limits="limits.csv") + "}]}")  # fmt: skip
+                                + level(tmp_path, "lvl1", "[50000]", limits="limits.csv") + "}]}")
     runner = FakeRunner()
     avgs = MovingAverages(load_objects(tmp_path / "mo"), None, None, runner)
     C = A + 2
@@ -287,7 +287,7 @@ def test_per_key_limits_file(tmp_path: Path) -> None:
 def test_several_levels(tmp_path: Path) -> None:
     act, b2n = scripts(tmp_path)
     levels = ", ".join(f'{{"name": "{n}", "default": [{v}], "back2norm-time": 2, "action-script": "{act}", '
-                       f'"back2norm-script": "{b2n}"}}' for n, v in (("warn", 50000), ("crit", 150000)))  # fmt: skip
+                       f'"back2norm-script": "{b2n}"}}' for n, v in (("warn", 50000), ("crit", 150000)))
     rig = Rig(tmp_path, f'{{"name": "pps", "time": 2, "fields": ["src host", "packets"], "overlimit": [{levels}]}}')
     rig.run(10, {A: 100_000})
     assert [a[2] for a in rig.scripts("act.sh")] == ["warn"]
@@ -302,7 +302,7 @@ def test_several_levels(tmp_path: Path) -> None:
 
 def test_ext_goes_off_only_when_every_key_is_back(tmp_path: Path) -> None:
     rig = Rig(tmp_path, '{"name": "pps", "time": 1, "fields": ["src host", "packets"], '
-                        + level(tmp_path, "lvl1", "[50000]", b2n=2) + "}")  # fmt: skip
+                        + level(tmp_path, "lvl1", "[50000]", b2n=2) + "}")
     rig.run(5, {A: 100_000, B: 100_000})
     rig.run(10, {B: 100_000})  # A is back to normal, B still over
     assert len(rig.scripts("b2n.sh")) == 1 and rig.ext == [("lab", "ext1", True)]
@@ -312,7 +312,7 @@ def test_ext_goes_off_only_when_every_key_is_back(tmp_path: Path) -> None:
 
 def test_several_counters_each_with_its_threshold(tmp_path: Path) -> None:
     rig = Rig(tmp_path, '{"name": "rates", "time": 2, "fields": ["src host", "packets", "bits"], '
-                        + level(tmp_path, "big", "[null, 8e7]") + "}")  # fmt: skip
+                        + level(tmp_path, "big", "[null, 8e7]") + "}")
     rig.run(5, {A: 80_000, B: 150_000})  # bits = packets × 800: A 64 Mbit/s, B 120 Mbit/s
     assert [a[4] for a in rig.scripts("act.sh")] == ["10.0.0.2"]
     env = rig.runner.calls[0][1]
@@ -323,14 +323,14 @@ def test_several_counters_each_with_its_threshold(tmp_path: Path) -> None:
 
 def test_underlimit(tmp_path: Path) -> None:
     rig = Rig(tmp_path, '{"name": "pps", "time": 2, "fields": ["src host", "packets"], '
-                        + level(tmp_path, "low", "[10000]", b2n=3, under=True) + "}")  # fmt: skip
+                        + level(tmp_path, "low", "[10000]", b2n=3, under=True) + "}")
     rig.run(10, {A: 50_000})
     assert not rig.scripts("act.sh")
     rig.run(2, {A: 1000})  # 50 k → 1 k: the average falls below 10 k after T·ln(49/9) ≈ 3.4 s
     assert not rig.scripts("act.sh")
     rig.run(3, {A: 1000})
     assert [a[:5] for a in rig.scripts("act.sh")] == [["lab", "pps", "low", str(rig.notif / "lab-pps-low-10.0.0.1"),
-                                                        "10.0.0.1"]]  # fmt: skip
+                                                        "10.0.0.1"]]
     assert (rig.notif / "lab-pps-low-10.0.0.1").exists()
     rig.run(10, {A: 50_000})
     assert len(rig.scripts("b2n.sh")) == 1 and not (rig.notif / "lab-pps-low-10.0.0.1").exists()
@@ -338,7 +338,7 @@ def test_underlimit(tmp_path: Path) -> None:
 
 def test_dump_files(tmp_path: Path) -> None:
     rig = Rig(tmp_path, '{"name": "pps", "time": 2, "dump": 1, "fields": ["src host", "packets"], '
-                        + level(tmp_path, "lvl1", "[50000]") + "}")  # fmt: skip
+                        + level(tmp_path, "lvl1", "[50000]") + "}")
     mo = tmp_path / "mo" / "lab"
     (mo / "pps.d").touch()
     (mo / "pps.a").touch()
@@ -362,7 +362,7 @@ def test_dump_files(tmp_path: Path) -> None:
      "l.csv:2:1: key"),
     ('{"name": "x", "fields": ["src host", "packets"], "overlimit": [{"name": "a b", "default": 1}]}',
      "level name"),
-])  # fmt: skip
+])
 def test_config_errors(tmp_path: Path, mavg: str, message: str) -> None:
     mo = tmp_path / "mo" / "lab"
     mo.mkdir(parents=True)
@@ -379,7 +379,7 @@ def test_config_errors(tmp_path: Path, mavg: str, message: str) -> None:
 def underlimit_rig(tmp: Path, listed: str = "10.0.0.1,10000\n10.0.0.3,10000\n") -> Rig:
     (tmp / "expected.csv").write_text(listed)
     return Rig(tmp, '{"name": "pps", "time": 2, "fields": ["src host", "packets"], '
-                    + level(tmp, "gone", "[null]", b2n=2, under=True, limits=str(tmp / "expected.csv")) + "}")  # fmt: skip
+                    + level(tmp, "gone", "[null]", b2n=2, under=True, limits=str(tmp / "expected.csv")) + "}")
 
 
 def test_underlimit_key_that_never_shows_up_alerts_one_t_after_start(tmp_path: Path) -> None:
@@ -391,7 +391,7 @@ def test_underlimit_key_that_never_shows_up_alerts_one_t_after_start(tmp_path: P
     assert not rig.scripts("act.sh")
     rig.run(0.3, {A: 50_000, B: 1000})  # T = 2 s after the first tick (0.1 s)
     assert rig.scripts("act.sh") == [["lab", "pps", "gone", str(rig.notif / "lab-pps-gone-10.0.0.3"), "10.0.0.3",
-                                      "0", "10000"]]  # fmt: skip
+                                      "0", "10000"]]
     assert rig.runner.calls[0][1]["MIRRORFLOW_DIRECTION"] == "under"
     assert (rig.notif / "lab-pps-gone-10.0.0.3").read_text() == " '10.0.0.3'  0 10000\n"
     # it shows up: back to normal after back2norm-time; the listed key that sends never alerted
@@ -419,7 +419,7 @@ def test_refused_keys_are_logged_at_most_once_a_minute(tmp_path: Path, caplog: p
     mo = tmp_path / "mo" / "lab"
     mo.mkdir(parents=True)
     (mo / "mo.conf").write_text('{"mavg": [{"name": "pps", "time": 1, "mem-m": %r, "fields": ["src host", "packets"]}]}'
-                                % (4096 * 41 / 2**20))  # room for 3072 keys  # fmt: skip
+                                % (4096 * 41 / 2**20))  # room for 3072 keys
     avgs = MovingAverages(load_objects(tmp_path / "mo"), None, None, FakeRunner())
     t = T0
     caplog.set_level("WARNING", logger="mirrorflow.mavg")
@@ -438,7 +438,7 @@ def test_refused_keys_are_logged_at_most_once_a_minute(tmp_path: Path, caplog: p
 
 
 def test_check_config_counts_moving_averages_and_collect_takes_notifications_dir(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
     from appliance.cli import main
@@ -447,7 +447,7 @@ def test_check_config_counts_moving_averages_and_collect_takes_notifications_dir
     mo = tmp_path / "mo" / "lab"
     mo.mkdir(parents=True)
     (mo / "mo.conf").write_text('{"mavg": [{"name": "pps", "fields": ["src host", "packets"], "overlimit": '
-                                '[{"default": [1]}, {"default": [2]}]}, {"name": "bps", "fields": ["bits"]}]}')  # fmt: skip
+                                '[{"default": [1]}, {"default": [2]}]}, {"name": "bps", "fields": ["bits"]}]}')
     assert main(["check-config", "--mo-dir", str(tmp_path / "mo")]) == 0
     assert ", 2 moving averages (2 levels)" in capsys.readouterr().out
     ap = argparse.ArgumentParser()

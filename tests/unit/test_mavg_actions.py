@@ -37,7 +37,7 @@ def test_exit_codes_output_and_environment_are_reported(tmp_path: Path) -> None:
     assert seen["MIRRORFLOW_MO"] == "lab" and seen["PATH"] == SCRIPT_PATH
     assert not {k for k in seen if k not in ("PATH", "PWD", "SHLVL", "_") and not k.startswith("MIRRORFLOW_")}
     assert r.stats() == {"started": 2, "succeeded": 1, "failed": 1, "timed_out": 0, "not_started": 1,
-                         "skipped_queue_full": 0, "dropped_at_stop": 0, "killed_at_stop": 0, "queued": 0}  # fmt: skip
+                         "skipped_queue_full": 0, "dropped_at_stop": 0, "killed_at_stop": 0, "queued": 0}
     assert [(code, out.strip()) for _, code, out in r.recent[:2]] == [(0, "hello"), (3, "broken")]
 
 

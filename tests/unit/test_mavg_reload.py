@@ -23,7 +23,7 @@ def conf(tmp: Path, time: float = 2, threshold: float = 50000, b2n: float = 3) -
         "fwm": [{"name": "total", "time": 10, "fields": ["packets"]}],
         "mavg": [{"name": "pps", "time": time, "fields": ["src host", "packets"],
                   "overlimit": [{"name": "lvl1", "default": [threshold], "back2norm-time": b2n,
-                                 "action-script": str(act), "back2norm-script": str(bk)}]}]}))  # fmt: skip
+                                 "action-script": str(act), "back2norm-script": str(bk)}]}]}))
 
 
 class Live:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.collector.monitoring.alerts import ReplaySlicer
 from appliance.collector.flowbatch import FlowBatch
+from appliance.collector.monitoring.alerts import ReplaySlicer
 from tests.unit.test_mavg import NS, T0, A, B, Rig, flows, key4, level
 
 STEP = NS // 10  # the slicer's default slice
@@ -48,7 +48,7 @@ def capped() -> Iterator[None]:
 
 def rig(tmp: Path, time: float = 5.0) -> Rig:
     return Rig(tmp, f'{{"name": "pps", "time": {time}, "fields": ["src host", "packets"], '
-                    + level(tmp, "lvl1", "[50000]") + "}")  # fmt: skip
+                    + level(tmp, "lvl1", "[50000]") + "}")
 
 
 def slicer(r: Rig) -> tuple[ReplaySlicer, list[tuple[list[int], int]]]:
@@ -119,7 +119,7 @@ class Twin:
     [T0, Y2106, T0 + STEP],                           # one packet in 2106
     [T0 + YEAR, T0 + YEAR + 1, T0, T0 + 5],           # the clock jumped back a year
     [2**64 - 1, T0],                                  # garbage beyond 2262 (reads as −1 ns)
-], ids=["1994-2020", "zero", "2106", "backwards", "uint64-max"])  # fmt: skip
+], ids=["1994-2020", "zero", "2106", "backwards", "uint64-max"])
 def test_a_batch_spanning_decades_replays_within_a_memory_limit(tmp_path: Path, times: list[int]) -> None:
     """In a child whose address space is capped 1 GiB above what it uses (the grid slicing
     asked for 61.6 GiB on the corpus capture and died with MemoryError)."""
@@ -143,7 +143,7 @@ def test_a_batch_spanning_decades_replays_within_a_memory_limit(tmp_path: Path, 
         print("ok", r.avgs.average("lab", "pps").count)
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).parents[2])  # fmt: skip
+                          cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["ok", "1"]
 
@@ -197,7 +197,7 @@ def test_slices_of_a_batch_spanning_years(tmp_path: Path, capped: None) -> None:
     times = [T0 + YEAR + 3, 0, T0 + 1, Y2106, T0 + STEP - 1, T0 + STEP, T0 + YEAR, 0]
     s(flows(np.array(times, np.uint64), A, 1))
     assert seen == [([0, 0], 0), ([T0 + 1, T0 + STEP - 1], T0 + STEP - 1), ([T0 + STEP], T0 + STEP),
-                    ([T0 + YEAR, T0 + YEAR + 3], T0 + YEAR + 3), ([Y2106], Y2106)]  # fmt: skip
+                    ([T0 + YEAR, T0 + YEAR + 3], T0 + YEAR + 3), ([Y2106], Y2106)]
 
 
 # ---- the averages over the gaps -----------------------------------------------------------
@@ -225,7 +225,7 @@ def test_rates_after_long_gaps_are_the_plain_python_recomputation(tmp_path: Path
         burst(t1 + 3 * NS) + [Y2106],          # one packet in 2106
         [0] + burst(t1 + 6 * NS),              # one at 0
         burst(Y2106 - 10 * NS) + burst(Y2106 + NS),
-    ]  # fmt: skip
+    ]
     ticks = 0
     for times in batches:
         src = [keys[i] for i in rng.integers(0, len(keys), len(times))]

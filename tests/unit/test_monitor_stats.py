@@ -45,12 +45,12 @@ def test_monitoring_counters_in_collector_stats(tmp_path: Path, caplog: pytest.L
 
 def test_pg_exporter_counters_are_merged(tmp_path: Path) -> None:
     from appliance.collector.export.postgres import PgExporter
-    from appliance.collector.monitoring.monitor import Monitor
     from appliance.collector.export.spool import Spool
+    from appliance.collector.monitoring.monitor import Monitor
 
     exp = PgExporter("dbname=none", Spool(tmp_path / "spool", max_files=1), start=False)
     mon = Monitor([], [exp])
     s = mon.stats()
     for key in ("spool_files", "spool_bytes", "spooled_windows", "refused_windows", "spool_full",
-                "db_loaded_windows", "db_loaded_rows", "db_errors", "db_failed_windows", "db_up"):  # fmt: skip
+                "db_loaded_windows", "db_loaded_rows", "db_errors", "db_failed_windows", "db_up"):
         assert key in s, key

@@ -11,13 +11,13 @@ import pytest
 
 from appliance.cli import main
 from appliance.collector.config import load_runtime
-from appliance.collector.pipeline import Pipeline
 from appliance.collector.config.settings import CollectorConfig
-from appliance.collector.export.sqlfile import sql_text
-from appliance.collector.monitoring.monitor import Monitor
 from appliance.collector.export.spool import Spool, read_spooled
+from appliance.collector.export.sqlfile import sql_text
 from appliance.collector.fields import Column
 from appliance.collector.monitoring import WindowTable
+from appliance.collector.monitoring.monitor import Monitor
+from appliance.collector.pipeline import Pipeline
 from tests.unit.test_windows import NS, make_batch
 
 
@@ -33,7 +33,7 @@ def tree(tmp: Path, objects: dict[str, str], lists: dict[str, str] | None = None
 
 def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tree(tmp_path, {"a": '{"filter": "dst net mynet", "fwm": [{"name": "x", "fields": ["octets"]}]}'},
-         {"mynet": "10.0.0.0/8\n"})  # fmt: skip
+         {"mynet": "10.0.0.0/8\n"})
     conf = tmp_path / "collector.conf"
     conf.write_text(json.dumps({"mo-dir": str(tmp_path / "mo"), "iplists-dir": str(tmp_path / "iplists")}))
     assert main(["check-config", "-c", str(conf)]) == 0
@@ -45,11 +45,11 @@ def test_check_config_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFi
         "a": '{\n  "filter": "dst net nosuch"\n}',
         "b": '{"filter": "port 80 and and", "fwm": [{"name": "x", "fields": ["srchost"]}]}',
         "c": '{"fwm": [{"name": "x" "fields": []}]}',
-    }, {"bad": "10.0.0.0/8\n300.1.2.3\n"})  # fmt: skip
+    }, {"bad": "10.0.0.0/8\n300.1.2.3\n"})
     devices = tmp_path / "devices.conf"
     devices.write_text('[{"ip": "not-an-ip"}]')
     rc = main(["check-config", "--mo-dir", str(tmp_path / "mo"), "--iplists-dir", str(tmp_path / "iplists"),
-               "--devices", str(devices)])  # fmt: skip
+               "--devices", str(devices)])
     err = capsys.readouterr().err
     assert rc == 1
     mo = tmp_path / "mo"
@@ -64,7 +64,7 @@ def test_check_config_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFi
 def test_filter_error_points_into_mo_conf(tmp_path: Path) -> None:
     tree(tmp_path, {"a": '{\n  "filter": "port 80 and and"\n}'})
     cfg = CollectorConfig(mo_dir=tmp_path / "mo")
-    with pytest.raises(Exception) as exc:  # noqa: PT011
+    with pytest.raises(Exception) as exc:
         load_runtime(cfg)
     (err,) = exc.value.errors  # type: ignore[attr-defined]
     # column of the second "and" in the file: 13 (start of the string) + 1 + 12
@@ -108,7 +108,7 @@ def test_sighup_reload_is_all_or_nothing(tmp_path: Path, caplog: pytest.LogCaptu
 def test_nested_objects_see_only_parent_matches(tmp_path: Path) -> None:
     tree(tmp_path, {"a": '{"filter": "proto 6", "fwm": [{"name": "n", "fields": ["flows"]}]}',
                     "a/b": '{"filter": "dst port 22", "fwm": [{"name": "n", "fields": ["flows"]}]}',
-                    "c": '{"filter": "dst port 22", "fwm": [{"name": "n", "fields": ["flows"]}]}'})  # fmt: skip
+                    "c": '{"filter": "dst port 22", "fwm": [{"name": "n", "fields": ["flows"]}]}'})
     rt = load_runtime(CollectorConfig(mo_dir=tmp_path / "mo"))
     tables: list[WindowTable] = []
     mon = Monitor(rt.objects, [tables.append])
@@ -122,7 +122,7 @@ def test_nested_objects_see_only_parent_matches(tmp_path: Path) -> None:
 
 def table(i: int) -> WindowTable:
     return WindowTable("t", 1_700_000_000 + i, 1, [Column("src_host", "INET"), Column("octets", "BIGINT")],
-                       [("10.0.0.1", i), (None, 5)])  # fmt: skip
+                       [("10.0.0.1", i), (None, 5)])
 
 
 def test_spool_bound_refuses_and_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -131,7 +131,7 @@ def test_spool_bound_refuses_and_counts(tmp_path: Path, caplog: pytest.LogCaptur
         paths = [spool.put(table(i)) for i in range(5)]
     assert paths[3] is None and paths[4] is None and all(paths[:3])
     assert spool.stats() == {"spool_files": 3, "spool_bytes": sum(p.stat().st_size for p in paths[:3]),
-                             "spooled_windows": 3, "refused_windows": 2, "spool_full": 1}  # fmt: skip
+                             "spooled_windows": 3, "refused_windows": 2, "spool_full": 1}
     assert "ALARM: spool" in caplog.text
     spool.remove(paths[0])
     assert spool.put(table(5)) is not None and spool.full is False

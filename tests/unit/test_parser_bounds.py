@@ -48,7 +48,7 @@ def test_parentheses_beyond_the_limit() -> None:
     err = info.value
     assert (err.source, err.line, err.column, err.position) == ("mo/x/mo.conf", 1, MAX_FILTER_DEPTH + 1, MAX_FILTER_DEPTH)
     assert err.reason == ("'(' and 'not' nest more than 64 deep here; simplify the filter "
-                          "(or put the addresses in an IP list)")  # fmt: skip
+                          "(or put the addresses in an IP list)")
     head, shown, caret = str(err).split("\n")
     assert head.startswith("mo/x/mo.conf:1:65: ")
     # the shown line is clipped around the caret, the caret under the 65th '('
@@ -82,7 +82,7 @@ def test_text_longer_than_the_limit() -> None:
 
 _WORDS = ["(", ")", "not", "and", "or", "src", "dst", "port", "host", "net", "proto", "tcp", "80", "1-1024",
           "10.0.0.0/8", "::1", "mynets", "'x'", '"', "'", "/*", "*/", "//", "\n", ",", "div(", "octets",
-          "tcp-flags", "syn+ack", "as", "vlan", "0x1F", "-", "mfreq(src port, dst port)", "tfstr(tcp-flags)"]  # fmt: skip
+          "tcp-flags", "syn+ack", "as", "vlan", "0x1F", "-", "mfreq(src port, dst port)", "tfstr(tcp-flags)"]
 
 
 @settings(max_examples=400, deadline=None)
@@ -137,18 +137,18 @@ def test_check_config_prints_the_error_without_traceback(tmp_path: Path) -> None
     (tmp_path / "deep").mkdir()
     (tmp_path / "deep" / "mo.conf").write_text('{"filter": "' + "(" * 2000 + "tcp" + ")" * 2000 + '"}')
     r = subprocess.run([sys.executable, "-m", "appliance.cli", "check-config", "--mo-dir", str(tmp_path)],
-                       check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+                       check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and "RecursionError" not in r.stderr
     lines = r.stderr.splitlines()
     assert lines[0] == f"{tmp_path / 'deep' / 'mo.conf'}:1:77: filter: '(' and 'not' nest more than 64 deep here; " \
-                       "simplify the filter (or put the addresses in an IP list)"  # fmt: skip
+                       "simplify the filter (or put the addresses in an IP list)"
     assert lines[-1] == "1 error(s): fix them, then run check-config again"
 
 
 _JSON_BITS = ["{", "}", "[", "]", ",", ":", '"filter"', '"fwm"', '"mavg"', '"name"', '"fields"', '"time"',
               '"octets"', '"src host"', '"port 80"', '"(("', "1", "-1", "1e999", "null", "true", '"x"', "//c\n",
-              "/*", "*/", '"overlimit"', '"default"', '"ip"', '"192.0.2.1"', '"sampling-rate"', '"\\u0000"']  # fmt: skip
+              "/*", "*/", '"overlimit"', '"default"', '"ip"', '"192.0.2.1"', '"sampling-rate"', '"\\u0000"']
 _json_texts = st.one_of(st.text(max_size=300), st.lists(st.sampled_from(_JSON_BITS), max_size=80).map("".join))
 
 

@@ -222,7 +222,7 @@ def tshark_fields(payloads: list[bytes], tmp_path, *fields: str) -> list[dict[st
     write_udp_pcap(pcap, payloads)
     out = subprocess.run(["tshark", "-r", str(pcap), "-d", "udp.port==2055,cflow", "-T", "json",
                           *[x for f in fields for x in ("-e", f)]],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+                         capture_output=True, text=True, check=True).stdout
     return [p["_source"]["layers"] for p in json.loads(out)]
 
 
@@ -250,7 +250,7 @@ def test_mpls_label_direction_names_and_system_options(protocol, tmp_path):
     opts = [r for r in recs if r["record_kind"] == "options"]
     names = [r for r in opts if "if_name" in r]
     assert [(r.get("scope_interface", r.get("in_if")), r["if_name"], r["if_desc"])
-            for r in names] == [(3, "ens4", "mirror of sw1 Gi0/1")]  # fmt: skip
+            for r in names] == [(3, "ens4", "mirror of sw1 Gi0/1")]
     (system,) = [r for r in opts if "observation_domain_name" in r]
     assert system["observation_domain_name"] == VERSION_STRING
     assert system["system_init_time_ms"] == 1_700_000_000_123
@@ -258,7 +258,7 @@ def test_mpls_label_direction_names_and_system_options(protocol, tmp_path):
     layers = tshark_fields(t.sent, tmp_path, "cflow.mpls_label", "cflow.mpls_top_label_ttl",
                            "cflow.direction", "cflow.if_name", "cflow.if_descr",
                            "cflow.observation_domain_name", "cflow.sys_init_time",
-                           "cflow.srcport")  # fmt: skip
+                           "cflow.srcport")
     seen = {k: sum((la.get(k, []) for la in layers), []) for k in set().union(*layers)}
     assert sorted(map(int, seen["cflow.mpls_label"])) == [LABEL] * 3
     assert seen["cflow.mpls_top_label_ttl"] == ["254"] * 3

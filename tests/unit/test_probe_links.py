@@ -173,7 +173,7 @@ def test_lost_notifications_resync_from_the_kernel():
      "ens4 DETACHED since"),
     ({"state": "down", "since": 0.0, "ifindex": 7}, "ens4 attached but DOWN since"),
     ({"state": "attached", "reattaches": 0}, None),
-])  # fmt: skip
+])
 def test_stats_text(state, text):
     lines = _links([{"name": "ens4", **state}])
     assert (lines[0].strip().startswith(text) if text else lines == [])

@@ -102,14 +102,14 @@ def test_config_file_with_comments(tmp_path):
 
 
 def test_attach_hook_from_the_command_line_and_the_config_file(tmp_path):
-    import argparse  # noqa: PLC0415
+    import argparse
 
-    from appliance.probe.cli import add_parser, settings_from_args  # noqa: PLC0415
+    from appliance.probe.cli import add_parser, settings_from_args
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["probe", "-i", "ens4", "-d", "192.0.2.1", "--attach", "xdp",
-                              "--xdp-mode", "generic"])  # fmt: skip
+                              "--xdp-mode", "generic"])
     s = settings_from_args(args)
     s.validate()
     assert (s.attach, s.xdp_mode) == ("xdp", "generic")
@@ -127,7 +127,7 @@ def test_attach_hook_from_the_command_line_and_the_config_file(tmp_path):
 
 
 def test_direction_mac_is_checked():
-    from appliance.probe.config import parse_mac  # noqa: PLC0415
+    from appliance.probe.config import parse_mac
 
     assert parse_mac("F8:1E:DF:E5:84:3A") == bytes.fromhex("f81edfe5843a")
     s = ProbeSettings(interfaces=["ens4"], destinations=["192.0.2.1"], direction_mac="f8:1e:df")
@@ -139,10 +139,10 @@ def test_direction_mac_is_checked():
 
 
 def test_a_flush_request_exports_every_flow_and_the_loop_goes_on():
-    import threading  # noqa: PLC0415
-    import time  # noqa: PLC0415
+    import threading
+    import time
 
-    from tests.integration.test_probe_support import decoder_flows  # noqa: PLC0415
+    from tests.integration.test_probe_support import decoder_flows
 
     probe, cache, clock, t, _ = make_probe(scan_interval=0.01)
     cache.push(*batch([{"first": clock.mono, "packets": 3, "sport": 1},
@@ -181,7 +181,7 @@ def _refusal_records(payloads: list[bytes]) -> list[tuple[int, int, int, int]]:
                     rec = body[r : r + 28]
                     out.append((int.from_bytes(rec[0:4], "big"),
                                 *(int.from_bytes(rec[4 + 8 * i : 12 + 8 * i], "big")
-                                  for i in range(3))))  # fmt: skip
+                                  for i in range(3))))
             off += length
     return out
 
@@ -192,7 +192,7 @@ def test_refusals_are_exported_per_stage_with_exact_counts():
     cache.add_counter(Counter.REFUSED_BYTES, 700, cpu=1)
     # 6 new flows into a table of 4: 2 refused (3 packets, 250 bytes each)
     cache.push(*batch([{"sport": i, "packets": 3, "bytes": 250, "first": clock.mono}
-                       for i in range(6)]))  # fmt: skip
+                       for i in range(6)]))
     probe.scan()
     probe.send_options()
     recs = _refusal_records(t.sent)

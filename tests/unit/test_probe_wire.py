@@ -35,7 +35,7 @@ def two_exporters(protocol: int, **kw):  # type: ignore[no-untyped-def]
         t = MemoryTransport()
         ex = Exporter([parse_destination("127.0.0.1:9")], protocol, transports=[t],
                       clock=lambda: 1_790_000_000_123_456_789, boot_ns=1_789_000_000 * 10**9,
-                      **kw)  # fmt: skip
+                      **kw)
         ex.fast = fast
         out.append((ex, t))
     return out
@@ -46,7 +46,7 @@ def two_exporters(protocol: int, **kw):  # type: ignore[no-untyped-def]
     {},
     {"sampler": (SamplerMode.RANDOM, 10), "direction_mac": bytes([2, 0, 0, 0, 0, 1])},
     {"mtu": 576, "template_refresh_packets": 3, "source_id": 77},
-])  # fmt: skip
+])
 def test_fast_path_sends_the_generic_encoders_bytes(protocol, kw):
     (fast, tf), (slow, ts) = two_exporters(protocol, **kw)
     assert fast.plans and all(p is not None for p in fast.plans.values())

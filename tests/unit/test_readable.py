@@ -39,7 +39,7 @@ def test_protocol_names_are_names_of_that_number_in_etc_protocols() -> None:
     (1, 3 << 8 | 99, "dest-unreach code 99"), (1, 42 << 8 | 1, "type 42 code 1"), (1, 8 << 8 | 5, "echo-request code 5"),
     (58, 128 << 8, "echo-request"), (58, 129 << 8, "echo-reply"), (58, 135 << 8, "neighbor-solicit"),
     (58, 1 << 8 | 4, "dest-unreach port"), (58, 2 << 8, "packet-too-big"),
-])  # fmt: skip
+])
 def test_icmp_names(proto: int, tc: int, name: str) -> None:
     assert icmp_name(proto, tc) == name
 
@@ -59,7 +59,7 @@ def test_decode_text_shows_names(corpus_dir: Path) -> None:
     run = [sys.executable, "-m", "appliance.cli", "decode", "--no-options"]
     text = subprocess.run([*run, *captures], capture_output=True, text=True, env=env, timeout=300, check=True)
     js = subprocess.run([*run, "--format", "jsonl", *captures], capture_output=True, text=True, env=env,
-                        timeout=300, check=True)  # fmt: skip
+                        timeout=300, check=True)
     seen = {"icmp": 0, "other": 0}
     for line, raw in zip(text.stdout.splitlines(), js.stdout.splitlines(), strict=True):
         rec = json.loads(raw)
@@ -84,7 +84,7 @@ def test_tui_flow_tail_shows_protocol_names_country_and_as() -> None:
                       "src_country": "DE", "src_asn": "3320", "dst_country": "", "dst_asn": "",
                       "exporter": "192.0.2.9"},
                      {"recv_time_ns": 1_700_000_000 * 10**9, "src_addr": "10.0.0.1", "dst_addr": "10.0.0.2",
-                      "proto": 1, "bytes": 84, "packets": 1, "exporter": "192.0.2.9"}]}  # fmt: skip
+                      "proto": 1, "bytes": 84, "packets": 1, "exporter": "192.0.2.9"}]}
     _, rows = flows.render(doc, None)  # type: ignore[arg-type]
     texts = [[c.plain for c in r.cells] for r in rows]  # type: ignore[union-attr]
     assert texts[1][1:4] == ["192.0.2.1:443 DE AS3320", "[2001:db8::1]:5000", "tcp"]

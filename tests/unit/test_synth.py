@@ -27,7 +27,7 @@ def test_checksum_is_rfc1071s_example() -> None:
 
 def test_udp_frame_layout() -> None:
     frame = synth.udp_frame("192.0.2.1", "198.51.100.2", 40000, 2055, b"nf", ttl=7, ident=0x1234,
-                            src_mac=b"\x02" * 6, dst_mac=b"\x04" * 6)  # fmt: skip
+                            src_mac=b"\x02" * 6, dst_mac=b"\x04" * 6)
     assert frame[:14] == b"\x04" * 6 + b"\x02" * 6 + b"\x08\x00"
     version, tos, length, ident, frag, ttl, proto, _, src, dst = struct.unpack("!BBHHHBBH4s4s", frame[14:34])
     assert (version, tos, length, ident, frag, ttl, proto) == (0x45, 0, 20 + 8 + 2, 0x1234, 0x4000, 7, 17)
@@ -68,13 +68,13 @@ def _frames() -> list[tuple[int, bytes]]:
 
 _FIELDS = ["frame.time_epoch", "ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "udp.srcport", "udp.dstport",
            "tcp.srcport", "tcp.dstport", "tcp.flags", "icmp.type", "icmpv6.type", "ip.checksum.status",
-           "udp.checksum.status", "tcp.checksum.status", "icmp.checksum.status", "icmpv6.checksum.status"]  # fmt: skip
+           "udp.checksum.status", "tcp.checksum.status", "icmp.checksum.status", "icmpv6.checksum.status"]
 
 
 def _tshark(path: Path) -> list[dict[str, str]]:
     checks = [a for p in ("ip", "udp", "tcp") for a in ("-o", f"{p}.check_checksum:TRUE")]
     cmd = ["tshark", "-r", str(path), "-n", *checks, "-T", "fields", "-E", "occurrence=f",
-           *[a for f in _FIELDS for a in ("-e", f)]]  # fmt: skip
+           *[a for f in _FIELDS for a in ("-e", f)]]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
     return [dict(zip(_FIELDS, line.split("\t"), strict=True)) for line in out.splitlines()]
 
@@ -97,10 +97,10 @@ def test_tshark_reads_the_files_and_finds_every_checksum_good(tmp_path: Path, ki
     assert [(r["ip.src"] or r["ipv6.src"], r["ip.dst"] or r["ipv6.dst"]) for r in rows] == [
         ("192.0.2.1", "192.0.2.100"), ("2001:db8::1", "2001:db8::100"), ("10.20.0.1", "203.0.113.9"),
         ("fd00:20::1", "2001:db8::9"), ("10.20.0.1", "203.0.113.9"), ("fd00:20::1", "2001:db8::9"),
-    ]  # fmt: skip
+    ]
     assert [(r["udp.srcport"], r["udp.dstport"]) for r in rows[:2]] == [("50000", "2055"), ("50001", "4739")]
     assert [(r["tcp.srcport"], r["tcp.dstport"], int(r["tcp.flags"], 16)) for r in rows[2:4]] == [
-        ("40000", "443", 0x02), ("40001", "80", 0x18)]  # fmt: skip
+        ("40000", "443", 0x02), ("40001", "80", 0x18)]
     assert (rows[4]["icmp.type"], rows[5]["icmpv6.type"]) == ("8", "128")
     statuses = [[r[f] for f in _FIELDS if f.endswith("checksum.status") and r[f]] for r in rows]
     assert statuses == [["1", "1"], ["1"], ["1", "1"], ["1"], ["1", "1"], ["1"]]  # 1: good
@@ -128,9 +128,9 @@ def test_v9_datagrams_carry_exactly_the_flows(tmp_path: Path) -> None:
     templates, data, n = synth.v9_datagrams(300, seed=9)
     cols = synth.flows(300, seed=9)
     path = synth.write_pcap(tmp_path / "v9.pcap", [(T0 + i, synth.udp_frame("192.0.2.1", "192.0.2.2", 40000, 2055, p))
-                                                   for i, p in enumerate(templates + data)])  # fmt: skip
+                                                   for i, p in enumerate(templates + data)])
     cmd = ["tshark", "-r", str(path), "-n", "-d", "udp.port==2055,cflow", "-T", "fields", "-E", "occurrence=a",
-           "-E", "aggregator=,", "-e", "cflow.srcaddr", "-e", "cflow.octets", "-e", "cflow.dstport"]  # fmt: skip
+           "-E", "aggregator=,", "-e", "cflow.srcaddr", "-e", "cflow.octets", "-e", "cflow.dstport"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
     src, octets, dport = ([], [], [])
     for line in out.splitlines():

@@ -24,7 +24,7 @@ S = 10**9
 
 def _template_set(tids: range) -> bytes:
     body = b"".join(struct.pack("!HH", t, len(FIELDS)) + b"".join(struct.pack("!HH", ie, ln) for ie, ln in FIELDS)
-                    for t in tids)  # fmt: skip
+                    for t in tids)
     return SET_HEADER_STRUCT.pack(0, 4 + len(body)) + body
 
 
@@ -90,7 +90,7 @@ def test_a_template_flood_cannot_refuse_a_later_exporter(quota: int) -> None:
         # every template the flood sent is accounted for: kept, refused over quota or evicted
         assert e["templates"] == received, addr
         assert e["templates_active"] + e["templates_refused_quota"] + e["templates_evicted"] + \
-            e["err_template_table_full"] == received, addr  # fmt: skip
+            e["err_template_table_full"] == received, addr
         assert e["templates_active"] <= quota
     if quota == 1024:  # 200 × 1024 fit: only the quota refuses, 476 per source
         assert {e["templates_refused_quota"] for e in c.values()} == {received - quota}
@@ -135,7 +135,7 @@ def test_allowed_exporters() -> None:
     assert sum(len(b["bytes"]) for b in got) == 2
     assert sorted(_counters(dec)) == ["192.0.2.9", "2001:db8::5"]
     assert dec.not_allowed == {"networks": ["192.0.2.0/24", "2001:db8::/32"], "datagrams": 3,
-                               "sources": {"198.51.100.1": 2, "2001:db9::1": 1}}  # fmt: skip
+                               "sources": {"198.51.100.1": 2, "2001:db9::1": 1}}
 
 
 def test_allowed_exporters_config(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_the_templates_file_is_bounded(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("text", ["", "[]", '{"streams": 5}', '{"streams": [{"exporter": 1}], "templates": [{"stream": 0}]}',
-                                  '{"streams": [], "templates": [{"stream": 3}]}'])  # fmt: skip
+                                  '{"streams": [], "templates": [{"stream": 3}]}'])
 def test_a_broken_templates_file_is_skipped(tmp_path: Path, text: str) -> None:
     f = tmp_path / "templates.json"
     f.write_text(text)

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from textual.app import App, ComposeResult
 
+from appliance.collector.api.schema import SCHEMAS, validate
 from appliance.tui import units
 from appliance.tui.client import ApiClient, ApiUnavailable
 from appliance.tui.keys import KEYS, bindings, help_rows
 from appliance.tui.panels import View, exporters, header, mavg, objects, sampled, windows
 from appliance.tui.table import Cell, Column, LiveTable, Row, num
-from appliance.collector.api.schema import SCHEMAS, validate
-from tests.unit.test_tui_docs import T, Recorded, docs
+from tests.unit.test_tui_docs import Recorded, T, docs
 
 
 def test_units() -> None:
@@ -35,7 +35,7 @@ def test_client_fetches_every_endpoint_and_keeps_the_last_on_error() -> None:
     snap = client.fetch({"flows:gone": "/api/v1/flows?object=gone&limit=5"})
     assert snap.error is None and snap.time == T and snap.seq == 412 and snap.fetched_at == T + 1
     assert transport.calls == [f"/api/v1/{n}" for n in ("status", "objects", "mavg", "windows", "alerts", "exporters")
-                               ] + ["/api/v1/flows?object=gone&limit=5"]  # fmt: skip
+                               ] + ["/api/v1/flows?object=gone&limit=5"]
     assert "no monitoring object 'gone'" in snap.extra["flows:gone"]["error"]["message"]  # a 404 stays local
 
     def down(path: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def test_panels_render_the_documents() -> None:
     assert [[c.plain for c in r.cells] for r in rows] == [
         ["10.9.9.9", "~52.0 kp/s", "50.0 kp/s", "104%", "ddos!", "in/pps"],
         ["10.1.1.1", "~42.0 kp/s", "50.0 kp/s", "84%", "ok", "in/pps"],
-        ["10.2.2.2", "~900 p/s", "50.0 kp/s", "2%", "ok", "in/pps"]]  # fmt: skip
+        ["10.2.2.2", "~900 p/s", "50.0 kp/s", "2%", "ok", "in/pps"]]
     assert [str(r.cells[4].style) for r in rows] == ["bold red", "yellow", "green"]
     _, rows = exporters.render(exporters.fetch(snap), View())
     assert [r.key for r in rows] == ["127.0.0.1", "192.0.2.1"]  # the probe first
@@ -150,7 +150,7 @@ def test_live_table_updates_changed_cells_only_and_keeps_the_cursor() -> None:
             t.sync([*rows(b=1.0), Row("other", [Cell("(other)"), num("9", 9e9)], pinned=True), *rows(z=5.0)])
             assert [str(r.key.value) for r in t.ordered_rows] == ["z", "b", "other"]  # pinned last
             assert t.export_rows() == [{"name": "z", "rate": 5.0}, {"name": "b", "rate": 1.0},
-                                       {"name": "(other)", "rate": 9e9}]  # fmt: skip
+                                       {"name": "(other)", "rate": 9e9}]
             await pilot.pause()
 
     asyncio.run(body())

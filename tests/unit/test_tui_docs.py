@@ -17,7 +17,7 @@ def _rates(bps: float, pps: float, flows: float, **more: float) -> dict[str, Any
 
 
 def _exporter(address: str, role: str, sampling: int, bps: float, lost: int = 0) -> dict[str, Any]:
-    errors = {k: 0 for k in ("short_packet", "bad_version", "bad_template")}
+    errors = dict.fromkeys(("short_packet", "bad_version", "bad_template"), 0)
     return {
         "address": address, "role": role, "datagrams": 68, "datagram_bytes": 200032,
         "versions": {"v5": 0, "v9": 68 if role == "router" else 0, "ipfix": 0 if role == "router" else 68},
@@ -29,18 +29,18 @@ def _exporter(address: str, role: str, sampling: int, bps: float, lost: int = 0)
         "sampling": [], "sampling_rate": sampling,
         "rates": _rates(bps, bps / 1000, bps / 10000, datagrams=8.0, records=400.0, errors=0.0),
         "counters": {"packets": 68, "records": 3979},
-    }  # fmt: skip
+    }
 
 
 def _object(name: str, bps: float, nbytes: int) -> dict[str, Any]:
     return {"name": name, "parent": None, "filter": "", "windows": ["pairs"], "mavg": ["pps"],
-            "flows": 2067, "bytes": nbytes, "packets": 52191, "rates": _rates(bps, bps / 7000, bps / 100000)}  # fmt: skip
+            "flows": 2067, "bytes": nbytes, "packets": 52191, "rates": _rates(bps, bps / 7000, bps / 100000)}
 
 
 def _alert(key: str, rate: float, **more: Any) -> dict[str, Any]:
     return {"mo": "in", "mavg": "pps", "level": "ddos", "direction": "over", "key": [key], "counter": "packets",
             "rate": rate, "threshold": 50000, "rates": [rate], "thresholds": [50000.0], "since": T - 95,
-            "over_s": 95.0, "back2norm_in_s": None, "notification_file": None, "ext": [], **more}  # fmt: skip
+            "over_s": 95.0, "back2norm_in_s": None, "notification_file": None, "ext": [], **more}
 
 
 def docs(bps: float = 639075032.3) -> dict[str, dict[str, Any]]:
@@ -55,7 +55,7 @@ def docs(bps: float = 639075032.3) -> dict[str, dict[str, Any]]:
         "exporters": 2, "objects": 2,
         "config": {"generation": 1, "loaded_at": T - 412, "mo_dir": "/var/lib/mirrorflow/mo"},
         "monitoring": None, "archive": None, "probe": {"available": True, "stale": False, "age_s": 0.8},
-    }  # fmt: skip
+    }
     window = {
         "object": "in", "window": "pairs", "table": "in_pairs", "time": 10, "limit": 3, "extended": False,
         "active": True, "fields": ["octets desc", "src host", "dst host"],
@@ -65,15 +65,15 @@ def docs(bps: float = 639075032.3) -> dict[str, dict[str, Any]]:
                  "rows": [[15542535, "34.58.245.46", "10.0.0.41"], [5044697, "2001:db8::13", "2001:db8:1::29"],
                           [4346121, "78.145.151.205", "10.0.0.38"]],
                  "other": [18391266, None, None], "flows": 3979, "exported_at": T - 3},
-    }  # fmt: skip
+    }
     probe = {"stats_file": "/run/mirrorflow/probe/stats.json", "available": True, "age_s": 0.8, "stale": False,
-             "error": None, "stats": {"pid": 4242, "uptime_s": 12.5, "kernel": {"total": {"frames": 1200000}}}}  # fmt: skip
+             "error": None, "stats": {"pid": 4242, "uptime_s": 12.5, "kernel": {"total": {"frames": 1200000}}}}
     top = [{"key": ["10.9.9.9"], "rates": [52000.0],
             "levels": [{"level": "ddos", "direction": "over", "thresholds": [50000.0], "raised": True}]},
            {"key": ["10.1.1.1"], "rates": [42000.0],
             "levels": [{"level": "ddos", "direction": "over", "thresholds": [50000.0], "raised": False}]},
            {"key": ["10.2.2.2"], "rates": [900.0],
-            "levels": [{"level": "ddos", "direction": "over", "thresholds": [50000.0], "raised": False}]}]  # fmt: skip
+            "levels": [{"level": "ddos", "direction": "over", "thresholds": [50000.0], "raised": False}]}]
     out = {
         "status": {"api_version": 1, "snapshot": meta, "status": status},
         "objects": {"api_version": 1, "snapshot": meta,
@@ -97,11 +97,11 @@ def docs(bps: float = 639075032.3) -> dict[str, dict[str, Any]]:
                              "recv_time_ns": int((T - 1) * 1e9), "src_addr": "2001:db8::13",
                              "dst_addr": "2001:db8:1::29", "src_port": 443, "dst_port": 51000, "proto": 6,
                              "bytes": 1500, "packets": 1, "sampling_rate": 1}]},
-    }  # fmt: skip
+    }
     validate(out["flows"], SCHEMAS["/api/v1/flows"])
     for name, schema in (("status", "/api/v1/status"), ("objects", "/api/v1/objects"), ("mavg", "/api/v1/mavg"),
                          ("windows", "/api/v1/windows"), ("alerts", "/api/v1/alerts"),
-                         ("exporters", "/api/v1/exporters")):  # fmt: skip
+                         ("exporters", "/api/v1/exporters")):
         validate(out[name], SCHEMAS[schema])
     return copy.deepcopy(out)
 

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("pytest_textual_snapshot")
 
-from appliance.tui.app import MirrorflowApp  # noqa: E402
-from appliance.tui.client import ApiClient  # noqa: E402
-from tests.unit.test_tui_docs import T, Recorded, docs  # noqa: E402
+from appliance.tui.app import MirrorflowApp
+from appliance.tui.client import ApiClient
+from tests.unit.test_tui_docs import Recorded, T, docs
 
 URL = "http://127.0.0.1:8787"
 
@@ -45,6 +45,6 @@ async def loaded(pilot: Any) -> None:
 
 
 @pytest.mark.parametrize("keys", [[], ["2"], ["3"], ["4"], ["5"], ["question_mark"], ["1", "enter"], ["b", "p"]],
-                         ids=["objects", "mavg", "top", "alerts", "exporters", "help", "drill", "bytes-paused"])  # fmt: skip
+                         ids=["objects", "mavg", "top", "alerts", "exporters", "help", "drill", "bytes-paused"])
 def test_screens(snap_compare: Any, tmp_path: Any, keys: list[str]) -> None:
     assert snap_compare(make_app(tmp_path), press=keys, terminal_size=(80, 24), run_before=loaded)

@@ -8,9 +8,9 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.config import WindowSpec
 from appliance.collector.fields import FieldError, parse_field
+from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.monitoring import FixedWindow
 from appliance.netflow.registry import REGISTRY
 
@@ -18,7 +18,7 @@ NS = 1_000_000_000
 
 
 def make_batch(rng: np.random.Generator, n: int, t0: int, span_s: float = 1.0, v6_share: float = 0.2,
-               distinct: int = 50) -> FlowBatch:  # fmt: skip
+               distinct: int = 50) -> FlowBatch:
     cols: dict[int, np.ndarray] = {}
     cols6: dict[int, np.ndarray] = {}
 
@@ -105,12 +105,12 @@ def oracle(batches: list[FlowBatch], spec: WindowSpec) -> dict[int, list[tuple]]
         if spec.limit and len(rows) >= spec.limit:
             rest = rows[spec.limit :]
             text.append(tuple(sum(r[j] for r in rest) if f.aggregate else None
-                              for j, f in enumerate(spec.fields)))  # fmt: skip
+                              for j, f in enumerate(spec.fields)))
         out[(wid + 1) * spec.time] = text
     return out
 
 
-def _text(f, v):  # noqa: ANN001, ANN202
+def _text(f, v):
     if isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return str(v)
     if f.kind == 1:
@@ -201,7 +201,7 @@ def test_tick_closes_by_clock() -> None:
      ("octets desc", "octets", "BIGINT"), ("src mac", "src_mac", "MACADDR"),
      ("host6", "host6", "INET"), ("dev-ip", "dev_ip", "INET"), ("l4_dst_port", "l4_dst_port", "BIGINT"),
      ("bits", "bits", "BIGINT"), ("proto asc", "proto", "BIGINT")],
-)  # fmt: skip
+)
 def test_field_names(text: str, column: str, sqltype: str) -> None:
     f = parse_field(text)
     assert (f.column, f.sqltype) == (column, sqltype)
@@ -212,7 +212,7 @@ def test_field_names(text: str, column: str, sqltype: str) -> None:
     [("src hots", "unknown field"), ("asn(src port)", "takes one address"), ("src proto", "no src/dst"),
      ("dst octets", "no direction"), ("desc", "name must come"), ("", "non-empty"),
      ("country(octets)", "takes one address"), ("asd(src host, dst host)", "takes one address")],
-)  # fmt: skip
+)
 def test_bad_fields(text: str, words: str) -> None:
     with pytest.raises(FieldError, match=words):
         parse_field(text)
@@ -232,15 +232,15 @@ def test_mac_keys_read_the_element_each_exporter_sends() -> None:
     sent: list[tuple[int, int, int]] = []  # (src mac, dst mac, packets)
     payloads: list[tuple[str, bytes]] = []
     for exporter, src_el, dst_el in (("192.0.2.1", "src_mac", "dst_mac"),
-                                     ("192.0.2.2", "post_src_mac", "post_dst_mac")):  # fmt: skip
+                                     ("192.0.2.2", "post_src_mac", "post_dst_mac")):
         n = 40
         src = rng.choice(macs, n).astype(np.uint64)
         dst = rng.choice(macs, n).astype(np.uint64)
         pkts = rng.integers(1, 1000, n).astype(np.uint64)
         enc = V9Encoder([template_for(["src_addr", "dst_addr", src_el, dst_el, "packets", "bytes"], 256)],
-                        clock=lambda: t0, boot_ns=t0 - NS)  # fmt: skip
+                        clock=lambda: t0, boot_ns=t0 - NS)
         cols = {"src_addr": np.full(n, 0x0A000001, np.uint64), "dst_addr": np.full(n, 0x0A000002, np.uint64),
-                src_el: src, dst_el: dst, "packets": pkts, "bytes": pkts * np.uint64(100)}  # fmt: skip
+                src_el: src, dst_el: dst, "packets": pkts, "bytes": pkts * np.uint64(100)}
         payloads += [(exporter, p) for p in enc.encode(cols, 256)]
         sent += [(int(s), int(d), int(p)) for s, d, p in zip(src, dst, pkts)]
     dec = Decoder()

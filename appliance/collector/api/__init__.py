@@ -9,4 +9,4 @@ from appliance.collector.api.schema import SCHEMAS, SchemaError, validate
 from appliance.collector.api.server import ApiSettings, LiveApi, settings_from_config
 
 __all__ = ["API_VERSION", "LiveState", "Snapshot", "LABELS", "render_metrics", "SCHEMAS", "SchemaError",
-           "validate", "ApiSettings", "LiveApi", "settings_from_config"]  # fmt: skip
+           "validate", "ApiSettings", "LiveApi", "settings_from_config"]

@@ -69,7 +69,7 @@ class ArchiveApi:
         unknown = set(query) - allowed
         if unknown:
             raise ArchiveApiError(400, f"unknown parameter(s) {', '.join(sorted(unknown))}: use "
-                                       f"{'&'.join(sorted(allowed - {'pretty'}))}")  # fmt: skip
+                                       f"{'&'.join(sorted(allowed - {'pretty'}))}")
 
         def one(key: str, default: str | None = None) -> str | None:
             v = query.get(key, [default])[-1]
@@ -104,7 +104,7 @@ class ArchiveApi:
                 by = one("by", "bytes") or "bytes"
                 result = q.top(keys, by, text, since, until, limit)
                 body = {"top": keys, "by": by, "count": len(result.rows), "rows": top_records(result),
-                        "totals": result.totals}  # fmt: skip
+                        "totals": result.totals}
         except FilterError as exc:
             raise ArchiveApiError(400, f"bad filter: {exc}") from None
         except QueryError as exc:
@@ -113,4 +113,4 @@ class ArchiveApi:
         finally:
             self._slots.release()
         return {"api_version": 1, "filter": text, "since": since, "until": until, "limit": limit,
-                "elapsed_s": round(time.monotonic() - t0, 3), **body}  # fmt: skip
+                "elapsed_s": round(time.monotonic() - t0, 3), **body}

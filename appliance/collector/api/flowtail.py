@@ -157,7 +157,7 @@ def tail_records(chunks: tuple[TailChunk, ...], limit: int) -> list[dict[str, An
 
 
 def matching_records(chunks: tuple[TailChunk, ...], limit: int, keep: Callable[[FlowBatch], np.ndarray],
-                     scan: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+                     scan: int = 0) -> list[dict[str, Any]]:
     """The newest ``limit`` records among the newest ``scan`` of the chunks for which ``keep``
     (a filter's ``evaluate``) is true, oldest first; ``scan`` 0: every record held.
 

@@ -22,11 +22,11 @@ import numpy as np
 from numba import njit
 
 from appliance import __version__
-from appliance.rates import RateMeter
 from appliance.collector.api.flowtail import FlowTail, TailChunk
 from appliance.collector.api.loss import LossTracker
 from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.monitoring.windows import WindowTable
+from appliance.rates import RateMeter
 
 __all__ = ["LiveState", "Snapshot", "API_VERSION", "DECODE_ERROR_KINDS"]
 
@@ -36,7 +36,7 @@ API_VERSION = 1
 #: decoder counters that are decode errors, by the name the API uses (the counter minus ``err_``)
 DECODE_ERROR_KINDS = ("short_packet", "bad_version", "bad_length", "bad_set_length", "bad_set_id",
                       "bad_template", "truncated_record", "count_mismatch", "template_table_full",
-                      "stream_table_full")  # fmt: skip
+                      "stream_table_full")
 _PROBE_STALE_S = 10.0
 #: interfaces of the probe's statistics looked at (the probe has one entry per -i)
 _PROBE_LINKS_MAX = 64
@@ -44,7 +44,7 @@ _PROBE_LINKS_MAX = 64
 
 @njit(cache=True, nogil=True)
 def _count_by_exporter(idx: np.ndarray, nbytes: np.ndarray, npkts: np.ndarray, rate: np.ndarray,
-                       acc: np.ndarray) -> None:  # fmt: skip
+                       acc: np.ndarray) -> None:
     for i in range(idx.shape[0]):
         e = idx[i]
         acc[e, 0] += 1
@@ -116,7 +116,7 @@ def _traffic_rates(rates: dict[str, dict[str, float]], extra: tuple[str, ...] = 
     out = {}
     for w in ("1s", "1m", "5m"):
         r = {"bps": _rate(rates, w, "bytes", 8), "pps": _rate(rates, w, "packets"),
-             "flows": _rate(rates, w, "flows")}  # fmt: skip
+             "flows": _rate(rates, w, "flows")}
         for name in extra:
             r[name] = _rate(rates, w, name)
         out[w] = r
@@ -270,7 +270,7 @@ class LiveState:
             windows=self._windows_list(), mavg=mavg, alerts=alerts, probe=probe,
             flows={name: t.chunks() for name, t in self._tails.items()}, all_flows=self._all_tail.chunks(),
             flows_kept=self.flows_per_object, iplists=getattr(self.monitoring, "iplists", None),
-        )  # fmt: skip
+        )
         self.snapshot = snap  # one reference assignment: readers see the old or the new one
         return snap
 
@@ -301,11 +301,11 @@ class LiveState:
         # script results keep arriving after the end (back2norm runs then, the action may
         # still run): the moving averages report them for the alerts that ended recently
         ended = {(m["mo"], m["mavg"], e["level"], e["direction"], tuple(e["key"]), e["since"]): e["scripts"]
-                 for m in mavg for e in m.get("ended", [])}  # fmt: skip
+                 for m in mavg for e in m.get("ended", [])}
         if ended:
             for doc in self._past:
                 scripts = ended.get((doc["mo"], doc["mavg"], doc["level"], doc["direction"], tuple(doc["key"]),
-                                     doc["since"]))  # fmt: skip
+                                     doc["since"]))
                 if scripts is not None:
                     doc["scripts"] = scripts
         return {"active": list(active.values()), "past": list(self._past)[::-1]}
@@ -321,11 +321,11 @@ class LiveState:
             c = {k: v for k, v in e.items() if k != "address"}
             addr = e["address"]
             flows, nbytes, npkts, applied = (int(x) for x in self._by_exp[i]) if i < len(self._by_exp) \
-                else (0, 0, 0, 0)  # fmt: skip
+                else (0, 0, 0, 0)
             meter = self._exp_meters.setdefault(addr, RateMeter())
             errors = {k: c.get(f"err_{k}", 0) for k in DECODE_ERROR_KINDS}
             meter.add(now, {"datagrams": c["packets"], "records": c["records"], "flows": flows,
-                            "bytes": nbytes, "packets": npkts, "errors": sum(errors.values())})  # fmt: skip
+                            "bytes": nbytes, "packets": npkts, "errors": sum(errors.values())})
             rates = meter.rates()
             out.append({
                 "address": addr,
@@ -341,18 +341,18 @@ class LiveState:
                 "templates": c["templates"],
                 "options_templates": c["options_templates"],
                 "template_cache": cache.get(addr, {"active": 0, "refused_quota": 0, "aged": 0, "evicted": 0,
-                                                   "table_full": 0}),  # fmt: skip
+                                                   "table_full": 0}),
                 "sequence": {"lost_packets": c["lost_packets"], "lost_flows": c["lost_flows"],
-                             "resets": c["seq_resets"]},  # fmt: skip
+                             "resets": c["seq_resets"]},
                 "pending": {"sets": c["no_template_sets"], "decoded": c["pending_decoded_sets"],
-                            "expired": c["pending_expired_sets"]},  # fmt: skip
+                            "expired": c["pending_expired_sets"]},
                 "decode_errors": errors,
                 "decode_errors_total": sum(errors.values()),
                 "sampling": sampling.get(addr, []),
                 "sampling_rate": max(applied, 1),
                 "rates": _traffic_rates(rates, ("datagrams", "records", "errors")),
                 "counters": c,
-            })  # fmt: skip
+            })
         return out
 
     def _objects_list(self, now: float) -> list[dict[str, Any]]:
@@ -374,7 +374,7 @@ class LiveState:
                 "bytes": nbytes,
                 "packets": npkts,
                 "rates": _traffic_rates(meter.rates()),
-            })  # fmt: skip
+            })
         return out
 
     def _windows_list(self) -> list[dict[str, Any]]:
@@ -399,7 +399,7 @@ class LiveState:
                     "fields": [f.text for f in spec.fields],
                     "export": list(spec.export),
                     "last": self._windows.get((mo.name, spec.name)),
-                })  # fmt: skip
+                })
         return out
 
     def _probe(self) -> dict[str, Any]:
@@ -408,7 +408,7 @@ class LiveState:
         path = self.probe_stats
         out: dict[str, Any] = {"stats_file": str(path) if path else None, "available": False,
                                "age_s": None, "stale": None, "error": None, "stats": None,
-                               "detached": []}  # fmt: skip
+                               "detached": []}
         if path is None:
             out["error"] = "no probe statistics configured (probe-stats / --probe-stats)"
             return out
@@ -427,11 +427,11 @@ class LiveState:
         return out
 
     def _status(self, stats: dict[str, Any], exporters: list[dict[str, Any]], objects: list[dict[str, Any]],
-                probe: dict[str, Any], now: float) -> dict[str, Any]:  # fmt: skip
+                probe: dict[str, Any], now: float) -> dict[str, Any]:
         datagrams = sum(e["datagrams"] for e in exporters)
         drops = stats.get("socket_drops")
         self._meter.add(now, {"records": self.flows, "bytes": self.bytes_total, "packets": self.packets_total,
-                              "datagrams": datagrams, "flows": self.flows})  # fmt: skip
+                              "datagrams": datagrams, "flows": self.flows})
         errors = sum(e["decode_errors_total"] for e in exporters)
         gaps = sum(e["sequence"]["lost_packets"] + e["sequence"]["lost_flows"] for e in exporters)
         self._health_meter.add(now, {"drops": drops or 0, "errors": errors, "gaps": gaps})
@@ -473,10 +473,10 @@ class LiveState:
             "listen": stats.get("listen", []),
             "rcvbuf_granted": stats.get("rcvbuf_granted"),
             "totals": {"records": self.flows, "bytes": self.bytes_total, "packets": self.packets_total,
-                       "datagrams": datagrams, "batches": stats["batches"]},  # fmt: skip
+                       "datagrams": datagrams, "batches": stats["batches"]},
             "rates": {w: {"records": _rate(rates, w, "records"), "bps": _rate(rates, w, "bytes", 8),
                           "pps": _rate(rates, w, "packets"), "datagrams": _rate(rates, w, "datagrams")}
-                      for w in ("1s", "1m", "5m")},  # fmt: skip
+                      for w in ("1s", "1m", "5m")},
             "socket_drops": drops,
             "truncated_datagrams": stats.get("truncated_datagrams"),
             "pending_sets": stats["pending_sets"],

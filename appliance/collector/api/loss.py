@@ -22,7 +22,7 @@ LOSS_KINDS = {
                               "free space in spool-dir or raise spool-max-mb / spool-max-files, and check the database"),
     "sequence_gaps": ("packets/flows lost to exporter sequence gaps (a collector restart included)",
                       "see /api/v1/exporters"),
-}  # fmt: skip
+}
 _BUCKET_S = 60  # events within a minute are kept as one
 
 
@@ -35,9 +35,9 @@ class LossTracker:
 
     def __init__(self, period_s: float = LOSS_PERIOD_S) -> None:
         self.period_s = period_s
-        self._total: dict[str, int] = {k: 0 for k in LOSS_KINDS}
-        self._seen: dict[str, int] = {k: 0 for k in LOSS_KINDS}
-        self._last_at: dict[str, float | None] = {k: None for k in LOSS_KINDS}
+        self._total: dict[str, int] = dict.fromkeys(LOSS_KINDS, 0)
+        self._seen: dict[str, int] = dict.fromkeys(LOSS_KINDS, 0)
+        self._last_at: dict[str, float | None] = dict.fromkeys(LOSS_KINDS)
         self._events: dict[str, deque[list[float]]] = {k: deque() for k in LOSS_KINDS}
 
     def update(self, now: float, counters: dict[str, int]) -> None:
@@ -63,7 +63,7 @@ class LossTracker:
         out: dict[str, Any] = {"period_s": self.period_s}
         for kind in LOSS_KINDS:
             out[kind] = {"total": self._total[kind], "recent": int(sum(n for _, n in self._events[kind])),
-                         "last_at": self._last_at[kind]}  # fmt: skip
+                         "last_at": self._last_at[kind]}
         return out
 
     @property

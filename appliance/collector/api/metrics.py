@@ -43,7 +43,7 @@ class _Out:
         self._seen: set[str] = set()
 
     def metric(self, name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], Any]],
-               user_labels: bool = False) -> None:  # fmt: skip
+               user_labels: bool = False) -> None:
         name = f"mirrorflow_{name}"
         assert name not in self._seen, name
         self._seen.add(name)
@@ -65,28 +65,28 @@ def render_metrics(snap: Snapshot) -> str:
     o.metric("snapshot_timestamp_seconds", "gauge", "when the snapshot was taken", [({}, snap.time)])
     o.metric("uptime_seconds", "gauge", "seconds since the collector started", [({}, st.get("uptime_s", 0.0))])
     o.metric("config_generation", "counter", "monitoring configuration generation (+1 per applied reload)",
-             [({}, st.get("config", {}).get("generation", 0))])  # fmt: skip
+             [({}, st.get("config", {}).get("generation", 0))])
     tot = st.get("totals", {})
     o.metric("records_total", "counter", "flow records decoded", [({}, tot.get("records", 0))])
     o.metric("bytes_total", "counter", "bytes of the decoded flows (scaled by sampling)", [({}, tot.get("bytes", 0))])
     o.metric("packets_total", "counter", "packets of the decoded flows (scaled by sampling)",
-             [({}, tot.get("packets", 0))])  # fmt: skip
+             [({}, tot.get("packets", 0))])
     o.metric("datagrams_total", "counter", "NetFlow/IPFIX datagrams received", [({}, tot.get("datagrams", 0))])
     drops = st.get("socket_drops")
     o.metric("socket_drops_total", "counter", "datagrams the kernel dropped on the listen sockets",
-             [({}, drops)] if drops is not None else one)  # fmt: skip
+             [({}, drops)] if drops is not None else one)
     o.metric("pending_sets", "gauge", "data sets waiting for their template", [({}, st.get("pending_sets", 0))])
     o.metric("health_problems", "gauge", "problems listed in /api/v1/status", [({}, len(st.get("problems", [])))])
     o.metric("health_degraded", "gauge", "1 while health is degraded (recent loss, a probe interface gone)",
-             [({}, int(st.get("health") == "degraded"))])  # fmt: skip
+             [({}, int(st.get("health") == "degraded"))])
     loss = st.get("loss") or {}
     kinds = [k for k in loss if k != "period_s"]
     o.metric("loss_total", "counter", "data lost since start, by kind (windows refused by a full spool; "
-             "packets/flows of sequence gaps)", [({"kind": k}, loss[k]["total"]) for k in kinds])  # fmt: skip
+             "packets/flows of sequence gaps)", [({"kind": k}, loss[k]["total"]) for k in kinds])
     o.metric("loss_recent", "gauge", "data lost within the loss period (status loss.period_s), by kind",
-             [({"kind": k}, loss[k]["recent"]) for k in kinds])  # fmt: skip
+             [({"kind": k}, loss[k]["recent"]) for k in kinds])
     o.metric("loss_last_timestamp_seconds", "gauge", "when data of this kind was last lost",
-             [({"kind": k}, loss[k]["last_at"]) for k in kinds if loss[k]["last_at"] is not None])  # fmt: skip
+             [({"kind": k}, loss[k]["last_at"]) for k in kinds if loss[k]["last_at"] is not None])
 
     ex = snap.exporters
 
@@ -99,37 +99,37 @@ def render_metrics(snap: Snapshot) -> str:
     per_exporter("exporter_packets_total", "counter", "flow packets (scaled by sampling)", lambda e: e["packets"])
     per_exporter("exporter_templates_total", "counter", "template definitions received", lambda e: e["templates"])
     per_exporter("exporter_lost_packets_total", "counter", "NetFlow v9 sequence gaps (datagrams)",
-                 lambda e: e["sequence"]["lost_packets"])  # fmt: skip
+                 lambda e: e["sequence"]["lost_packets"])
     per_exporter("exporter_lost_flows_total", "counter", "v5/IPFIX sequence gaps (records)",
-                 lambda e: e["sequence"]["lost_flows"])  # fmt: skip
+                 lambda e: e["sequence"]["lost_flows"])
     per_exporter("exporter_sequence_resets_total", "counter", "sequence numbers that went backwards",
-                 lambda e: e["sequence"]["resets"])  # fmt: skip
+                 lambda e: e["sequence"]["resets"])
     per_exporter("exporter_sampling_rate", "gauge", "highest sampling rate applied to its flows (1 = unsampled)",
-                 lambda e: e["sampling_rate"])  # fmt: skip
+                 lambda e: e["sampling_rate"])
     o.metric("exporter_decode_errors_total", "counter", "malformed input by kind",
-             [({"exporter": e["address"], "kind": k}, v) for e in ex for k, v in e["decode_errors"].items()])  # fmt: skip
+             [({"exporter": e["address"], "kind": k}, v) for e in ex for k, v in e["decode_errors"].items()])
 
     obs = snap.objects
     for name, key, help_ in (("object_flows_total", "flows", "flow records the object matched"),
                              ("object_bytes_total", "bytes", "bytes the object matched (scaled by sampling)"),
-                             ("object_packets_total", "packets", "packets the object matched (scaled by sampling)")):  # fmt: skip
+                             ("object_packets_total", "packets", "packets the object matched (scaled by sampling)")):
         o.metric(name, "counter", help_, [({"object": m["name"]}, m[key]) for m in obs])
 
     wins = snap.windows
     o.metric("window_rows", "gauge", "rows of the last exported table (the 'other' row not counted)",
              [({"object": w["object"], "window": w["window"]}, len(w["last"]["rows"]) if w["last"] else 0)
-              for w in wins])  # fmt: skip
+              for w in wins])
     o.metric("window_end_timestamp_seconds", "gauge", "end of the last exported table",
              [({"object": w["object"], "window": w["window"]}, w["last"]["end"] if w["last"] else None)
-              for w in wins if w["last"]])  # fmt: skip
+              for w in wins if w["last"]])
     o.metric("window_active", "gauge", "1 if the window aggregates now (extended windows switch)",
-             [({"object": w["object"], "window": w["window"]}, w["active"]) for w in wins])  # fmt: skip
+             [({"object": w["object"], "window": w["window"]}, w["active"]) for w in wins])
 
     _user_windows(o, wins)
 
     mon = st.get("monitoring") or {}
     for key in ("windows_exported", "rows_exported", "export_errors", "db_loaded_windows", "db_errors",
-                "db_failed_windows"):  # fmt: skip
+                "db_failed_windows"):
         if key in mon:
             o.metric(f"monitoring_{key}_total", "counter", f"monitoring counter {key}", [({}, mon[key])])
     for key in ("db_up", "spool_files", "spool_bytes"):
@@ -142,36 +142,36 @@ def render_metrics(snap: Snapshot) -> str:
                        ("flows_lost", "flows the archive could not store (disk full, permissions)"),
                        ("write_errors", "archive write errors"),
                        ("partial_set_aside", "incomplete files of a crashed writer set aside at start"),
-                       ("partial_recovered", "complete files of a crashed writer renamed at start")):  # fmt: skip
+                       ("partial_recovered", "complete files of a crashed writer renamed at start")):
         if key in arc:
             o.metric(f"archive_{key}_total", "counter", help_, [({}, arc[key])])
     if "failing" in arc:
         o.metric("archive_failing", "gauge", "1 while archive writes fail", [({}, arc["failing"])])
         o.metric("archive_bytes_kept", "gauge", "bytes of this appliance's archive files",
-                 [({}, arc.get("bytes_kept"))])  # fmt: skip
+                 [({}, arc.get("bytes_kept"))])
         for key, help_ in (("removed_files", "archive files removed by retention, per reason"),
-                           ("removed_bytes", "archive bytes removed by retention, per reason")):  # fmt: skip
+                           ("removed_bytes", "archive bytes removed by retention, per reason")):
             o.metric(f"archive_{key}_total", "counter", help_,
-                     [({"reason": r}, n) for r, n in (arc.get(key) or {}).items()])  # fmt: skip
+                     [({"reason": r}, n) for r, n in (arc.get(key) or {}).items()])
 
     mv = snap.mavg
     o.metric("mavg_keys", "gauge", "keys in the moving-average table",
-             [({"object": m["mo"], "mavg": m["mavg"]}, m["keys"]) for m in mv])  # fmt: skip
+             [({"object": m["mo"], "mavg": m["mavg"]}, m["keys"]) for m in mv])
     o.metric("mavg_refused_keys_total", "counter", "new keys refused: the table was at mem-m",
-             [({"object": m["mo"], "mavg": m["mavg"]}, m["refused_keys"]) for m in mv])  # fmt: skip
+             [({"object": m["mo"], "mavg": m["mavg"]}, m["refused_keys"]) for m in mv])
     active: dict[tuple[str, str, str], int] = {}
     for a in snap.alerts.get("active", []):
         k = (a["mo"], a["mavg"], a["level"])
         active[k] = active.get(k, 0) + 1
     o.metric("alerts_active", "gauge", "keys with a raised level, per level",
-             [({"object": a, "mavg": b, "level": c}, n) for (a, b, c), n in sorted(active.items())])  # fmt: skip
+             [({"object": a, "mavg": b, "level": c}, n) for (a, b, c), n in sorted(active.items())])
     o.metric("alerts_past", "gauge", "ended alerts kept for /api/v1/alerts", [({}, len(snap.alerts.get("past", [])))])
 
     pr = snap.probe
     o.metric("probe_up", "gauge", "1 if the probe's statistics are present and fresh",
-             [({}, bool(pr.get("available")) and not pr.get("stale"))])  # fmt: skip
+             [({}, bool(pr.get("available")) and not pr.get("stale"))])
     o.metric("probe_interfaces_detached", "gauge", "probe interfaces that went away (health degraded)",
-             [({}, len(pr.get("detached") or []))])  # fmt: skip
+             [({}, len(pr.get("detached") or []))])
     s = pr.get("stats") or {}
     kernel = (s.get("kernel") or {}).get("total") or {}
     for key in ("frames", "accounted_packets", "accounted_bytes", "refused_packets", "new_flows"):
@@ -221,4 +221,4 @@ def _user_windows(o: _Out, wins: list[dict[str, Any]]) -> None:
     for col, s in samples.items():
         o.metric(f"fwm_{col}", "gauge", f"{col} of each row of the last closed table of the windows exported "
                  "to Prometheus (fwm \"export\": \"prometheus\"); labels: object, window and the key fields",
-                 s, user_labels=True)  # fmt: skip
+                 s, user_labels=True)

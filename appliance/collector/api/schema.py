@@ -23,7 +23,7 @@ def _opt(s: dict[str, Any]) -> dict[str, Any]:
 
 def obj(props: dict[str, Any], extra: bool = False, optional: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": [k for k in props if k not in optional],
-            "additionalProperties": extra}  # fmt: skip
+            "additionalProperties": extra}
 
 
 def arr(items: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def arr(items: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rates(*names: str) -> dict[str, Any]:
-    one = obj({n: NUM for n in names})
+    one = obj(dict.fromkeys(names, NUM))
     return obj({"1s": one, "1m": one, "5m": one})
 
 
@@ -62,7 +62,7 @@ STATUS = obj({
     # detached: names of the probe's interfaces that went away (health "degraded")
     "probe": obj({"available": BOOL, "stale": _opt(BOOL), "age_s": _opt(NUM), "detached": arr(STR)},
                  optional=("detached",)),
-}, optional=("loss", "not_allowed"))  # fmt: skip
+}, optional=("loss", "not_allowed"))
 
 EXPORTER = obj({
     "address": STR, "role": {"type": "string", "enum": ["router", "probe"]},
@@ -79,12 +79,12 @@ EXPORTER = obj({
     "sampling_rate": INT,
     "rates": _rates("bps", "pps", "flows", "datagrams", "records", "errors"),
     "counters": {"type": "object", "additionalProperties": INT},
-}, optional=("template_cache",))  # fmt: skip
+}, optional=("template_cache",))
 
 OBJECT = obj({
     "name": STR, "parent": _opt(STR), "filter": STR, "windows": arr(STR), "mavg": arr(STR),
     "flows": INT, "bytes": INT, "packets": INT, "rates": _rates("bps", "pps", "flows"),
-})  # fmt: skip
+})
 
 CELL = {"type": ["integer", "string", "null"]}
 TABLE = obj({
@@ -92,27 +92,27 @@ TABLE = obj({
     "columns": arr(obj({"name": STR, "type": STR})),
     "rows": arr(arr(CELL)), "other": {"type": ["array", "null"], "items": CELL},
     "flows": INT, "exported_at": NUM,
-})  # fmt: skip
+})
 
 WINDOW = obj({
     "object": STR, "window": STR, "table": STR, "time": INT, "limit": INT, "extended": BOOL,
     "active": BOOL, "fields": arr(STR), "export": arr(STR), "last": {**TABLE, "type": ["object", "null"]},
-}, optional=("export",))  # fmt: skip
+}, optional=("export",))
 
 FLOW = {"type": "object", "required": ["exporter", "source_id", "record_kind", "version", "recv_time_ns"],
         "properties": {"exporter": STR, "source_id": INT, "record_kind": STR, "version": INT,
-                       "recv_time_ns": INT}}  # fmt: skip
+                       "recv_time_ns": INT}}
 
 _NUMS = arr({"type": ["number", "null"]})
 LEVEL = obj({"level": STR, "direction": {"type": "string", "enum": ["over", "under"]}, "thresholds": _NUMS,
-             "raised": BOOL})  # fmt: skip
+             "raised": BOOL})
 
 #: one run of an alert's action or back2norm script (`actions.new_report`)
 SCRIPT = obj({
     "script": STR,
     "status": {"type": "string", "enum": ["queued", "running", "exited", "timed_out", "not_started", "skipped"]},
     "exit": _opt({"type": "integer"}), "duration_s": _opt(NUM), "output": STR,
-})  # fmt: skip
+})
 _SCRIPTS = obj({"action": {**SCRIPT, "type": ["object", "null"]}, "back2norm": {**SCRIPT, "type": ["object", "null"]}})
 
 #: one active (or, with ended_at, past) alert: a raised level of one key
@@ -121,7 +121,7 @@ ALERT = obj({
     "key": arr(STR), "counter": STR, "rate": NUM, "threshold": NUM, "rates": _NUMS, "thresholds": _NUMS,
     "since": NUM, "over_s": NUM, "back2norm_in_s": _opt(NUM), "notification_file": _opt(STR),
     "ext": arr(STR), "scripts": _SCRIPTS, "ended_at": NUM,
-}, extra=True, optional=("ended_at", "scripts"))  # fmt: skip
+}, extra=True, optional=("ended_at", "scripts"))
 
 #: one moving average (``mavg`` entry of an object): its table and its top keys
 MAVG = obj({
@@ -131,22 +131,22 @@ MAVG = obj({
     "top": arr(obj({"key": arr(STR), "rates": arr(NUM), "levels": arr(LEVEL)})),
     "alerts": arr({**ALERT, "required": [k for k in ALERT["required"] if k not in ("mo", "mavg")]}),
     "ended": arr(obj({"level": STR, "direction": STR, "key": arr(STR), "since": NUM, "scripts": _SCRIPTS})),
-}, extra=True, optional=("ended",))  # fmt: skip
+}, extra=True, optional=("ended",))
 
 PROBE = obj({"stats_file": _opt(STR), "available": BOOL, "age_s": _opt(NUM), "stale": _opt(BOOL),
              "error": _opt(STR), "stats": {"type": ["object", "null"]}, "detached": arr(STR)},
-            optional=("detached",))  # fmt: skip
+            optional=("detached",))
 
 ERROR = obj({"api_version": {"type": "integer", "enum": [1]},
-             "error": obj({"status": INT, "message": STR})})  # fmt: skip
+             "error": obj({"status": INT, "message": STR})})
 
 # the archive's answers are queries, not snapshots: no snapshot envelope; times in ns since the epoch
 _ARCHIVE = {"api_version": {"type": "integer", "enum": [1]}, "filter": STR, "since": _opt(INT), "until": _opt(INT),
-            "limit": INT, "elapsed_s": NUM, "count": INT}  # fmt: skip
+            "limit": INT, "elapsed_s": NUM, "count": INT}
 ARCHIVE_FLOWS = obj({**_ARCHIVE, "flows": arr({"type": "object"})})  # decode --format jsonl records
 ARCHIVE_TOP = obj({**_ARCHIVE, "top": arr(STR), "by": {"type": "string", "enum": ["bytes", "packets", "flows"]},
                    "rows": arr({"type": "object"}),  # the key fields, then bytes, packets, flows
-                   "totals": obj({"bytes": INT, "packets": INT, "flows": INT})})  # fmt: skip
+                   "totals": obj({"bytes": INT, "packets": INT, "flows": INT})})
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "/api/v1/status": _envelope({"status": STATUS}),
@@ -155,7 +155,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "/api/v1/windows": _envelope({"windows": arr(WINDOW)}),
     "/api/v1/windows/{object}/{window}": _envelope({"window": WINDOW}),
     "/api/v1/flows": _envelope({"object": _opt(STR), "filter": _opt(STR), "limit": INT, "count": INT,
-                                "offered": INT, "flows": arr(FLOW)}, optional=("filter",)),  # fmt: skip
+                                "offered": INT, "flows": arr(FLOW)}, optional=("filter",)),
     "/api/v1/mavg": _envelope({"mavg": arr(MAVG)}),
     "/api/v1/alerts": _envelope({"active": arr(ALERT), "past": arr(ALERT)}),
     "/api/v1/probe": _envelope({"probe": PROBE}),

@@ -30,15 +30,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from appliance import MirrorflowError
-from appliance.collector.api.schema import SCHEMAS
+from appliance.collector.api.archive import ARCHIVE_ENDPOINTS, ArchiveApi, ArchiveApiError
 from appliance.collector.api.flowtail import matching_records, tail_records
 from appliance.collector.api.livestate import API_VERSION, LiveState, Snapshot
 from appliance.collector.api.metrics import CONTENT_TYPE, render_metrics
-from appliance.collector.api.archive import ARCHIVE_ENDPOINTS, ArchiveApi, ArchiveApiError
+from appliance.collector.api.schema import SCHEMAS
 from appliance.collector.filter import Filter, FilterError, compile_filter
 
 __all__ = ["ApiSettings", "ApiAddressError", "LiveApi", "parse_api_address", "settings_from_config",
-           "DEFAULT_API", "DEFAULT_PROBE_STATS"]  # fmt: skip
+           "DEFAULT_API", "DEFAULT_PROBE_STATS"]
 
 log = logging.getLogger("mirrorflow.api")
 
@@ -128,7 +128,7 @@ class ApiSettings:
 
 
 def settings_from_config(raw: dict[str, Any], api: str | None = None, probe_stats: Path | None = None,
-                         default_api: str = DEFAULT_API) -> ApiSettings:  # fmt: skip
+                         default_api: str = DEFAULT_API) -> ApiSettings:
     """Settings from the collector config's keys, overridden by ``--api`` / ``--probe-stats``."""
     text = api if api is not None else raw.get("api", default_api)
     st = ApiSettings(address=parse_api_address(text))
@@ -251,7 +251,7 @@ def _flows(snap: Snapshot, query: dict[str, list[str]]) -> dict[str, Any]:
             raise _NotFound(f"no monitoring object {obj!r}: see /api/v1/objects")
         chunks = snap.flows.get(obj, ())
     offered = next((o["flows"] for o in snap.objects if o["name"] == obj), None) if obj else \
-        snap.status.get("totals", {}).get("records", 0)  # fmt: skip
+        snap.status.get("totals", {}).get("records", 0)
     if text is None or not text.strip():
         recs = tail_records(chunks, limit)
     else:
@@ -275,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.idle_timeout_s
         super().setup()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         cut = tuple(a if not isinstance(a, str) or len(a) <= MAX_LOG_TEXT else a[:MAX_LOG_TEXT] + "…" for a in args)
         log.debug("%s " + format, self.address_string(), *cut)
 
@@ -302,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str, head: bool = False, close: bool = False) -> None:
         self._send(status, error_document(status, message), "application/json", head, close)
 
-    def do_GET(self, head: bool = False) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self, head: bool = False) -> None:
         if len(self.path) > MAX_URL:
             self.send_error(414)
             return
@@ -336,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
         text = json.dumps(doc, indent=1 if pretty else None, separators=None if pretty else (",", ":"))
         self._send(200, (text + "\n").encode(), "application/json", head)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.do_GET(head=True)
 
     def _method_not_allowed(self) -> None:
@@ -351,7 +351,7 @@ def error_document(status: int, message: str) -> bytes:
 
 
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-         b"Content-Length: %d\r\n\r\n")  # fmt: skip
+         b"Content-Length: %d\r\n\r\n")
 
 
 class _Server(ThreadingHTTPServer):
@@ -362,7 +362,7 @@ class _Server(ThreadingHTTPServer):
     archive: ArchiveApi | None = None
 
     def __init__(self, address: tuple[str, int], state: LiveState, max_connections: int = MAX_CONNECTIONS,
-                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:  # fmt: skip
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.state = state
         self.idle_timeout_s = idle_timeout_s
@@ -441,10 +441,10 @@ class LiveApi:
         if host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("live API on %s: it has no authentication; keep it on 127.0.0.1 and use SSH", host)
         self._server = _Server(self.settings.address, self.state, self.settings.max_connections,
-                               self.settings.idle_timeout_s)  # fmt: skip
+                               self.settings.idle_timeout_s)
         self._server.archive = self.archive
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="mirrorflow-api", daemon=True)  # fmt: skip
+                                        name="mirrorflow-api", daemon=True)
         self._thread.start()
         log.info("live API on %s (docs/api.md; Prometheus: %s/metrics)", self.url, self.url)
 

@@ -23,7 +23,7 @@ XENOEYE_MO_KEYS = {"classification": "automatic traffic classes (class0..class4)
 
 
 def key_warnings(keys: Iterable[str], known: Iterable[str], what: str,
-                 xenoeye: dict[str, str] | None = None) -> list[tuple[str, str]]:  # fmt: skip
+                 xenoeye: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """One ``(key, message)`` per key that is not in `known`.
 
     Args:
@@ -39,7 +39,7 @@ def key_warnings(keys: Iterable[str], known: Iterable[str], what: str,
             continue
         if xenoeye and k in xenoeye:
             out.append((k, (f"{what} {k!r} is xenoeye's ({xenoeye[k]}); Mirrorflow does not support it yet "
-                           "and ignores it")))  # fmt: skip
+                           "and ignores it")))
             continue
         close = difflib.get_close_matches(k, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"

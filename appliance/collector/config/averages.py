@@ -37,7 +37,7 @@ from appliance.collector.fields.spec import FieldError, FieldSpec, KeyKind, pars
 from appliance.errors import ConfigError
 
 __all__ = ["LevelSpec", "MavgSpec", "parse_averages", "check_ext_references", "format_key", "parse_key",
-           "load_limits"]  # fmt: skip
+           "load_limits"]
 
 _MAVG_KEYS = {"name", "time", "fields", "dump", "mem-m", "overlimit", "underlimit"}
 _LEVEL_KEYS = {"name", "default", "limits", "back2norm-time", "action-script", "back2norm-script", "ext"}
@@ -216,7 +216,7 @@ def _script(chk: Any, at: tuple, v: Any, base: Path) -> Path | None:
 
 
 def _level(chk: Any, at: tuple, doc: Any, i: int, under: bool, fields: tuple[FieldSpec, ...],
-           mo_name: str, base: Path) -> LevelSpec | None:  # fmt: skip
+           mo_name: str, base: Path) -> LevelSpec | None:
     if not isinstance(doc, dict):
         chk.error(at, 'each level must be an object like {"name": "lvl1", "default": [100000]}')
         return None
@@ -294,7 +294,7 @@ def _level(chk: Any, at: tuple, doc: Any, i: int, under: bool, fields: tuple[Fie
     if not ok:
         return None
     return LevelSpec(name, under, tuple(default), limits_file, limits, b2n, scripts["action-script"],
-                     scripts["back2norm-script"], tuple(ext))  # fmt: skip
+                     scripts["back2norm-script"], tuple(ext))
 
 
 def parse_averages(chk: Any, docs: list, mo_name: str, base: Path) -> tuple[MavgSpec, ...]:

@@ -53,7 +53,7 @@ class Device:
 
 
 def parse_devices(doc: object, path: str = "devices.conf", loc: Located | None = None,
-                  warnings: list[str] | None = None) -> list[Device]:  # fmt: skip
+                  warnings: list[str] | None = None) -> list[Device]:
     """Validate a parsed devices.conf document.
 
     Args:

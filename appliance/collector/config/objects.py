@@ -268,7 +268,7 @@ def _check_filter(chk: _Checker, text: str, iplists: Any) -> Filter | None:
 def load_object(
     path: Path, name: str, iplists: Any, errors: list[ConfigError], warnings: list[str],
     parent: str | None = None,
-) -> MonitoringObject | None:  # fmt: skip
+) -> MonitoringObject | None:
     """Read and validate one mo.conf; problems go to ``errors``."""
     try:
         loc = load_located(read_text(path), str(path))

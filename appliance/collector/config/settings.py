@@ -59,7 +59,7 @@ CONFIG_KEYS = frozenset({
     "notifications-dir", "script-timeout", "api", "probe-stats", "probe-address", "api-flows",
     "templates-per-exporter", "template-max-age", "allowed-exporters",
     "geoip", "geodb", "networks",
-})  # fmt: skip
+})
 
 
 @dataclass(slots=True)
@@ -150,7 +150,7 @@ def load_config(path: Path | str) -> CollectorConfig:
     if "devices" in doc:
         cfg.devices_file = Path(doc["devices"])
     for key, attr in (("mo-dir", "mo_dir"), ("iplists-dir", "iplists_dir"), ("export-dir", "export_dir"),
-                      ("spool-dir", "spool_dir"), ("notifications-dir", "notifications_dir")):  # fmt: skip
+                      ("spool-dir", "spool_dir"), ("notifications-dir", "notifications_dir")):
         if key in doc:
             if not isinstance(doc[key], str) or not doc[key]:
                 raise ConfigError(p, 0, 0, f"{key} must be a directory path")
@@ -179,7 +179,7 @@ def load_config(path: Path | str) -> CollectorConfig:
     for key, attr in (("rcvbufsize_m", "rcvbuf_mb"), ("stats-interval", "stats_interval_s"),
                       ("pending-max-age", "pending_max_age_s"), ("spool-max-mb", "spool_max_mb"),
                       ("spool-max-files", "spool_max_files"), ("script-timeout", "script_timeout_s"),
-                      ("templates-per-exporter", "template_quota"), ("template-max-age", "template_max_age_s")):  # fmt: skip
+                      ("templates-per-exporter", "template_quota"), ("template-max-age", "template_max_age_s")):
         if key in doc:
             value = doc[key]
             if not isinstance(value, (int, float)) or value < 0:

@@ -76,7 +76,7 @@ class TemplateGuard:
         self.n = n
 
     def choose(self, stream: np.ndarray, valid: np.ndarray, exporter_of_stream: np.ndarray, capacity: int,
-               now_ns: int, need_free: int, full: bool) -> np.ndarray:  # fmt: skip
+               now_ns: int, need_free: int, full: bool) -> np.ndarray:
         """Which of the first `n` slots to keep; counts what is dropped and why.
 
         Args:
@@ -140,7 +140,7 @@ class TemplateGuard:
     def exporter_counts(self, exporter: int) -> dict[str, int]:
         row = self.counts[exporter] if exporter < self.counts.shape[0] else np.zeros(len(Drop), np.int64)
         return {"templates_refused_quota": int(row[Drop.QUOTA]), "templates_aged": int(row[Drop.AGED]),
-                "templates_evicted": int(row[Drop.EVICTED])}  # fmt: skip
+                "templates_evicted": int(row[Drop.EVICTED])}
 
 
 @njit(cache=True, nogil=True)
@@ -174,7 +174,7 @@ class ExporterFilter:
                 net = ipaddress.ip_network(str(text), strict=False)
             except ValueError:
                 raise ConfigError(source, 0, 0, f"allowed-exporters: {text!r} is not an IPv4 or IPv6 network "
-                                                "like 192.0.2.0/24 or 2001:db8::/32") from None  # fmt: skip
+                                                "like 192.0.2.0/24 or 2001:db8::/32") from None
             if net.version == 4:
                 value = (0xFFFF << 32) | int(net.network_address)
                 mask = ((1 << 128) - 1) ^ ((1 << (32 - net.prefixlen)) - 1)

@@ -59,12 +59,12 @@ def tables_low(tables, settings):
     return ((lim & L_FIELDS == 0 and tables.fields.shape[0] - meta[M_NFLD] < settings.min_free_fields)
             or (lim & L_TEMPLATES == 0 and tables.templates.shape[0] - meta[M_NTMPL] < settings.min_free_templates)
             or (lim & L_STREAMS == 0 and meta[M_NSTREAM] + 1 >= tables.streams.shape[0])
-            or (lim & L_EXPORTERS == 0 and meta[M_NEXP] + 1 >= tables.exporters.shape[0]))  # fmt: skip
+            or (lim & L_EXPORTERS == 0 and meta[M_NEXP] + 1 >= tables.exporters.shape[0]))
 
 
 @njit(cache=True, nogil=True)
 def decode_packets(packets, resume, reg, arrays, exporter_ids, stream_ids, template_ids, sampler_rates, overrides,
-                   output, settings):  # fmt: skip
+                   output, settings):
     """Decode the datagrams of a batch into `output`, from `resume` = (packet, set offset,
     record offset): (0, 0, 0) for a new batch, else what the previous call returned.
 
@@ -72,13 +72,13 @@ def decode_packets(packets, resume, reg, arrays, exporter_ids, stream_ids, templ
     Returns (status, packet, set offset, record offset, records written).
     """
     tables = Tables(exporter_ids, arrays.exporters, stream_ids, arrays.streams, template_ids, arrays.templates,
-                    arrays.fields, sampler_rates, overrides, arrays.meta, arrays.stats)  # fmt: skip
+                    arrays.fields, sampler_rates, overrides, arrays.meta, arrays.stats)
     p0, s0, r0 = resume
     nrec = 0
     n = packets.offset.shape[0]
     scratch = Scratch(np.empty(MAX_TEMPLATE_FIELDS + 32, dtype=np.int64),
                       np.empty(MAX_TEMPLATE_FIELDS + 32, dtype=np.int64),
-                      np.empty((MAX_TEMPLATE_FIELDS + 32, 3), dtype=np.int64))  # fmt: skip
+                      np.empty((MAX_TEMPLATE_FIELDS + 32, 3), dtype=np.int64))
     meta = tables.meta
     stats = tables.stats
     meta[M_NORPH] = 0
@@ -120,7 +120,7 @@ def decode_packets(packets, resume, reg, arrays, exporter_ids, stream_ids, templ
                 return ST_OUT_FULL, p, 1, pos, nrec
         elif version == V9 or version == IPFIX:
             status, set_off, rec_off, written = decode_v9(pkt, version, dg, start_set, start_rec, nrec, tables,
-                                                          output, settings, scratch, reg)  # fmt: skip
+                                                          output, settings, scratch, reg)
             nrec += written
             if status == ST_OUT_FULL:
                 return ST_OUT_FULL, p, set_off, rec_off, nrec

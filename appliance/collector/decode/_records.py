@@ -207,7 +207,7 @@ def decode_set(pkt, dg, hdr, rec_start, end, slot, nrec_in, tables, output, sett
             rate = last_rate
         else:
             rate = record_rate(st, tables.sampler_rates, tables.overrides, exp, stream, hdr.dev_id, sampler,
-                                   rec_interval)  # fmt: skip
+                                   rec_interval)
             last_sampler, last_interval, last_rate = sampler, rec_interval, rate
         if apply_sampling and rate != 1 and kind == KIND_DATA:
             for k in range(nf):

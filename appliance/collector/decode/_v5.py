@@ -73,4 +73,4 @@ def decode_v5(pkt, version, dg, start_rec, nrec, tables, output, settings, scrat
     slot = settings.v5_slot if version == V5 else settings.v5_slot + 1
     hdr = Header(version, stream, eid, unix_ms, sysup)
     return decode_set(pkt, dg, hdr, rec0, hlen + nr * V5_RECORD_SIZE, slot, nrec, tables, output, settings,
-                      scratch)  # fmt: skip
+                      scratch)

@@ -156,7 +156,7 @@ def decode_v9(pkt, version, dg, start_set, start_rec, nrec, tables, output, sett
                     rstart = start_rec
                 before = stats[exp, Stat.RECORDS] + stats[exp, Stat.OPTIONS_RECORDS]
                 n, rpos, full = decode_set(pkt, dg, hdr, rstart, send, slot, nrec + written, tables,
-                                           output, settings, scratch)  # fmt: skip
+                                           output, settings, scratch)
                 data_records += stats[exp, Stat.RECORDS] + stats[exp, Stat.OPTIONS_RECORDS] - before
                 written += n
                 if full:

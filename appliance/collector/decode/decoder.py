@@ -29,10 +29,15 @@ from numba import types
 from numba.typed import Dict
 
 from appliance.collector.config.devices import Device
-from appliance.collector.decode._guard import (DEFAULT_TEMPLATE_MAX_AGE_S, DEFAULT_TEMPLATE_QUOTA, ExporterFilter,
-                                               TemplateGuard, refill_template_ids)
 from appliance.collector.decode import _tables as K
 from appliance.collector.decode._exporters import exporter_index, stream_index
+from appliance.collector.decode._guard import (
+    DEFAULT_TEMPLATE_MAX_AGE_S,
+    DEFAULT_TEMPLATE_QUOTA,
+    ExporterFilter,
+    TemplateGuard,
+    refill_template_ids,
+)
 from appliance.collector.decode._packets import decode_packets
 from appliance.collector.decode._records import clear_rows
 from appliance.collector.decode._tables import (
@@ -199,7 +204,7 @@ class Decoder:
         if self._pending:
             self._expire_pending(int(packets.recv_ns.max()) if len(packets) else 0)
         if (self._meta[K.M_NTMPL] != self._guarded_ntmpl
-                or self._now_ns - self._guard.last_age_check_ns >= _AGE_CHECK_NS):  # fmt: skip
+                or self._now_ns - self._guard.last_age_check_ns >= _AGE_CHECK_NS):
             self._guard.last_age_check_ns = self._now_ns
             self._enforce(0)
 
@@ -211,12 +216,12 @@ class Decoder:
             return packets
         bad = ~ok
         pairs, counts = np.unique(np.stack([packets.addr_hi[bad], packets.addr_lo[bad]], axis=1), axis=0,
-                                  return_counts=True)  # fmt: skip
+                                  return_counts=True)
         for (hi, lo), c in zip(pairs.tolist(), counts.tolist(), strict=True):
             self._allowed.count_refused(words_to_address(hi, lo), c)
         return PacketBatch(buf=packets.buf, offset=packets.offset[ok], length=packets.length[ok],
                            addr_hi=packets.addr_hi[ok], addr_lo=packets.addr_lo[ok], port=packets.port[ok],
-                           recv_ns=packets.recv_ns[ok])  # fmt: skip
+                           recv_ns=packets.recv_ns[ok])
 
     @property
     def not_allowed(self) -> dict[str, object]:
@@ -224,7 +229,7 @@ class Decoder:
         if self._allowed is None:
             return {"networks": None, "datagrams": 0, "sources": {}}
         return {"networks": list(self._allowed.networks), "datagrams": self._allowed.refused_total,
-                "sources": dict(self._allowed.refused)}  # fmt: skip
+                "sources": dict(self._allowed.refused)}
 
     def _enforce(self, need_free: int) -> None:
         """Drop templates over quota, aged ones and, in a full table, never-used ones; compact the table."""
@@ -234,7 +239,7 @@ class Decoder:
         if full and need_free:  # make room for a while, not for one more datagram
             need_free = max(need_free, self._tm.shape[0] // 8)
         keep = self._guard.choose(self._tm[:, K.T_STREAM], self._tm[:, K.T_VALID], self._st[:, K.S_EXP],
-                                  self._tm.shape[0], self._now_ns, need_free, full)  # fmt: skip
+                                  self._tm.shape[0], self._now_ns, need_free, full)
         if not keep.all():
             k = int(keep.sum())
             self._tm[:k] = self._tm[:n][keep]
@@ -253,14 +258,14 @@ class Decoder:
         changes_before = int(self._meta[K.M_TMPL_CHANGES])
         n = len(packets)
         batch = Packets(packets.buf, packets.offset, packets.length, packets.addr_hi, packets.addr_lo,
-                        packets.recv_ns, replay)  # fmt: skip
+                        packets.recv_ns, replay)
         settings = Settings(bool(self.emit_options), bool(self.apply_sampling), self._v5_slot,
-                            _MIN_FREE_FIELDS, _MIN_FREE_TEMPLATES)  # fmt: skip
+                            _MIN_FREE_FIELDS, _MIN_FREE_TEMPLATES)
         while True:
             arrays = TableArrays(self._exp_addr, self._st, self._tm, self._tf, self._meta, self._stats)
             status, p, s, r, nrec = decode_packets(batch, (p, s, r), self._reg, arrays, self._exp_dict,
                                                    self._stream_dict, self._tmpl_dict, self._samp, self._override,
-                                                   self._output, settings)  # fmt: skip
+                                                   self._output, settings)
             self._guard.observe(self._tm[:, K.T_RECORDS], int(self._meta[K.M_NTMPL]), self._now_ns)
             self._take_orphans(packets, replay)
             if nrec:
@@ -310,7 +315,7 @@ class Decoder:
             self._pending.append(
                 _Pending(payload, int(packets.addr_hi[p]), int(packets.addr_lo[p]),
                          int(packets.recv_ns[p]), stream, tid, exp)
-            )  # fmt: skip
+            )
         overflow = len(self._pending) - self.pending_max_sets
         if overflow > 0:
             for item in self._pending[:overflow]:
@@ -467,7 +472,7 @@ class Decoder:
             out[self.exporter_address(i)] = {
                 "active": int(active[i]), "refused_quota": c["templates_refused_quota"], "aged": c["templates_aged"],
                 "evicted": c["templates_evicted"], "table_full": int(self._stats[i, Stat.ERR_TEMPLATE_TABLE_FULL]),
-            }  # fmt: skip
+            }
         return out
 
     @property
@@ -550,7 +555,7 @@ class Decoder:
                 "init_ms": int(row[K.S_INIT_MS]),
                 "rate": int(row[K.S_RATE]),
                 "next_seq": int(row[K.S_NEXT_SEQ]) if final and row[K.S_HAVE_SEQ] == 1 else None,
-            })  # fmt: skip
+            })
         templates = []
         for slot in slots.tolist():
             row = self._tm[slot]
@@ -560,9 +565,9 @@ class Decoder:
                 "kind": int(row[K.T_KIND]),
                 "scope_fields": int(row[K.T_NSCOPE]),
                 "fields": [[pen, ie, ln] for pen, ie, ln, _ in self.template_fields(slot)],
-            })  # fmt: skip
+            })
         rates = [[index[int(k >> 32)], int(k & 0xFFFFFFFF), int(v)] for k, v in self._samp.items()
-                 if int(k >> 32) in index]  # fmt: skip
+                 if int(k >> 32) in index]
         doc = {"format": 1, "streams": streams, "templates": templates, "sampling": rates}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -597,7 +602,7 @@ class Decoder:
             facts = [(address_to_words(x["exporter"]), int(x["version"]), int(x["source_id"]) & 0xFFFFFFFF,
                       int(x["init_ms"]), int(x["rate"]),
                       None if x.get("next_seq") is None else int(x["next_seq"]) & 0xFFFFFFFF)
-                     for x in streams]  # fmt: skip
+                     for x in streams]
             sampling = [(int(a), int(b) & 0xFFFFFFFF, int(c)) for a, b, c in doc.get("sampling", [])]
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as exc:
             log.warning("template file %s unreadable (%s): starting without templates", path, exc)

@@ -179,7 +179,7 @@ class FlowDumper:
             self._syslog.setLevel(logging.DEBUG)
             self._syslog.propagate = False
         elif target not in ("none", ""):
-            self._fh = open(target, "a", buffering=1 << 16)  # noqa: SIM115 - lives with the dumper
+            self._fh = open(target, "a", buffering=1 << 16)
 
     @property
     def enabled(self) -> bool:

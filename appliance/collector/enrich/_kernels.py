@@ -48,7 +48,7 @@ def read_record(buf: np.ndarray, node: int, bit: int, record_size: int) -> int:
 
 @njit(cache=True, nogil=True)
 def walk(buf: np.ndarray, record_size: int, node_count: int, start: int, bits: int, limit: int,
-         out_hi: np.ndarray, out_lo: np.ndarray, out_val: np.ndarray, fill: bool) -> int:  # fmt: skip
+         out_hi: np.ndarray, out_lo: np.ndarray, out_val: np.ndarray, fill: bool) -> int:
     """Every leaf under node `start`, in address order: its first address and its record.
 
     Args:
@@ -152,7 +152,7 @@ def _find(hi: np.ndarray, lo: np.ndarray, idx: np.ndarray, ahi: np.uint64, alo: 
 def lookup(v4: np.ndarray, v6: np.ndarray, has6: bool,
            hi4: np.ndarray, lo4: np.ndarray, idx4: np.ndarray, code4: np.ndarray,
            hi6: np.ndarray, lo6: np.ndarray, idx6: np.ndarray, code6: np.ndarray,
-           out: np.ndarray) -> None:  # fmt: skip
+           out: np.ndarray) -> None:
     """The record code of every flow's address (0 = unknown).
 
     A flow's address is its IPv6 column where that is non-zero, else its IPv4 column;
@@ -191,7 +191,7 @@ def lookup(v4: np.ndarray, v6: np.ndarray, has6: bool,
 def lookup_values(v4: np.ndarray, v6: np.ndarray, has6: bool,
                   hi4: np.ndarray, lo4: np.ndarray, idx4: np.ndarray, code4: np.ndarray,
                   hi6: np.ndarray, lo6: np.ndarray, idx6: np.ndarray, code6: np.ndarray,
-                  values: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:  # fmt: skip
+                  values: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     """`lookup`, then each record's values written straight into the output columns, where
     they are still 0 (an earlier database that knew the address wins).
 
@@ -235,7 +235,7 @@ def lookup_values(v4: np.ndarray, v6: np.ndarray, has6: bool,
 
 @njit(cache=True, nogil=True)
 def join_interfaces(dev6: np.ndarray, ifindex: np.ndarray, khi: np.ndarray, klo: np.ndarray, kif: np.ndarray,
-                    kcode: np.ndarray, out: np.ndarray) -> None:  # fmt: skip
+                    kcode: np.ndarray, out: np.ndarray) -> None:
     """The name code of every flow's (exporter, ifIndex) in the sorted keys (0 = not named)."""
     m = len(kif)
     for i in range(len(ifindex)):

@@ -71,7 +71,7 @@ def load_csv(path: Path | str) -> GeoDatabase:
                     kind = "asn" if len(row) >= 4 else "country"
                 if v1 != version or v2 != version or hi < lo:
                     raise GeoError(f"{path}:{n}: {row[0]}-{row[1]} is not a range of IPv{version} addresses "
-                                   "(one file holds one address family)")  # fmt: skip
+                                   "(one file holds one address family)")
                 if kind == "asn":
                     try:
                         asn = int(row[2].strip().upper().removeprefix("AS"))

@@ -26,8 +26,8 @@ import numpy as np
 from appliance.collector.enrich import _kernels as K
 from appliance.collector.enrich.csvranges import load_csv
 from appliance.collector.enrich.merged import merge
-from appliance.collector.enrich.networks import load_networks
 from appliance.collector.enrich.mmdb import GeoDatabase, GeoError, database_files, load_database
+from appliance.collector.enrich.networks import load_networks
 from appliance.collector.fields import geo
 from appliance.collector.flowbatch import FlowBatch
 from appliance.errors import ConfigError
@@ -93,7 +93,7 @@ class Enricher:
             return
         keys = sorted(named)
         self._interfaces = (np.array([k[0] for k in keys], dtype=np.uint64), np.array([k[1] for k in keys], dtype=np.uint64),
-                            np.array([k[2] for k in keys], dtype=np.uint64), np.array([named[k] for k in keys], dtype=np.uint64))  # fmt: skip
+                            np.array([k[2] for k in keys], dtype=np.uint64), np.array([named[k] for k in keys], dtype=np.uint64))
 
     @property
     def databases(self) -> list[GeoDatabase]:
@@ -138,7 +138,7 @@ class Enricher:
             out = buf[:, : batch.n]
             out[:] = 0
             K.lookup_values(v4, v6, has6, a.hi, a.lo, a.idx, a.code, b.hi, b.lo, b.idx, b.code,
-                            db.matrix(), rows, out)  # fmt: skip
+                            db.matrix(), rows, out)
             for r, name in enumerate(names):
                 batch.set(f"{side}_{name}", out[r])
 
@@ -174,7 +174,7 @@ class Enricher:
         if lost:
             self.reload_errors += 1
             log.error("GeoIP reload refused, the loaded databases stay: the new files do not provide %s",
-                      ", ".join(sorted(lost)))  # fmt: skip
+                      ", ".join(sorted(lost)))
             return
         self._state = (new, merge(new) if new else None)
         self.reloads += 1
@@ -185,7 +185,7 @@ class Enricher:
         return {
             "databases": [{"path": str(d.path), "type": d.database_type, "build_epoch": d.build_epoch,
                            "ranges": d.ranges, "records": d.records, "provides": list(d.provides)}
-                          for d in self.databases],  # fmt: skip
+                          for d in self.databases],
             "reloads": self.reloads,
             "reload_errors": self.reload_errors,
             "texts": len(geo.TEXTS),
@@ -249,7 +249,7 @@ def declared_provides(paths: Sequence[Path], networks: Path | None, devices: Seq
             except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
                 raise GeoError(f"{f}: not a valid MaxMind DB (.mmdb) file: {exc}") from None
             by_type = (["continent", "country", "state", "city", "zip", "lat", "long"] if "city" in t else
-                       ["continent", "country"] if "country" in t else [])  # fmt: skip
+                       ["continent", "country"] if "country" in t else [])
             by_type += ["asn", "as_org"] if "asn" in t or "isp" in t else []
             names.update(by_type or [n for n in geo.ENRICHED if not n.startswith("net_")])
     if networks is not None:

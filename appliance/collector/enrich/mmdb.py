@@ -97,7 +97,7 @@ class GeoDatabase:
         w6 = v6 if has6 else np.zeros((1, 2), dtype=np.uint64)
         a, b = self.v4, self.v6
         K.lookup(np.ascontiguousarray(v4, np.uint64), np.ascontiguousarray(w6, np.uint64), has6,
-                 a.hi, a.lo, a.idx, a.code, b.hi, b.lo, b.idx, b.code, out)  # fmt: skip
+                 a.hi, a.lo, a.idx, a.code, b.hi, b.lo, b.idx, b.code, out)
         return out
 
     def get(self, address: str) -> dict[str, int]:
@@ -108,7 +108,7 @@ class GeoDatabase:
         else:
             v = int(ip)
             codes = self.lookup(np.zeros(1, dtype=np.uint64),
-                                np.array([[v >> 64, v & (2**64 - 1)]], dtype=np.uint64))  # fmt: skip
+                                np.array([[v >> 64, v & (2**64 - 1)]], dtype=np.uint64))
         return {name: int(self.values[name][codes[0]]) for name in self.provides}
 
 
@@ -128,9 +128,9 @@ def database_files(path: Path) -> list[Path]:
             if xeno:
                 raise GeoError(f"{path}: {', '.join(sorted(xeno))} are xenoeye's xemkgeodb files, which "
                                "Mirrorflow does not read; put MaxMind-format .mmdb databases there instead "
-                               "(GeoLite2-Country/City/ASN, DB-IP lite, IPinfo lite)")  # fmt: skip
+                               "(GeoLite2-Country/City/ASN, DB-IP lite, IPinfo lite)")
             raise GeoError(f"{path}: no .mmdb files in this folder (GeoLite2-Country/City/ASN, DB-IP lite, "
-                           "IPinfo lite; see docs/enrichment.md)")  # fmt: skip
+                           "IPinfo lite; see docs/enrichment.md)")
         return files
     if not path.exists():
         raise GeoError(f"{path}: no such GeoIP/ASN database (a .mmdb file or a folder of them)")
@@ -199,7 +199,7 @@ def load_database(path: Path | str) -> GeoDatabase:
     provides = _provides(str(meta.database_type), kept)
     if not provides:
         raise GeoError(f"{path}: database type {meta.database_type!r} holds no country, city or AS data "
-                       "Mirrorflow uses")  # fmt: skip
+                       "Mirrorflow uses")
     values = {name: _value_array(name, kept) for name in provides}
 
     def table(hi: np.ndarray, lo: np.ndarray, val: np.ndarray, v6: bool) -> _Table:

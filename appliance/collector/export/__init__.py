@@ -7,4 +7,4 @@ from appliance.collector.export.spool import DEFAULT_SPOOL, Spool, SpooledWindow
 from appliance.collector.export.sqlfile import SqlFileWriter, copy_rows, create_table_sql, quote_ident, sql_text
 
 __all__ = ["BOOKKEEPING_TABLE", "LoadResult", "PgExporter", "PgLoader", "DEFAULT_SPOOL", "Spool", "SpooledWindow",
-           "read_spooled", "SqlFileWriter", "copy_rows", "create_table_sql", "quote_ident", "sql_text"]  # fmt: skip
+           "read_spooled", "SqlFileWriter", "copy_rows", "create_table_sql", "quote_ident", "sql_text"]

@@ -48,7 +48,7 @@ from appliance.netflow.registry import REGISTRY, FieldType
 
 __all__ = ["ArchiveSettings", "FlowArchive", "archive_settings", "flows_table", "batch_columns", "columns_table",
            "concat_columns", "arrow_type",
-           "INTERNAL_COLUMNS", "DEFAULT_ARCHIVE"]  # fmt: skip
+           "INTERNAL_COLUMNS", "DEFAULT_ARCHIVE"]
 
 log = logging.getLogger("mirrorflow.archive")
 
@@ -141,10 +141,10 @@ def archive_settings(raw: dict, source: str, directory: Path | None = None) -> A
     rotate = number("rotate", 60, 1, 3600)
     if rotate != int(rotate) or 3600 % int(rotate):
         raise ConfigError(source, 0, 0, f"archive: rotate {rotate:g} must divide an hour "
-                                        "(e.g. 10, 60, 300, 600, 3600 seconds)")  # fmt: skip
+                                        "(e.g. 10, 60, 300, 600, 3600 seconds)")
     return ArchiveSettings(d, name, int(rotate), number("max-age-hours", 0, 0, 1e6),
                            number("max-size-mb", 0, 0, 1e12), number("min-free-percent", 10, 0, 99),
-                           int(number("zstd-level", 1, 1, 22)))  # fmt: skip
+                           int(number("zstd-level", 1, 1, 22)))
 
 
 # ---- batch → Arrow -------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def columns_table(cols: _Columns, n: int, exporter_address: Callable[[int], str]
 
 
 def flows_table(batch: FlowBatch, exporter_address: Callable[[int], str],
-                rows: np.ndarray | slice | None = None) -> pa.Table:  # fmt: skip
+                rows: np.ndarray | slice | None = None) -> pa.Table:
     """The archive's columns for the flow records of `batch` (options records left out).
 
     Args:
@@ -341,7 +341,7 @@ def flows_table(batch: FlowBatch, exporter_address: Callable[[int], str],
 
 #: time columns: delta-encoded (they grow slowly), never dictionary-encoded
 _TIME_TYPES = (FieldType.TIME_UPTIME_MS, FieldType.TIME_SEC, FieldType.TIME_MS, FieldType.TIME_NTP_US,
-               FieldType.TIME_NTP_NS, FieldType.TIME_DELTA_US)  # fmt: skip
+               FieldType.TIME_NTP_NS, FieldType.TIME_DELTA_US)
 _TIME_VIRTUAL = frozenset({"recv_time_ns", "time_start_ms", "time_end_ms"})
 #: high-cardinality columns where a dictionary only costs time (it is abandoned per page anyway)
 _NO_DICTIONARY_TYPES = (FieldType.IPV4, FieldType.IPV6, FieldType.MAC, FieldType.FLOAT)
@@ -416,7 +416,7 @@ class _OpenFile:
             self.writer = pq.ParquetWriter(str(tmp), schema.with_metadata(meta), compression="zstd",
                                            compression_level=level, use_dictionary=dictionary,
                                            column_encoding=delta,
-                                           write_statistics=[f.name for f in schema if f.name in _STATISTICS])  # fmt: skip
+                                           write_statistics=[f.name for f in schema if f.name in _STATISTICS])
         except BaseException:
             os.close(self.lock_fd)
             raise
@@ -433,7 +433,7 @@ class _OpenFile:
     def abandon(self) -> None:
         try:
             self.writer.close()
-        except Exception:  # noqa: BLE001 - the file is given up anyway
+        except Exception:
             pass
         try:
             self.tmp.unlink()
@@ -454,7 +454,7 @@ class FlowArchive:
 
     def __init__(self, settings: ArchiveSettings, exporter_address: Callable[[int], str],
                  retention: Callable[[], object] | None = None,
-                 on_closed: Callable[[Path, int], None] | None = None) -> None:  # fmt: skip
+                 on_closed: Callable[[Path, int], None] | None = None) -> None:
         self.settings = settings
         self._on_closed = on_closed
         self.root = settings.directory / f"appliance={settings.appliance}"
@@ -468,7 +468,7 @@ class FlowArchive:
         self._seq = 0
         self._failing = False
         self.counters = {"flows": 0, "files": 0, "bytes": 0, "flows_lost": 0, "write_errors": 0,
-                         "early_rotations": 0, "partial_recovered": 0, "partial_set_aside": 0}  # fmt: skip
+                         "early_rotations": 0, "partial_recovered": 0, "partial_set_aside": 0}
         self.last_error = ""
         self.recover()
 
@@ -546,7 +546,7 @@ class FlowArchive:
             if self._file is None:
                 tmp, final = self._paths(self._interval)
                 meta = {b"mirrorflow.appliance": self.settings.appliance.encode(),
-                        b"mirrorflow.rotate_s": str(self.settings.rotate_s).encode()}  # fmt: skip
+                        b"mirrorflow.rotate_s": str(self.settings.rotate_s).encode()}
                 self._file = _OpenFile(tmp, final, schema, self.settings.compression_level, meta)
             if not table.schema.equals(self._file.schema):
                 table = _conform(table, self._file.schema)
@@ -571,7 +571,7 @@ class FlowArchive:
         self.last_error = str(exc)
         if not self._failing or getattr(exc, "errno", None) != errno.ENOSPC:
             log.error("archive: cannot write under %s: %s (%d flows not archived; the collector goes on)",
-                      self.root, exc, lost)  # fmt: skip
+                      self.root, exc, lost)
         self._failing = True
 
     def _close_file(self) -> None:
@@ -628,7 +628,7 @@ class FlowArchive:
                     os.rename(tmp, final.with_name(final.name + ".partial"))
                     self.counters["partial_set_aside"] += 1
                     log.warning("archive: %s was left incomplete by a crash; set aside as %s.partial",
-                                tmp, final.name)  # fmt: skip
+                                tmp, final.name)
                 else:
                     os.rename(tmp, final)
                     self.counters["partial_recovered"] += 1

@@ -48,7 +48,7 @@ class ArchiveRetention:
     """
 
     def __init__(self, settings: ArchiveSettings, clock: Callable[[], float] | None = time.time,
-                 disk_usage: Callable[[Path], Any] = shutil.disk_usage) -> None:  # fmt: skip
+                 disk_usage: Callable[[Path], Any] = shutil.disk_usage) -> None:
         self.settings = settings
         self.root = settings.directory / f"appliance={settings.appliance}"
         self._clock = clock
@@ -121,7 +121,7 @@ class ArchiveRetention:
         if any(removed.values()):
             log.info("archive retention: removed %s (now %d files, %.1f MB)",
                      ", ".join(f"{n} files for {r}" for r, n in removed.items() if n), len(self._files),
-                     self._bytes / 2**20)  # fmt: skip
+                     self._bytes / 2**20)
         return removed
 
     def _remove(self, reason: str, removed: dict[str, int]) -> int:
@@ -148,4 +148,4 @@ class ArchiveRetention:
     def stats(self) -> dict[str, Any]:
         return {"files_kept": len(self._files), "bytes_kept": self._bytes,
                 "removed_files": dict(self.removed_files), "removed_bytes": dict(self.removed_bytes),
-                "retention_errors": self.errors}  # fmt: skip
+                "retention_errors": self.errors}

@@ -51,7 +51,7 @@ def _connect_kwargs(dsn: str) -> dict[str, object]:
     # a server that vanished without a FIN must not hang the loader forever
     kw: dict[str, object] = {}
     for key, value in (("connect_timeout", 10), ("keepalives", 1), ("keepalives_idle", 10),
-                       ("keepalives_interval", 5), ("keepalives_count", 3)):  # fmt: skip
+                       ("keepalives_interval", 5), ("keepalives_count", 3)):
         if f"{key}=" not in dsn:
             kw[key] = value
     return kw
@@ -71,7 +71,7 @@ class PgLoader:
         self._conn = None
         self._known: set[tuple] = set()  # (table, columns) already created/extended on this connection
 
-    def connect(self):  # noqa: ANN201
+    def connect(self):
         import psycopg
 
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -89,7 +89,7 @@ class PgLoader:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
+            except Exception:
                 pass
             self._conn = None
 
@@ -109,15 +109,15 @@ class PgLoader:
                 conn.execute(sql.SQL("create table if not exists {} (time timestamptz, {})").format(table, defs))
                 for i, c in zip(cols, w.columns, strict=True):  # fields added to the window later
                     conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(
-                        table, i, sql.SQL(c.sqltype)))  # fmt: skip
+                        table, i, sql.SQL(c.sqltype)))
                 if w.create_index:
                     conn.execute(sql.SQL("create index if not exists {} on {} (time)").format(
-                        sql.Identifier(w.table + "_idx"), table))  # fmt: skip
+                        sql.Identifier(w.table + "_idx"), table))
             cur = conn.execute(
                 sql.SQL("insert into {} (window_id, table_name, time, rows) values (%s, %s, to_timestamp(%s), %s) "
                         "on conflict (window_id) do nothing").format(sql.Identifier(BOOKKEEPING_TABLE)),
                 (w.window_id, w.table, w.time, w.rows),
-            )  # fmt: skip
+            )
             if cur.rowcount == 0:
                 return LoadResult.DUPLICATE
             if w.body:
@@ -135,7 +135,7 @@ def _transient(exc: BaseException) -> bool:
     from psycopg import errors as E
 
     return isinstance(exc, psycopg.OperationalError | E.UniqueViolation | E.DeadlockDetected
-                      | E.SerializationFailure | E.LockNotAvailable | E.AdminShutdown)  # fmt: skip
+                      | E.SerializationFailure | E.LockNotAvailable | E.AdminShutdown)
 
 
 class PgExporter:
@@ -149,7 +149,7 @@ class PgExporter:
     """
 
     def __init__(self, dsn: str, spool: Spool, retry_min_s: float = 0.5, retry_max_s: float = 30.0,
-                 loader: PgLoader | None = None, start: bool = True) -> None:  # fmt: skip
+                 loader: PgLoader | None = None, start: bool = True) -> None:
         self.dsn = dsn
         self.spool = spool
         self.loader = loader or PgLoader(dsn)
@@ -186,7 +186,7 @@ class PgExporter:
                 self.drain()
                 delay = self.retry_min_s
                 self._wake.wait(1.0)
-            except Exception as exc:  # noqa: BLE001 - anything: keep the window, retry later
+            except Exception as exc:
                 self._note_error(exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.retry_max_s)
@@ -197,7 +197,7 @@ class PgExporter:
         msg = f"{type(exc).__name__}: {exc}".strip()
         if self.db_up or msg != self.last_error:
             log.error("PostgreSQL export: %s; windows stay in the spool %s (%d files) and are retried",
-                      msg, self.spool.path, self.spool.files)  # fmt: skip
+                      msg, self.spool.path, self.spool.files)
         self.db_up = False
         self.last_error = msg
         self.loader.close()
@@ -243,7 +243,7 @@ class PgExporter:
         self.failed += 1
         self._attempts.pop(path, None)
         log.error("ALARM: PostgreSQL refuses window %s: %s; moved to %s (load it with "
-                  "`mirrorflow db load --spool %s` once fixed)", path.name, exc, failed, failed)  # fmt: skip
+                  "`mirrorflow db load --spool %s` once fixed)", path.name, exc, failed, failed)
         try:
             size = path.stat().st_size
             path.rename(failed / path.name)
@@ -267,7 +267,7 @@ class PgExporter:
         self._thread = None
         if self.spool.files:
             log.warning("%d windows stay in the spool %s for the next start (or `mirrorflow db load`)",
-                        self.spool.files, self.spool.path)  # fmt: skip
+                        self.spool.files, self.spool.path)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Wait until the spool is empty (tests, shutdown)."""
@@ -280,4 +280,4 @@ class PgExporter:
     def stats(self) -> dict[str, object]:
         return {**self.spool.stats(), "db_loaded_windows": self.loaded, "db_loaded_rows": self.loaded_rows,
                 "db_duplicate_windows": self.duplicates, "db_errors": self.db_errors,
-                "db_failed_windows": self.failed, "db_up": int(self.db_up)}  # fmt: skip
+                "db_failed_windows": self.failed, "db_up": int(self.db_up)}

@@ -64,7 +64,7 @@ def read_spooled(path: Path) -> SpooledWindow:
         return SpooledWindow(
             path, h["id"], h["table"], int(h["time"]),
             [Column(n, t) for n, t in h["columns"]], bool(h["index"]), int(h["rows"]), data[nl + 1 :],
-        )  # fmt: skip
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: bad spool header: {exc}") from None
 
@@ -87,7 +87,7 @@ class Spool:
     """
 
     def __init__(self, path: Path | str, max_bytes: int = 1 << 30, max_files: int = 100_000,
-                 fsync: bool = True) -> None:  # fmt: skip
+                 fsync: bool = True) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.max_files, self.fsync = max_bytes, max_files, fsync
@@ -113,7 +113,7 @@ class Spool:
             "id": uuid.uuid4().hex, "table": t.table, "time": t.time, "period": t.period,
             "columns": [[c.name, c.sqltype] for c in t.columns], "index": t.create_index,
             "rows": len(t.rows), "mo": t.mo, "window": t.window,
-        })  # fmt: skip
+        })
         data = (header + "\n" + "".join(copy_rows(t))).encode()
         with self._lock:
             if self.files + 1 > self.max_files or self.bytes + len(data) > self.max_bytes:
@@ -128,7 +128,7 @@ class Spool:
                         "Free space or raise the bound; `mirrorflow db load` loads the spool by hand.",
                         self.path, self.files, self.bytes, self.max_files, self.max_bytes,
                         t.table, t.time, self.refused,
-                    )  # fmt: skip
+                    )
                 return None
             seq = self._seq
             self._seq += 1
@@ -172,4 +172,4 @@ class Spool:
 
     def stats(self) -> dict[str, int]:
         return {"spool_files": self.files, "spool_bytes": self.bytes, "spooled_windows": self.spooled,
-                "refused_windows": self.refused, "spool_full": int(self.full)}  # fmt: skip
+                "refused_windows": self.refused, "spool_full": int(self.full)}

@@ -60,4 +60,4 @@ PORT_NAMES: dict[int, str] = {
     11371: "hkp", 17001: "sgi-cmsd", 17002: "sgi-crsd", 17003: "sgi-gcd", 17004: "sgi-cad",
     17500: "db-lsp", 22125: "dcap", 22128: "gsidcap", 22273: "wnn6", 24554: "binkp", 27374: "asp",
     30865: "csync2", 57000: "dircproxy", 60177: "tfido", 60179: "fido",
-}  # fmt: skip
+}

@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from appliance.collector.fields.hashing import mix as _mix
 from appliance.collector.fields._portnames import PORT_NAMES
+from appliance.collector.fields.hashing import mix as _mix
 
 __all__ = ["div_values", "mfreq_values", "hash_texts", "tfstr", "portstr", "ppstr", "pp_code",
-           "pp_text", "TFSTR", "port_texts", "PP_NONE", "NAMED_PORTS"]  # fmt: skip
+           "pp_text", "TFSTR", "port_texts", "PP_NONE", "NAMED_PORTS"]
 
 _FLAG_NAMES = ("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")  # bit 7 … bit 0
 

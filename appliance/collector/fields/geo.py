@@ -28,13 +28,13 @@ ENRICHED: dict[str, str] = {
     "country": "letters", "continent": "letters", "asn": "number", "as_org": "text",
     "state": "text", "city": "text", "zip": "text", "lat": "text", "long": "text",
     "net_name": "text", "net_role": "text", "net_site": "text",
-}  # fmt: skip
+}
 
 #: xenoeye's GeoIP/AS functions → the enriched column they read (without src_/dst_)
 GEO_FUNCTIONS: dict[str, str] = {
     "continent": "continent", "country_code": "country", "country": "country", "state": "state",
     "city": "city", "zip": "zip", "lat": "lat", "long": "long", "asn": "asn", "asd": "as_org",
-}  # fmt: skip
+}
 
 #: country code → English name, filled from the databases' records as they load
 COUNTRY_NAMES: dict[int, str] = {}

@@ -27,25 +27,25 @@ _ICMP4 = {
     0: "echo-reply", 3: "dest-unreach", 4: "source-quench", 5: "redirect", 8: "echo-request",
     9: "router-advert", 10: "router-solicit", 11: "time-exceeded", 12: "param-problem",
     13: "timestamp-request", 14: "timestamp-reply", 17: "mask-request", 18: "mask-reply",
-}  # fmt: skip
+}
 _ICMP4_CODES = {
     3: {0: "net", 1: "host", 2: "protocol", 3: "port", 4: "frag-needed", 5: "source-route-failed",
         6: "net-unknown", 7: "host-unknown", 9: "net-prohibited", 10: "host-prohibited",
         11: "net-tos", 12: "host-tos", 13: "admin-prohibited"},
     5: {0: "net", 1: "host", 2: "tos-net", 3: "tos-host"},
     11: {0: "ttl", 1: "reassembly"},
-}  # fmt: skip
+}
 _ICMP6 = {
     1: "dest-unreach", 2: "packet-too-big", 3: "time-exceeded", 4: "param-problem",
     128: "echo-request", 129: "echo-reply", 130: "mld-query", 131: "mld-report", 132: "mld-done",
     133: "router-solicit", 134: "router-advert", 135: "neighbor-solicit", 136: "neighbor-advert",
     137: "redirect", 143: "mld2-report",
-}  # fmt: skip
+}
 _ICMP6_CODES = {
     1: {0: "no-route", 1: "admin-prohibited", 2: "beyond-scope", 3: "address", 4: "port",
         5: "policy-failed", 6: "reject-route"},
     3: {0: "hop-limit", 1: "reassembly"},
-}  # fmt: skip
+}
 
 
 def protocol_name(proto: int) -> str:

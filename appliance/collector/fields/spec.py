@@ -41,14 +41,14 @@ _AGGREGATES: dict[str, tuple[str | None, int]] = {
     "packets": ("packets", 1), "in_pkts": ("packets", 1), "bits": ("bytes", 8),
     "flows": (None, 1), "ioctets": ("initiator_bytes", 1), "roctets": ("responder_bytes", 1),
     "ipackets": ("initiator_packets", 1), "rpackets": ("responder_packets", 1),
-}  # fmt: skip
+}
 #: function name as written → (canonical name, number of field arguments, takes N)
 _FUNCTIONS: dict[str, tuple[str, int, bool]] = {
     "div": ("div", 2, False), "div_r": ("div_r", 2, True), "divr": ("div_r", 2, True),
     "div_l": ("div_l", 2, True), "divl": ("div_l", 2, True), "min": ("min", 2, False),
     "mfreq": ("mfreq", 2, False), "tfstr": ("tfstr", 1, False), "portstr": ("portstr", 1, False),
     "ppstr": ("ppstr", 2, False),
-}  # fmt: skip
+}
 _GEO_FUNCTIONS = tuple(geo.GEO_FUNCTIONS)
 #: functions whose value is text (computed as a code, rendered at export)
 TEXT_FUNCTIONS = frozenset({"tfstr", "portstr", "ppstr", *(f for f in _GEO_FUNCTIONS if f != "asn")})
@@ -70,7 +70,7 @@ class KeyKind(enum.IntEnum):
 
 _SQL_TYPES = {KeyKind.NUMBER: "BIGINT", KeyKind.IPV4: "INET", KeyKind.IPV6: "INET",
               KeyKind.IP_ANY: "INET", KeyKind.MAC: "MACADDR", KeyKind.TEXT: "TEXT",
-              KeyKind.CODE: "TEXT"}  # fmt: skip
+              KeyKind.CODE: "TEXT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ class FieldSpec:
         return "BIGINT" if self.aggregate else _SQL_TYPES[self.kind]
 
     def key_words(self, batch: FlowBatch, rows: np.ndarray | None = None,
-                  freq: np.ndarray | None = None) -> list[np.ndarray]:  # fmt: skip
+                  freq: np.ndarray | None = None) -> list[np.ndarray]:
         """The key's uint64 words for every row of the batch.
 
         Args:
@@ -176,7 +176,7 @@ class FieldSpec:
             a, b = (x.values(batch) for x in self.args)
             out = np.empty(batch.n, dtype=np.uint64)
             fn.div_values(np.ascontiguousarray(a, np.uint64), np.ascontiguousarray(b, np.uint64),
-                          {"div": 0, "div_r": 1, "div_l": 2}[f], self.param, out)  # fmt: skip
+                          {"div": 0, "div_r": 1, "div_l": 2}[f], self.param, out)
             return out
         cols = [x.key_words(batch)[0].astype(np.uint64, copy=False) for x in self.args]
         if f == "min":
@@ -266,7 +266,7 @@ def parse_field(text: str) -> FieldSpec:
     if f.ftype in (FieldType.STRING, FieldType.BYTES):
         return FieldSpec(text, column, desc, False, reg, kind=KeyKind.TEXT)
     kind = {FieldType.IPV4: KeyKind.IPV4, FieldType.IPV6: KeyKind.IPV6,
-            FieldType.MAC: KeyKind.MAC}.get(f.ftype, KeyKind.NUMBER)  # fmt: skip
+            FieldType.MAC: KeyKind.MAC}.get(f.ftype, KeyKind.NUMBER)
     return FieldSpec(text, column, desc, False, reg, kind=kind)
 
 
@@ -284,7 +284,7 @@ def _named_key(text: str, column: str, desc: bool, name: str, direction: str | N
     if f.kind in (ValueKind.IP, ValueKind.IP6):
         return FieldSpec(text, column, desc, False, v6[0], kind=KeyKind.IPV6)
     kind = {ValueKind.IP4: KeyKind.IPV4, ValueKind.MAC: KeyKind.MAC,
-            ValueKind.TEXT: KeyKind.TEXT, ValueKind.CODE: KeyKind.CODE}.get(f.kind, KeyKind.NUMBER)  # fmt: skip
+            ValueKind.TEXT: KeyKind.TEXT, ValueKind.CODE: KeyKind.CODE}.get(f.kind, KeyKind.NUMBER)
     return FieldSpec(text, column, desc, False, v4[0], kind=kind, alternatives=v4[1:])
 
 
@@ -313,7 +313,7 @@ def parse_call(text: str, bare: str, column: str | None = None, desc: bool = Fal
     usage = {"div": "div(octets, packets)", "div_r": f"{name}(octets, packets, 100)",
              "div_l": f"{name}(octets, packets, 10)", "min": "min(src port, dst port)",
              "mfreq": "mfreq(src port, dst port)", "tfstr": "tfstr(tcp-flags)",
-             "portstr": "portstr(dst port)", "ppstr": "ppstr(src port, dst port)"}[canon]  # fmt: skip
+             "portstr": "portstr(dst port)", "ppstr": "ppstr(src port, dst port)"}[canon]
     if len(parts) != want or not all(parts):
         raise FieldError(f"{text!r}: {name}() takes {want} argument(s), like {usage}")
     args: list[FieldSpec] = []
@@ -329,20 +329,20 @@ def parse_call(text: str, bare: str, column: str | None = None, desc: bool = Fal
         if canon.startswith("div"):
             if not spec.aggregate:
                 raise FieldError(f"{text!r}: {name}() divides aggregates (octets, bits, packets, flows, "
-                                 f"ioctets, …), not {a!r}: {usage}")  # fmt: skip
+                                 f"ioctets, …), not {a!r}: {usage}")
         else:
             if spec.aggregate:
                 raise FieldError(f"{text!r}: {name}() takes key fields, not the aggregate {a!r}: {usage}")
             words = a.split()
             if len(words) == 1 and words[0].lower() in FILTER_FIELDS and FILTER_FIELDS[words[0].lower()].directional:
                 raise FieldError(f"{text!r}: {a!r} has a source and a destination: write 'src {a}' or "
-                                 f"'dst {a}' ({usage})")  # fmt: skip
+                                 f"'dst {a}' ({usage})")
             if spec.kind != KeyKind.NUMBER:
                 raise FieldError(f"{text!r}: {name}() works on numbers (ports, flags, vlans, …), "
-                                 f"not on {a!r}")  # fmt: skip
+                                 f"not on {a!r}")
             if canon in ("mfreq", "portstr", "ppstr") and REGISTRY[spec.source].size > 2:  # type: ignore[index]
                 raise FieldError(f"{text!r}: {name}() works on 16-bit values (ports, vlans), "
-                                 f"{a!r} is wider")  # fmt: skip
+                                 f"{a!r} is wider")
         args.append(spec)
     param = 0
     if takes_n:

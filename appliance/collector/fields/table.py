@@ -59,7 +59,7 @@ PROTOCOLS: dict[str, int] = {
     "pim": 103, "ipcomp": 108, "vrrp": 112, "l2tp": 115, "isis": 124, "sctp": 132,
     "fc": 133, "mobility-header": 135, "udplite": 136, "mpls-in-ip": 137, "hip": 139,
     "shim6": 140, "wesp": 141, "rohc": 142, "ethernet": 143,
-}  # fmt: skip
+}
 
 #: Protocol names that are a whole rule on their own: ``tcp`` means ``proto tcp``.
 PROTOCOL_SHORTHANDS = frozenset({"tcp", "udp", "icmp", "icmp6", "sctp", "gre", "esp"})
@@ -89,13 +89,13 @@ SERVICES: dict[str, int] = {
     "squid": 3128, "kerberos-adm": 749, "dhcpv6-client": 546, "dhcpv6-server": 547,
     "mdns": 5353, "llmnr": 5355, "ssdp": 1900, "git": 9418, "zabbix-agent": 10050,
     "zabbix-trapper": 10051, "prometheus": 9090, "node-exporter": 9100,
-}  # fmt: skip
+}
 
 #: TCP flag bits by name (RFC 793/3168; ns is the 9th bit).
 TCP_FLAGS: dict[str, int] = {
     "fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "push": 0x08, "ack": 0x10,
     "urg": 0x20, "ece": 0x40, "cwr": 0x80, "ns": 0x100,
-}  # fmt: skip
+}
 
 # flowDirection and flowEndReason (IANA).
 _DIRECTIONS = {"ingress": 0, "in": 0, "egress": 1, "out": 1}
@@ -105,13 +105,11 @@ _FORWARDING = {"unknown": 0, "forwarded": 64, "dropped": 128, "consumed": 192}
 
 #: xenoeye filter names we do not provide, with the reason and what to do instead.
 UNSUPPORTED: dict[str, str] = {
-    **{n: "comes from xenoeye's sFlow payload parsing, which Mirrorflow does not do"
-       for n in ("dns-name", "dns-ips", "sni")},
-    **{n: "is xenoeye's automatic classification, which Mirrorflow does not have yet"
-       for n in ("class", "class0", "class1", "class2", "class3", "class4")},
+    **dict.fromkeys(("dns-name", "dns-ips", "sni"), "comes from xenoeye's sFlow payload parsing, which Mirrorflow does not do"),
+    **dict.fromkeys(("class", "class0", "class1", "class2", "class3", "class4"), "is xenoeye's automatic classification, which Mirrorflow does not have yet"),
     "dev-mark": "(devices.conf marks) is not supported yet; filter on dev-ip or dev-id",
     "vashost": "(vendor field 2001) is not in the field registry",
-}  # fmt: skip
+}
 
 
 def service_port(name: str) -> int | None:

@@ -63,8 +63,8 @@ from __future__ import annotations
 from appliance.collector.filter._compile import Filter, compile_filter
 from appliance.collector.filter._errors import FilterError
 from appliance.collector.filter._iplists import IPList, IPLists
-from appliance.collector.filter._sql import filter_to_sql  # the same language as DuckDB SQL (archive)
 from appliance.collector.filter._parser import MAX_DEPTH as MAX_FILTER_DEPTH
 from appliance.collector.filter._parser import MAX_FILTER_CHARS
+from appliance.collector.filter._sql import filter_to_sql  # the same language as DuckDB SQL (archive)
 
 __all__ = ["compile_filter", "filter_to_sql", "Filter", "FilterError", "IPLists", "IPList", "MAX_FILTER_DEPTH", "MAX_FILTER_CHARS"]

@@ -15,12 +15,29 @@ import numpy as np
 
 from appliance.collector.fields import functions as fn
 from appliance.collector.fields import geo
-from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net,
-                                             Node, Not, Or, Rule, Text)
 from appliance.collector.fields.table import ValueKind
+from appliance.collector.filter._ast import (
+    And,
+    Flags,
+    FuncRule,
+    IntRange,
+    ListRef,
+    MatchAll,
+    Net,
+    Node,
+    Not,
+    Or,
+    Rule,
+    Text,
+)
 from appliance.collector.filter._iplists import IPLists, merge_ranges
-from appliance.collector.filter._kernels import (bucket_index, or_in_ranges, or_in_ranges6,
-                                                 or_in_ranges_indexed, or_text_equal)
+from appliance.collector.filter._kernels import (
+    bucket_index,
+    or_in_ranges,
+    or_in_ranges6,
+    or_in_ranges_indexed,
+    or_text_equal,
+)
 from appliance.collector.filter._parser import parse
 from appliance.collector.flowbatch import FlowBatch
 from appliance.netflow.registry import REGISTRY
@@ -68,7 +85,7 @@ class Filter:
     __slots__ = ("text", "ast", "fields", "match_all", "_fn", "_ctx")
 
     def __init__(self, text: str, tree: Node, fn: _Eval | None, fields: tuple[str, ...],
-                 ctx: _Context | None = None) -> None:  # fmt: skip
+                 ctx: _Context | None = None) -> None:
         self.text = text
         self.ast = tree
         self.fields = fields

@@ -20,13 +20,35 @@ import difflib
 import ipaddress
 import re
 
-from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net,
-                                             Node, Not, Or, Rule, Text, Value)
-from appliance.collector.filter._errors import FilterError
-from appliance.collector.fields.table import (FILTER_FIELDS, PROTOCOL_SHORTHANDS, PROTOCOLS,
-                                                TCP_FLAGS, UNSUPPORTED, FilterField, ValueKind,
-                                                code_value, lookup_field, service_port)
 from appliance.collector.fields.spec import TEXT_FUNCTIONS
+from appliance.collector.fields.table import (
+    FILTER_FIELDS,
+    PROTOCOL_SHORTHANDS,
+    PROTOCOLS,
+    TCP_FLAGS,
+    UNSUPPORTED,
+    FilterField,
+    ValueKind,
+    code_value,
+    lookup_field,
+    service_port,
+)
+from appliance.collector.filter._ast import (
+    And,
+    Flags,
+    FuncRule,
+    IntRange,
+    ListRef,
+    MatchAll,
+    Net,
+    Node,
+    Not,
+    Or,
+    Rule,
+    Text,
+    Value,
+)
+from appliance.collector.filter._errors import FilterError
 from appliance.collector.filter._iplists import IPLists
 from appliance.collector.filter._lexer import MAX_FILTER_CHARS, Kind, Token, tokenize
 from appliance.netflow.registry import REGISTRY, FieldType, Registry
@@ -46,7 +68,7 @@ _OPERATORS = {"&&": "and", "&": "and", "||": "or", "|": "or", "!": "not", "==": 
 _PROTO_FIELD = FILTER_FIELDS["proto"]
 _FUNCTION_NAMES = frozenset({"div", "div_r", "div_l", "divr", "divl", "min", "mfreq", "tfstr", "portstr",
                              "ppstr", "continent", "country_code", "country", "state", "city", "zip",
-                             "lat", "long", "asn", "asd"})  # fmt: skip
+                             "lat", "long", "asn", "asd"})
 #: what a numeric function's values are parsed as: numbers and ranges, no names
 _FUNC_NUMBER = FilterField("function", ValueKind.INT)
 
@@ -233,10 +255,10 @@ class _Parser:
                 self.take()
                 return Text(tok.text.encode("utf-8"))
             raise self.error(tok.pos, f"expected a text after '{name.text}(...)', like 'SYN' or "
-                                      f"'https (443)', got {tok.describe()}")  # fmt: skip
+                                      f"'https (443)', got {tok.describe()}")
         if tok.kind is not Kind.WORD or tok.lower in _KEYWORDS:
             raise self.error(tok.pos, f"expected a number or a range lo-hi after '{name.text}(...)', "
-                                      f"got {tok.describe()}")  # fmt: skip
+                                      f"got {tok.describe()}")
         self.take()
         try:
             return self.number(_FUNC_NUMBER, tok.text, tok.pos)
@@ -302,7 +324,7 @@ class _Parser:
             code = code_value(field, word)
             if code is None:
                 raise self.error(pos, f"'{word}' is not a valid value for '{field.name}'; expected a two-letter "
-                                      "code like DE, or ? for unknown")  # fmt: skip
+                                      "code like DE, or ? for unknown")
             return IntRange(code, code)
         if kind is ValueKind.MAC and _MAC.fullmatch(word):
             v = int(re.sub(r"[:.-]", "", word), 16)

@@ -15,8 +15,20 @@ from __future__ import annotations
 from collections.abc import Container
 
 from appliance.collector.fields import functions as fn
-from appliance.collector.filter._ast import (And, Flags, FuncRule, IntRange, ListRef, MatchAll, Net, Node, Not,
-                                             Or, Rule, Text)
+from appliance.collector.filter._ast import (
+    And,
+    Flags,
+    FuncRule,
+    IntRange,
+    ListRef,
+    MatchAll,
+    Net,
+    Node,
+    Not,
+    Or,
+    Rule,
+    Text,
+)
 from appliance.collector.filter._errors import FilterError
 from appliance.collector.filter._iplists import IPLists, merge_ranges
 from appliance.collector.filter._parser import parse
@@ -30,7 +42,7 @@ _IN_LIST = 64  # single values per IN (...) list
 
 
 def filter_to_sql(text: str, iplists: IPLists | None = None, source: str = "<filter>",
-                  columns: Container[str] | None = None, not_null: Container[str] = ()) -> str:  # fmt: skip
+                  columns: Container[str] | None = None, not_null: Container[str] = ()) -> str:
     """Compile a filter expression to a DuckDB boolean expression.
 
     Args:
@@ -65,7 +77,7 @@ def _text(value: bytes) -> str:
 
 class _Sql:
     def __init__(self, text: str, source: str, lists: IPLists, columns: Container[str] | None,
-                 not_null: Container[str]) -> None:  # fmt: skip
+                 not_null: Container[str]) -> None:
         self.text, self.source, self.lists, self.columns = text, source, lists, columns
         self.not_null = not_null
 
@@ -73,7 +85,7 @@ class _Sql:
         """The column as a value that is never NULL (its absent-field value instead)."""
         ftype = REGISTRY[name].ftype
         zero = _ZERO6 if ftype == FieldType.IPV6 else "''" if ftype == FieldType.STRING else \
-            "''::BLOB" if ftype == FieldType.BYTES else "0"  # fmt: skip
+            "''::BLOB" if ftype == FieldType.BYTES else "0"
         if self.columns is not None and name not in self.columns:
             return zero
         if name in self.not_null:
@@ -113,7 +125,7 @@ class _Sql:
                     ints.extend(zip(lst.v4_lo.tolist(), lst.v4_hi.tolist()))
                 if kind != "IP4":
                     v6.extend(((int(a) << 64 | int(b)), (int(c) << 64 | int(d)))
-                              for (a, b), (c, d) in zip(lst.v6_lo.tolist(), lst.v6_hi.tolist()))  # fmt: skip
+                              for (a, b), (c, d) in zip(lst.v6_lo.tolist(), lst.v6_hi.tolist()))
             elif isinstance(v, Flags):
                 masks.append(v.mask)
             elif isinstance(v, Text):
@@ -135,7 +147,7 @@ class _Sql:
                 c = self.col(name)
                 for lo, hi in m6:
                     parts.append(f"({c} = {_hex_blob(lo)})" if lo == hi else
-                                 f"({c} BETWEEN {_hex_blob(lo)} AND {_hex_blob(hi)})")  # fmt: skip
+                                 f"({c} BETWEEN {_hex_blob(lo)} AND {_hex_blob(hi)})")
         return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
 
     # ---- functions ------------------------------------------------------------------------
@@ -146,7 +158,7 @@ class _Sql:
         if f == "mfreq":
             raise FilterError(self.source, self.text, rule.pos,
                               "mfreq() depends on the order flows arrived in and cannot be applied to "
-                              "the archive; use min() or the ports themselves")  # fmt: skip
+                              "the archive; use min() or the ports themselves")
         if f in ("tfstr", "portstr"):
             wanted = {v.value.decode("utf-8", "replace").lower() for v in rule.values if isinstance(v, Text)}
             table = fn.TFSTR if f == "tfstr" else fn.port_texts()

@@ -3,13 +3,13 @@ thresholds (`MovingAverages`), and the actions they run (scripts, notification f
 
 from __future__ import annotations
 
+from appliance.collector.config.averages import MavgSpec
+from appliance.collector.config.objects import WindowSpec
 from appliance.collector.monitoring.actions import ScriptRunner
 from appliance.collector.monitoring.alerts import Alert, MovingAverages, ReplaySlicer
-from appliance.collector.config.averages import MavgSpec
 from appliance.collector.monitoring.mavg import MovingAverage
 from appliance.collector.monitoring.monitor import Monitor, WindowExporter
-from appliance.collector.config.objects import WindowSpec
 from appliance.collector.monitoring.windows import FixedWindow, WindowTable
 
 __all__ = ["ScriptRunner", "Alert", "MovingAverages", "ReplaySlicer", "MavgSpec", "MovingAverage", "Monitor",
-           "WindowExporter", "FixedWindow", "WindowSpec", "WindowTable"]  # fmt: skip
+           "WindowExporter", "FixedWindow", "WindowSpec", "WindowTable"]

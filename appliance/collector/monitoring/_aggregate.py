@@ -61,7 +61,7 @@ def add_rows(
 def rehash(
     keys: np.ndarray, sums: np.ndarray, used: np.ndarray,
     nkeys: np.ndarray, nsums: np.ndarray, nused: np.ndarray, nk: int,
-) -> None:  # fmt: skip
+) -> None:
     """Move every used slot of the old table into the (empty, larger) new one."""
     na = sums.shape[1]
     mask = np.uint64(nkeys.shape[0] - 1)

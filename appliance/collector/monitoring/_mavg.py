@@ -37,7 +37,7 @@ def _hash(keycols: np.ndarray, i: int, nk: int) -> np.uint64:
 
 
 @njit(cache=True, nogil=True)
-def _lookup_limits(keycols, i, nk, lkeys, lrow):  # noqa: ANN001, ANN202
+def _lookup_limits(keycols, i, nk, lkeys, lrow):
     """The limits row of the key at column i (0 when no limits file lists it)."""
     cap = lkeys.shape[0]
     if lrow.shape[0] == 0 or cap == 0:
@@ -72,7 +72,7 @@ def update(
     nover: int,  # levels 0..nover-1 are overlimit levels (checked here)
     state: np.ndarray,  # int64[5]
     ev_slot: np.ndarray, ev_level: np.ndarray, ev_counter: np.ndarray,
-) -> int:  # fmt: skip
+) -> int:
     """Fold rows[start:] into the table and check the overlimit levels.
 
     Returns where it stopped: len(rows) when done, or the row whose new key found the table
@@ -161,7 +161,7 @@ def rebuild(
     nkeys: np.ndarray, nvals: np.ndarray, ntprev: np.ndarray, nused: np.ndarray,
     nlimrow: np.ndarray, nover: np.ndarray,
     nk: int, now: int, idle_ns: int, pinned: int,
-) -> int:  # fmt: skip
+) -> int:
     """Copy the slots into the new (empty) arrays, leaving out keys idle longer than
     ``idle_ns`` (idle_ns < 0: keep all) unless a level is raised on them or their limits row
     is ≤ ``pinned``; returns the count."""
@@ -239,7 +239,7 @@ def scan_under(
     used: np.ndarray, vals: np.ndarray, tprev: np.ndarray, limrow: np.ndarray, over: np.ndarray,
     thr: np.ndarray, first: int, last: int, now: int, time_ns: float,
     ev_slot: np.ndarray, ev_level: np.ndarray, ev_counter: np.ndarray,
-) -> int:  # fmt: skip
+) -> int:
     """Underlimit levels first..last-1: raise every key whose rate, decayed to ``now``, is
     below a threshold; returns the number of events written."""
     na = vals.shape[1]
@@ -272,7 +272,7 @@ def seed(
     keys: np.ndarray, vals: np.ndarray, tprev: np.ndarray, used: np.ndarray,
     limrow: np.ndarray, over: np.ndarray,
     new_keys: np.ndarray, new_rows: np.ndarray, nk: int, state: np.ndarray,
-) -> int:  # fmt: skip
+) -> int:
     """Insert keys not in the table with a zero sum, last seen "never" (tprev 0: any time
     decays it to nothing) and their limits row; keys beyond ``state[MAX_KEYS]`` are refused
     and counted. Returns how many were inserted."""

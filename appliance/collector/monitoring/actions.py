@@ -50,7 +50,7 @@ def new_report(argv: Sequence[str]) -> dict[str, object]:
     ``output``: the tail of stdout+stderr (at most `REPORT_OUTPUT_MAX` characters).
     """
     return {"script": str(argv[0]) if argv else "", "status": "queued", "exit": None, "duration_s": None,
-            "output": ""}  # fmt: skip
+            "output": ""}
 
 
 @dataclass(slots=True)
@@ -87,7 +87,7 @@ class ScriptRunner:
     """
 
     def __init__(self, timeout_s: float = 30.0, workers: int = 4, max_queued: int = 100,
-                 stop_grace_s: float = STOP_GRACE_S) -> None:  # fmt: skip
+                 stop_grace_s: float = STOP_GRACE_S) -> None:
         self.timeout_s = timeout_s
         self.max_queued = max_queued
         self.stop_grace_s = stop_grace_s
@@ -96,12 +96,12 @@ class ScriptRunner:
         self._groups: dict[str, _Group] = {}
         self._closing = False
         self.counters = {"started": 0, "succeeded": 0, "failed": 0, "timed_out": 0, "not_started": 0,
-                         "skipped_queue_full": 0, "dropped_at_stop": 0, "killed_at_stop": 0}  # fmt: skip
+                         "skipped_queue_full": 0, "dropped_at_stop": 0, "killed_at_stop": 0}
         #: (argv, exit code or None on timeout/error, output) of the last scripts, newest last
         self.recent: list[tuple[list[str], int | None, str]] = []
 
     def run(self, argv: Sequence[str], env: Mapping[str, str], after: Future | None = None,
-            report: dict[str, object] | None = None) -> Future | None:  # fmt: skip
+            report: dict[str, object] | None = None) -> Future | None:
         """Queue one script behind the other scripts of its object (``env["MIRRORFLOW_MO"]``);
         ``after``: start only once that one finished (action before back2norm: same object, so
         the queue's order already does it); ``report``: a `new_report` dict updated as it runs.
@@ -117,7 +117,7 @@ class ScriptRunner:
                 self.counters["skipped_queue_full"] += 1
                 log.error("script %s skipped: %s", argv[0] if argv else "?",
                           "the collector is stopping" if self._closing else
-                          f"{g.pending} scripts of object {name!r} already waiting")  # fmt: skip
+                          f"{g.pending} scripts of object {name!r} already waiting")
                 rep["status"] = "skipped"
                 return None
             fut: Future = Future()
@@ -166,7 +166,7 @@ class ScriptRunner:
         try:
             proc = subprocess.Popen(argv, env={**env, RUN_MARKER: marker}, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                    cwd="/")  # fmt: skip
+                                    cwd="/")
             with self._lock:
                 g.proc, g.marker = proc, marker
                 if self._closing:  # close() ran while it started: it gets no grace
@@ -196,7 +196,7 @@ class ScriptRunner:
                 log.error("script %s killed: still running when the collector stopped", " ".join(argv))
             else:
                 log.error("script %s killed after %.0f s (timeout); output: %s", " ".join(argv), self.timeout_s,
-                          text.strip())  # fmt: skip
+                          text.strip())
             rep.update(status="killed" if stopped else "timed_out", output=text[-REPORT_OUTPUT_MAX:])
             self._remember(argv, None, text)
             return None

@@ -30,11 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from appliance.collector.monitoring.actions import SCRIPT_PATH, ScriptRunner, new_report, notification_text, write_notification
-from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.config.averages import LevelSpec, MavgSpec, format_key
-from appliance.collector.monitoring.mavg import MovingAverage, Raised
 from appliance.collector.fields.spec import KeyKind
+from appliance.collector.flowbatch import FlowBatch
+from appliance.collector.monitoring.actions import (
+    SCRIPT_PATH,
+    ScriptRunner,
+    new_report,
+    notification_text,
+    write_notification,
+)
+from appliance.collector.monitoring.mavg import MovingAverage, Raised
 
 __all__ = ["Alert", "MovingAverages", "ReplaySlicer"]
 
@@ -214,7 +220,7 @@ class MovingAverages:
             self._refused_logged[ident] = (n, self.now)
             log.warning("%s %s: the key table is full (mem-m %g MiB, %d keys): %d new keys refused%s; "
                         "raise mem-m or narrow the key fields", avg.mo, avg.spec.name, avg.spec.mem_m, avg.count,
-                        n - logged, f" in the last {(self.now - at) / _NS:.0f} s" if at is not None else "")  # fmt: skip
+                        n - logged, f" in the last {(self.now - at) / _NS:.0f} s" if at is not None else "")
 
     def _process_raised(self) -> None:
         pending, self._raised = self._raised, []
@@ -239,7 +245,7 @@ class MovingAverages:
         self._measure(a)
         # the value that crossed, even when the rate already moved on
         log.warning("%s %s %s: %s %s %s/s (threshold %s/s)", avg.mo, spec.name, label, " ".join(key_text),
-                    "under" if lv.under else "over", a.value, a.limit)  # fmt: skip
+                    "under" if lv.under else "over", a.value, a.limit)
         self._write(a)
         self._switch_ext(a, lv.ext)
         if lv.action_script is not None:
@@ -284,7 +290,7 @@ class MovingAverages:
             self.counters["back_to_normal"] += 1
             log.warning("%s %s %s: %s back to normal after %.0f s (%s/s, threshold %s/s)", a.avg.mo,
                         a.avg.spec.name, a.label, " ".join(a.key_text), (self.now - a.since_ns) / _NS,
-                        a.value, a.limit)  # fmt: skip
+                        a.value, a.limit)
             if a.level.back2norm_script is not None:
                 self._script(a, a.level.back2norm_script, "back2norm", "back2norm", after=a.action)
 
@@ -353,7 +359,7 @@ class MovingAverages:
             "MIRRORFLOW_TIME": str(self.now // _NS),
             "MIRRORFLOW_SINCE": str(a.since_ns // _NS),
             "MIRRORFLOW_DURATION": str((self.now - a.since_ns) // _NS),
-        }  # fmt: skip
+        }
         for f, text in zip(spec.keys, a.key_text, strict=True):
             env[f"MIRRORFLOW_KEY_{f.column.upper()}"] = text
         a.scripts[role] = report = new_report(argv)
@@ -384,7 +390,7 @@ class MovingAverages:
         lines = [time.ctime(self.now / _NS) + "\n"]
         mb = 2**20
         lines.append(f"mem used/avail: {avg.memory_bytes // mb}M/{int(spec.mem_m)}M "
-                     f"({avg.memory_bytes}/{int(spec.mem_m * mb)} bytes)\n")  # fmt: skip
+                     f"({avg.memory_bytes}/{int(spec.mem_m * mb)} bytes)\n")
         keep = np.flatnonzero(np.round(rates).max(axis=1) > 0) if len(rates) else np.zeros(0, np.int64)
         keep = keep[np.argsort(-rates[keep, 0], kind="stable")]
         numeric = [f.kind == KeyKind.NUMBER for f in spec.keys]
@@ -417,7 +423,7 @@ class MovingAverages:
             def levels_of(row: int, bits: int) -> list[dict[str, Any]]:
                 return [{"level": labels[i], "direction": "under" if lv.under else "over",
                          "thresholds": [None if math.isnan(v) else float(v) for v in avg.thr[row, i]],
-                         "raised": bool(bits >> i & 1)} for i, lv in enumerate(spec.levels)]  # fmt: skip
+                         "raised": bool(bits >> i & 1)} for i, lv in enumerate(spec.levels)]
 
             out.append({
                 "mo": avg.mo, "mavg": spec.name, "time": spec.time,
@@ -432,7 +438,7 @@ class MovingAverages:
                 "ended": [{"level": a.label, "direction": "under" if a.level.under else "over", "key": a.key_text,
                            "since": a.since_ns / _NS, "scripts": _scripts(a)}
                           for a in self.ended if a.avg.mo == avg.mo and a.avg.spec.name == spec.name],
-            })  # fmt: skip
+            })
         return out
 
     def _alert_state(self, a: Alert) -> dict[str, Any]:
@@ -446,7 +452,7 @@ class MovingAverages:
             "since": a.since_ns / _NS, "over_s": (self.now - a.since_ns) / _NS,
             "back2norm_in_s": countdown, "notification_file": str(a.file) if a.file else None,
             "ext": [f"{m}/{w}" for m, w in a.ext], "scripts": _scripts(a),
-        }  # fmt: skip
+        }
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -457,7 +463,7 @@ class MovingAverages:
             "alerts_back_to_normal": self.counters["back_to_normal"],
             "notification_errors": self.counters["notification_errors"],
             **{f"scripts_{k}": v for k, v in self.runner.stats().items()},
-        }  # fmt: skip
+        }
 
     def close(self, wait: bool = True) -> None:
         """Stop: scripts already queued finish (each bounded by its timeout); files stay (the
@@ -485,7 +491,7 @@ class ReplaySlicer:
     """
 
     def __init__(self, monitor: Callable[[FlowBatch], None], averages: MovingAverages,
-                 slice_ns: int = _NS // 10) -> None:  # fmt: skip
+                 slice_ns: int = _NS // 10) -> None:
         self.monitor, self.averages, self.slice_ns = monitor, averages, slice_ns
 
     def __call__(self, batch: FlowBatch) -> None:
@@ -522,7 +528,7 @@ def attach(collector: Any, monitor: Any, cfg: Any, objects: list[Any], live: boo
             log.error("notifications-dir %s: %s", notif, exc)
     avgs = MovingAverages(objects, monitor.set_extended, notif,
                           ScriptRunner(timeout_s=getattr(cfg, "script_timeout_s", 30.0)),
-                          clock=time.time_ns if live else None)  # fmt: skip
+                          clock=time.time_ns if live else None)
     monitor.row_sinks.append(avgs.add)
     if live:
         collector.tickers.append(avgs.tick)

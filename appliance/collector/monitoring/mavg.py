@@ -143,7 +143,7 @@ class MovingAverage:
             words[i, : self.nk] = key
         rows = np.arange(1, len(keys) + 1, dtype=np.int32)
         _mavg.seed(self.keys, self.vals, self.tprev, self.used, self.limrow, self.over, words, rows,
-                   self.nk, self.state)  # fmt: skip
+                   self.nk, self.state)
 
     def _alloc(self, cap: int) -> None:
         self.keys = np.zeros((cap, max(self.nk, 1)), np.uint64)
@@ -163,7 +163,7 @@ class MovingAverage:
         old = (self.keys, self.vals, self.tprev, self.used, self.limrow, self.over)
         self._alloc(cap)
         n = _mavg.rebuild(*old, self.keys, self.vals, self.tprev, self.used, self.limrow, self.over,
-                          self.nk, now, idle_ns, self.pinned)  # fmt: skip
+                          self.nk, now, idle_ns, self.pinned)
         self.evicted += int(self.state[_mavg.COUNT]) - n
         self.state[_mavg.COUNT] = n
 
@@ -180,7 +180,7 @@ class MovingAverage:
     @property
     def capacity(self) -> int:
         return int(self.state[_mavg.MAX_KEYS]) if self.used.shape[0] >= self.cap_max else \
-            self.cap_max * 3 // 4  # fmt: skip
+            self.cap_max * 3 // 4
 
     def add(self, batch: FlowBatch, rows: np.ndarray) -> list[Raised]:
         """Fold the selected rows in; returns the overlimit levels raised by them."""
@@ -209,7 +209,7 @@ class MovingAverage:
         while True:
             start = _mavg.update(start, rows, keycols, valcols, times, self.time_ns, self.keys, self.vals,
                                  self.tprev, self.used, self.limrow, self.over, self.lkeys, self.lrow,
-                                 self.thr, self.thrmin, self.nover, self.state, *self._ev)  # fmt: skip
+                                 self.thr, self.thrmin, self.nover, self.state, *self._ev)
             if self.state[_mavg.NEVENTS]:
                 raised += self._events()  # before a rebuild: slots move
             if start >= len(rows):
@@ -228,14 +228,14 @@ class MovingAverage:
         self.state[_mavg.NEVENTS] = 0
         slots, levels, counters = (e[:nev] for e in self._ev)
         return [Raised(tuple(int(w) for w in self.keys[s, : self.nk]), int(lv), int(c))
-                for s, lv, c in zip(slots, levels, counters, strict=True)]  # fmt: skip
+                for s, lv, c in zip(slots, levels, counters, strict=True)]
 
     def scan_under(self, now: int) -> list[Raised]:
         """Raise the underlimit levels of every key whose rate is now below a threshold."""
         if self.nover == len(self.spec.levels):
             return []
         nev = _mavg.scan_under(self.used, self.vals, self.tprev, self.limrow, self.over, self.thr,
-                               self.nover, len(self.spec.levels), now, self.time_ns, *self._ev)  # fmt: skip
+                               self.nover, len(self.spec.levels), now, self.time_ns, *self._ev)
         self.state[_mavg.NEVENTS] = nev
         return self._events()
 

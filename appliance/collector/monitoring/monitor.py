@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.config.objects import MonitoringObject
+from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.monitoring.windows import FixedWindow, WindowTable
 
 __all__ = ["Monitor", "WindowExporter"]

@@ -80,7 +80,7 @@ class FixedWindow:
         self._freq = {i: np.zeros(1 << 16, dtype=np.uint64) for i, f in enumerate(spec.keys) if f.func == "mfreq"}
         # text keys: (hash words) → the text, for the keys of the current window
         self._texts: dict[int, dict[tuple[int, int], str]] = {
-            i: {} for i, f in enumerate(spec.keys) if f.kind == KeyKind.TEXT}  # fmt: skip
+            i: {} for i, f in enumerate(spec.keys) if f.kind == KeyKind.TEXT}
 
     # ---- feeding -------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ class FixedWindow:
 
     @staticmethod
     def _remember_texts(batch: FlowBatch, f: FieldSpec, rows: np.ndarray, words: list[np.ndarray],
-                        known: dict[tuple[int, int], str]) -> None:  # fmt: skip
+                        known: dict[tuple[int, int], str]) -> None:
         """Keep one text per new key: decoded once per distinct text and batch, not per flow."""
         pairs = np.stack([words[0][rows], words[1][rows]], axis=1)
         uniq, first = np.unique(pairs, axis=0, return_index=True)
@@ -178,7 +178,7 @@ class FixedWindow:
             elif f.kind == KeyKind.TEXT:
                 known = self._texts[ki]
                 out[i] = np.array([known.get((int(a), int(b)), "") for a, b in zip(keys[:, k].tolist(),
-                                   keys[:, k + 1].tolist())], dtype=object)  # fmt: skip
+                                   keys[:, k + 1].tolist())], dtype=object)
             k += f.words
             ki += 1
         return out
@@ -213,12 +213,12 @@ class FixedWindow:
         rows = [self._row(keys[i], sums[i], {c: t[i] for c, t in texts.items()}) for i in shown]
         if spec.limit and len(idx) >= spec.limit:
             rest = sums[idx[spec.limit :]].sum(axis=0, dtype=np.uint64) if len(idx) > spec.limit \
-                else np.zeros(len(spec.aggregates), dtype=np.uint64)  # fmt: skip
+                else np.zeros(len(spec.aggregates), dtype=np.uint64)
             rows.append(self._row(None, rest, {}))
         columns = [Column(f.column, f.sqltype) for f in spec.fields]
         end = (wid + 1) * spec.time
         return WindowTable(self.table, end, spec.time, columns, rows, spec.create_index,
-                           self.mo, spec.name)  # fmt: skip
+                           self.mo, spec.name)
 
     def _row(self, key: np.ndarray | None, sums: np.ndarray, texts: dict[int, str]) -> tuple:
         out: list[object] = []

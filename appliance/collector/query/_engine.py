@@ -63,7 +63,7 @@ class ArchiveQuery:
     """
 
     def __init__(self, root: Path, iplists: IPLists | None = None, limits: QueryLimits = QueryLimits(),
-                 appliances: list[str] | None = None) -> None:  # fmt: skip
+                 appliances: list[str] | None = None) -> None:
         self.root = Path(root)
         self.iplists = iplists or IPLists.empty()
         self.limits = limits
@@ -74,7 +74,7 @@ class ArchiveQuery:
     # ---- the two queries -----------------------------------------------------------------
 
     def flows(self, filter_text: str = "", since_ns: int | None = None, until_ns: int | None = None,
-              limit: int = 100) -> pa.Table:  # fmt: skip
+              limit: int = 100) -> pa.Table:
         """Matching flows, newest first (by receive time), at most `limit` (0 = all, within limits).
 
         Raises:
@@ -91,13 +91,13 @@ class ArchiveQuery:
             where = self._where(filter_text, columns, since_ns, until_ns)
             # ties in receive time (one datagram's flows) in reverse arrival order: a stable answer
             sql = (f"SELECT * EXCLUDE (filename, file_row_number) FROM {source} WHERE {where} "
-                   "ORDER BY recv_time_ns DESC, filename DESC, file_row_number DESC")  # fmt: skip
+                   "ORDER BY recv_time_ns DESC, filename DESC, file_row_number DESC")
             if limit:
                 sql += f" LIMIT {limit}"
             return self._run(con, sql)
 
     def top(self, keys: Sequence[str], by: str = "bytes", filter_text: str = "", since_ns: int | None = None,
-            until_ns: int | None = None, limit: int = 10) -> TopResult:  # fmt: skip
+            until_ns: int | None = None, limit: int = 10) -> TopResult:
         """Bytes, packets and flows per key (window field names: ``src host``, ``dst port``…),
         the `limit` largest by `by`, plus the totals over all matching flows.
 
@@ -127,11 +127,11 @@ class ArchiveQuery:
             bytes_, packets = (f"COALESCE({_ident(c)}, 0)" if c in columns else "0" for c in ("bytes", "packets"))
             grouped = (f"SELECT {', '.join(exprs)}, SUM({bytes_})::DECIMAL(38, 0) AS bytes, "
                        f"SUM({packets})::DECIMAL(38, 0) AS packets, COUNT(*) AS flows "
-                       f"FROM {source} WHERE {where} GROUP BY ALL")  # fmt: skip
+                       f"FROM {source} WHERE {where} GROUP BY ALL")
             order = ", ".join([f"{by} DESC"] + aliases)
             sql = (f"WITH g AS ({grouped}) SELECT *, SUM(bytes) OVER ()::DECIMAL(38, 0) AS t_bytes, "
                    f"SUM(packets) OVER ()::DECIMAL(38, 0) AS t_packets, SUM(flows) OVER () AS t_flows "
-                   f"FROM g ORDER BY {order}")  # fmt: skip
+                   f"FROM g ORDER BY {order}")
             if limit:
                 sql += f" LIMIT {limit}"
             table = self._run(con, sql)
@@ -174,7 +174,7 @@ class ArchiveQuery:
         return con
 
     def _source(self, con: duckdb.DuckDBPyConnection, files: list[Path],
-                positions: bool = False) -> tuple[str, set[str]]:  # fmt: skip
+                positions: bool = False) -> tuple[str, set[str]]:
         """The read_parquet() of the files and the union of their columns (`positions`: with each
         row's file name and row number). Sets `_complete`: the columns every file has."""
         listing = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
@@ -183,7 +183,7 @@ class ArchiveQuery:
         columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
         self._complete = {r[0] for r in con.execute(
             f"SELECT name FROM parquet_schema({listing}) GROUP BY name "
-            f"HAVING count(DISTINCT file_name) = {len(files)}").fetchall()}  # fmt: skip
+            f"HAVING count(DISTINCT file_name) = {len(files)}").fetchall()}
         return source, columns
 
     def _where(self, filter_text: str, columns: set[str], since_ns: int | None, until_ns: int | None) -> str:
@@ -247,7 +247,7 @@ class ArchiveQuery:
             assert spec.source6 is not None
             v6 = col(spec.source6, _ZERO6)
             return [f"CASE WHEN {v6} <> {_ZERO6} THEN {v6} END", f"CASE WHEN {v6} <> {_ZERO6} THEN NULL "
-                    f"ELSE {col(spec.source)} END"]  # fmt: skip
+                    f"ELSE {col(spec.source)} END"]
         if spec.kind == KeyKind.IPV6:
             return [col(spec.source, _ZERO6)]
         if spec.kind == KeyKind.TEXT:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.errors import MirrorflowError
@@ -51,7 +51,7 @@ def parse_time(text: str, now: float | None = None) -> int:
         raise QueryError(f"{text!r} is not a time: write ISO 8601 (2026-12-08T02:10, UTC unless an offset "
                          "follows), a Unix time, or relative: -15m, -1h, -2d, now") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return calendar.timegm(dt.utctimetuple()) * 1_000_000_000 + dt.microsecond * 1000
 
 
@@ -63,7 +63,7 @@ def _file_start_s(name: str) -> int | None:
 
 
 def archive_files(root: Path, since_ns: int | None = None, until_ns: int | None = None,
-                  appliances: list[str] | None = None) -> list[Path]:  # fmt: skip
+                  appliances: list[str] | None = None) -> list[Path]:
     """The complete archive files under `root` that may hold flows in [since, until).
 
     Args:

@@ -69,12 +69,12 @@ def _column(table: pa.Table, name: str) -> list[Any]:
     values = col.to_numpy(zero_copy_only=False)
     if f.ftype == FieldType.IPV6:
         values = np.array([b"\0" * 16 if v is None else v for v in values], dtype="S16") if nulls is not None \
-            else values.astype("S16")  # fmt: skip
+            else values.astype("S16")
     elif nulls is not None:
         values = np.where(nulls, 0, values).astype(np.uint64)
     uniq, inv = np.unique(values, return_inverse=True)
     texts = np.array([_value(name, v.ljust(16, b"\0") if isinstance(v, bytes) else int(v)) for v in uniq.tolist()],
-                     dtype=object)  # fmt: skip
+                     dtype=object)
     out = texts[inv.reshape(-1)]
     if nulls is not None:
         out[nulls] = None
@@ -99,7 +99,7 @@ def flows_csv(table: pa.Table) -> bytes:
     kinds = table["record_kind"].combine_chunks() if "record_kind" in have else pa.array(np.ones(n, np.uint64))
     if "template_id" in have:
         out["template_id"] = pc.if_else(pc.equal(kinds, 0), pa.scalar(None, table["template_id"].type),
-                                        table["template_id"])  # fmt: skip
+                                        table["template_id"])
     out["record_kind"] = pa.array(["v5", "data", "options"]).take(pc.min_element_wise(kinds, 2).cast(pa.int64()))
     if "version" in have:
         out["version"] = table["version"]
@@ -132,7 +132,7 @@ def flow_records(table: pa.Table) -> Iterator[dict[str, Any]]:
         kind = kinds[i]
         rec: dict[str, Any] = {"exporter": exporter[i], "source_id": dev_id[i],
                                "template_id": tids[i] if kind else None,
-                               "record_kind": KIND_NAMES.get(kind, str(kind)), "version": versions[i]}  # fmt: skip
+                               "record_kind": KIND_NAMES.get(kind, str(kind)), "version": versions[i]}
         for c, values in zip(names, body):
             v = values[i]
             if v is not None:
@@ -205,12 +205,12 @@ def flows_text(records: list[dict[str, Any]], files: int, elapsed_s: float) -> s
         rows.append([_when(start), f"{max(0, end - start) / 1000:.3f}",
                      _PROTO.get(r.get("proto", 0), str(r.get("proto", 0))),
                      f"{src}:{r.get('src_port', 0)}", "->", f"{dst}:{r.get('dst_port', 0)}", human(p), human(b),
-                     r.get("exporter") or ""])  # fmt: skip
+                     r.get("exporter") or ""])
     head = ["Date first seen (UTC)", "Duration", "Proto", "Src IP Addr:Port", "", "Dst IP Addr:Port", "Packets",
-            "Bytes", "Exporter"]  # fmt: skip
+            "Bytes", "Exporter"]
     lines = _table(head, rows, {1, 2, 6, 7})
     lines.append(f"Summary: total flows: {len(records)}, total bytes: {human(total_b)}, "
-                 f"total packets: {human(total_p)}")  # fmt: skip
+                 f"total packets: {human(total_p)}")
     lines.append(f"Files: {files}, time: {elapsed_s:.3f}s")
     return "\n".join(lines)
 
@@ -230,7 +230,7 @@ def top_text(result: Any, by: str, files: int, elapsed_s: float) -> str:
     lines = [f"Top {len(rows)} {', '.join(names)} ordered by {by}:"]
     lines += _table(names + ["Flows(%)", "Packets(%)", "Bytes(%)"], rows, {k, k + 1, k + 2})
     lines.append(f"Summary: total flows: {t['flows']}, total bytes: {human(t['bytes'])}, "
-                 f"total packets: {human(t['packets'])}")  # fmt: skip
+                 f"total packets: {human(t['packets'])}")
     lines.append(f"Files: {files}, time: {elapsed_s:.3f}s")
     return "\n".join(lines)
 

@@ -29,7 +29,7 @@ exit status: 0 = done (an empty range prints an empty result), 2 = bad filter, t
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("flows", help="query the flow archive (nfdump -R like): listings and top-N",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-R", "--archive", type=Path, required=True, metavar="DIR",
                    help="the archive directory (collect --archive DIR)")
     p.add_argument("filter", nargs="*", metavar="FILTER", help="filter expression (words are joined)")

@@ -7,4 +7,4 @@ from appliance.collector.receive.pcapfile import PcapFormatError, PcapReader, Pc
 from appliance.collector.receive.udp import ListenAddress, ListenSpecError, UdpReceiver, parse_listen, socket_drops
 
 __all__ = ["PacketBatch", "address_to_words", "words_to_address", "PcapFormatError", "PcapReader", "PcapStats",
-           "read_pcap", "ListenAddress", "ListenSpecError", "UdpReceiver", "parse_listen", "socket_drops"]  # fmt: skip
+           "read_pcap", "ListenAddress", "ListenSpecError", "UdpReceiver", "parse_listen", "socket_drops"]

@@ -79,7 +79,7 @@ def _be64(d: np.ndarray, o: int) -> np.uint64:
 
 
 @njit(cache=True, nogil=True)
-def walk_pcap(data, pos, be, ns_per_tick, link, max_frames, f_off, f_len, f_ts, f_link):  # noqa: ANN001, ANN201
+def walk_pcap(data, pos, be, ns_per_tick, link, max_frames, f_off, f_len, f_ts, f_link):
     """Walk classic pcap records from `pos`; fill up to `max_frames` frame slots.
 
     Returns:
@@ -117,7 +117,7 @@ def _ticks_to_ns(ts: int, binary: bool, exp: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _read_idb(data, pos, blen, be, state, if_link, if_bin, if_exp, if_off):  # noqa: ANN001, ANN202
+def _read_idb(data, pos, blen, be, state, if_link, if_bin, if_exp, if_off):
     k = state[2]
     if k >= MAX_INTERFACES:
         return ERR_TOO_MANY_INTERFACES
@@ -148,7 +148,7 @@ def _read_idb(data, pos, blen, be, state, if_link, if_bin, if_exp, if_off):  # n
 
 
 @njit(cache=True, nogil=True)
-def walk_pcapng(data, state, if_link, if_bin, if_exp, if_off, max_frames, f_off, f_len, f_ts, f_link):  # noqa: ANN001, ANN201
+def walk_pcapng(data, state, if_link, if_bin, if_exp, if_off, max_frames, f_off, f_len, f_ts, f_link):
     """Walk pcapng blocks; `state` = [pos, big_endian, interfaces, last_ts] persists between calls.
 
     Interface description blocks update the per-interface arrays; enhanced, simple and
@@ -219,7 +219,7 @@ def walk_pcapng(data, state, if_link, if_bin, if_exp, if_off, max_frames, f_off,
 
 
 @njit(cache=True, inline="always")
-def _ip_start(data, o, end, link):  # noqa: ANN001, ANN202
+def _ip_start(data, o, end, link):
     """Offset of the IP header inside a frame, or -1 if the frame does not carry IP."""
     etype = -1
     if link == _LINK_ETHERNET:
@@ -265,7 +265,7 @@ def _ip_start(data, o, end, link):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True)
-def parse_frames(data, f_off, f_len, f_link, p_off, p_len, a_hi, a_lo, sport, dport, status):  # noqa: ANN001, ANN201
+def parse_frames(data, f_off, f_len, f_link, p_off, p_len, a_hi, a_lo, sport, dport, status):
     """Find the UDP payload of each frame; `status[i]` says why a frame has none."""
     v4_prefix = np.uint64(0xFFFF) << np.uint64(32)
     for i in range(f_off.shape[0]):
@@ -358,7 +358,7 @@ def parse_frames(data, f_off, f_len, f_link, p_off, p_len, a_hi, a_lo, sport, dp
 
 
 @njit(cache=True, nogil=True)
-def gather(data, offsets, lengths, out_buf, out_off):  # noqa: ANN001, ANN201
+def gather(data, offsets, lengths, out_buf, out_off):
     """Copy payloads back to back into `out_buf`; write their new offsets to `out_off`."""
     w = 0
     for i in range(offsets.shape[0]):

@@ -13,7 +13,7 @@ from appliance.tui.table import Cell, Column, Row, num
 
 COLUMNS = [Column("state", "state"), Column("alert", "object/mavg/level"), Column("key", "key"),
            Column("rate", "rate", True), Column("pct", "%thr", True), Column("since", "since"),
-           Column("for", "for", True)]  # fmt: skip
+           Column("for", "for", True)]
 
 
 def fetch(snapshot: Snapshot) -> dict[str, list[dict[str, Any]]]:
@@ -45,5 +45,5 @@ def render(alerts: dict[str, list[dict[str, Any]]], view: View) -> tuple[list[Co
                 num("-" if pct is None else f"{pct:.0f}%", pct, style),
                 Cell(since, "", a["since"]),
                 num(units.duration(length), length),
-            ]))  # fmt: skip
+            ]))
     return COLUMNS, rows

@@ -11,7 +11,7 @@ from appliance.tui.table import Cell, Column, Row, num
 
 COLUMNS = [Column("role", "role"), Column("address", "exporter"), Column("bps", "rate", True),
            Column("pps", "pps", True), Column("fps", "flows/s", True), Column("sampling", "1:N", True),
-           Column("lost", "lost", True), Column("errors", "errors", True)]  # fmt: skip
+           Column("lost", "lost", True), Column("errors", "errors", True)]
 
 
 def fetch(snapshot: Snapshot) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def render(data: dict[str, Any], view: View) -> tuple[list[Column], list[Row]]:
             num(str(e.get("sampling_rate", 1)), e.get("sampling_rate", 1), "yellow" if scaled else ""),
             num(str(lost), lost, "red" if lost else ""),
             num(str(errors), errors, "red" if errors else ""),
-        ]))  # fmt: skip
+        ]))
     return COLUMNS, rows
 
 

@@ -13,7 +13,7 @@ from appliance.tui.table import Cell, Column, Row, num
 
 COLUMNS = [Column("time", "received"), Column("src", "source"), Column("dst", "destination"),
            Column("proto", "proto", True), Column("bytes", "bytes", True), Column("packets", "pkts", True),
-           Column("exporter", "exporter")]  # fmt: skip
+           Column("exporter", "exporter")]
 
 LIMIT = 200
 
@@ -52,7 +52,7 @@ def render(doc: dict[str, Any], view: View) -> tuple[list[Column], list[Row]]:
             num(units.volume(octets, True, scaled) if octets is not None else "-", octets),
             num(units.count(f.get("packets"), "", scaled), f.get("packets")),
             Cell(str(f.get("exporter", ""))),
-        ]))  # fmt: skip
+        ]))
     return COLUMNS, rows
 
 

@@ -11,7 +11,7 @@ from appliance.tui.table import Cell, Column, Row, num
 
 # most telling first: at 80 columns a long IPv6 key pushes the last column off screen
 COLUMNS = [Column("key", "key"), Column("value", "value", True), Column("threshold", "threshold", True),
-           Column("pct", "%thr", True), Column("state", "state"), Column("mavg", "object/mavg")]  # fmt: skip
+           Column("pct", "%thr", True), Column("state", "state"), Column("mavg", "object/mavg")]
 
 
 def fetch(snapshot: Snapshot) -> list[dict[str, Any]]:
@@ -71,5 +71,5 @@ def render(mavgs: list[dict[str, Any]], view: View) -> tuple[list[Column], list[
                 num("-" if pct is None else f"{pct:.0f}%", pct, style),
                 Cell(state, style, state),
                 Cell(f"{m['mo']}/{m['mavg']}", "", f"{m['mo']}/{m['mavg']}"),
-            ]))  # fmt: skip
+            ]))
     return COLUMNS, rows

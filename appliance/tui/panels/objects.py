@@ -7,10 +7,10 @@ from typing import Any
 from appliance.tui import units
 from appliance.tui.client import Snapshot
 from appliance.tui.panels import View, r1
-from appliance.tui.table import Column, Row, num, Cell
+from appliance.tui.table import Cell, Column, Row, num
 
 COLUMNS = [Column("name", "object"), Column("bps", "rate", True), Column("pps", "pps", True),
-           Column("fps", "flows/s", True), Column("bytes", "volume", True), Column("windows", "windows")]  # fmt: skip
+           Column("fps", "flows/s", True), Column("bytes", "volume", True), Column("windows", "windows")]
 
 
 def fetch(snapshot: Snapshot) -> list[dict[str, Any]]:
@@ -29,5 +29,5 @@ def render(objects: list[dict[str, Any]], view: View) -> tuple[list[Column], lis
             num(units.si(fps), fps),
             num(units.volume(o["bytes"], view.in_bytes, view.sampled), o["bytes"]),
             Cell(" ".join(o.get("windows", [])) or "-"),
-        ]))  # fmt: skip
+        ]))
     return COLUMNS, rows

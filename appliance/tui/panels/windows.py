@@ -11,7 +11,7 @@ from appliance.tui.panels import View
 from appliance.tui.table import Cell, Column, Row, num
 
 LIST_COLUMNS = [Column("window", "object/window"), Column("time", "period", True), Column("limit", "limit", True),
-                Column("rows", "rows", True), Column("end", "closed"), Column("top", "top row")]  # fmt: skip
+                Column("rows", "rows", True), Column("end", "closed"), Column("top", "top row")]
 
 #: counter columns (window field names) that hold bytes: shown as bits unless bytes are asked for
 BYTE_COLUMNS = {"octets", "bytes", "in_bytes", "out_bytes"}
@@ -65,7 +65,7 @@ def render_list(windows: list[dict[str, Any]], view: View) -> tuple[list[Column]
         style = "" if w.get("active", True) else "dim"
         rows.append(Row(name(w), [Cell(name(w), style or "bold", name(w)), num(f"{w['time']}s", w["time"]),
                                   num(str(w["limit"]), w["limit"]), num(str(n), n),
-                                  Cell(end, "", last["end"] if last else None), Cell(top)]))  # fmt: skip
+                                  Cell(end, "", last["end"] if last else None), Cell(top)]))
     return LIST_COLUMNS, rows
 
 
