@@ -31,10 +31,8 @@ bench:
 	$(VENV)/bin/python -m bench $(ARGS)
 
 lint:
-	@ruff=$$(command -v $(VENV)/bin/ruff || command -v ruff) || { \
-	  echo "make lint: ruff is not installed; '$(VENV)/bin/pip install ruff' (it is not among the test extras yet)" >&2; \
-	  exit 1; }; \
-	set -x; $$ruff check $(wildcard appliance tests bench) $(ARGS)
+	scripts/setup --quiet $(SETUP_FLAGS)
+	$(VENV)/bin/ruff check appliance tests bench $(ARGS)
 
 # Deployment: the Ansible roles (lint, converge into a chroot) and the appliance image (build,
 # boot under QEMU with mirrored traffic). Root; ~10-15 min.
