@@ -152,7 +152,7 @@ class MovingAverages:
                     self._refused_logged.pop((o.name, spec.name), None)
                 self._avgs[(o.name, spec.name)] = avg
                 self._by_mo.setdefault(o.name, []).append(avg)
-        for ident, a in list(self.alerts.items()):
+        for _ident, a in list(self.alerts.items()):
             avg = self._avgs.get((a.avg.mo, a.avg.spec.name))
             names = [(lv.name, lv.under) for lv in avg.spec.levels] if avg is a.avg else []
             if (a.level.name, a.level.under) not in names:
@@ -420,7 +420,8 @@ class MovingAverages:
             order = np.argsort(-rates[:, 0], kind="stable")[:top] if len(rates) else []
             labels = _labels(spec)
 
-            def levels_of(row: int, bits: int) -> list[dict[str, Any]]:
+            def levels_of(row: int, bits: int, labels: list[str] = labels, avg: MovingAverage = avg,
+                          spec: MavgSpec = spec) -> list[dict[str, Any]]:
                 return [{"level": labels[i], "direction": "under" if lv.under else "over",
                          "thresholds": [None if math.isnan(v) else float(v) for v in avg.thr[row, i]],
                          "raised": bool(bits >> i & 1)} for i, lv in enumerate(spec.levels)]
