@@ -44,7 +44,8 @@ class TemplateGuard:
         max_age_ns: age after which an unused template is dropped (0: never).
     """
 
-    def __init__(self, quota: int = DEFAULT_TEMPLATE_QUOTA, max_age_ns: int = int(DEFAULT_TEMPLATE_MAX_AGE_S * 1e9)) -> None:
+    def __init__(self, quota: int = DEFAULT_TEMPLATE_QUOTA,
+                 max_age_ns: int = int(DEFAULT_TEMPLATE_MAX_AGE_S * 1e9)) -> None:
         self.quota = quota
         self.max_age_ns = max_age_ns
         self.n = 0  # slots seen so far

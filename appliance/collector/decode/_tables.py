@@ -4,9 +4,9 @@ Tables are plain int64 arrays so the kernels stay cacheable; their column layout
 ``T_*`` (templates), ``F_*`` (template fields), ``S_*`` (streams) and ``M_*`` (meta
 counters) constants below, and the statistics layout is `Stat`. The kernels take them
 grouped in a few named tuples (`Packets`, `RegistryArrays`, `Tables`, `Output`,
-`Settings`; `Tables` arrives as `TableArrays` and its typed dicts); inside a batch they pass the facts of one datagram as `Datagram` and
-`Header`. The Python side (`decoder.py`) owns the arrays and rebuilds the tuples when it
-grows a table.
+`Settings`; `Tables` arrives as `TableArrays` and its typed dicts); inside a batch they pass
+the facts of one datagram as `Datagram` and `Header`. The Python side (`decoder.py`) owns the
+arrays and rebuilds the tuples when it grows a table.
 """
 
 from __future__ import annotations

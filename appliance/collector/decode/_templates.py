@@ -195,7 +195,7 @@ def store_template(buf, pos, end, tid, nf, nscope, kind, hdr, exp, tables, reg):
     stats = tables.stats
     # size check first: field specifiers must fit
     p = pos
-    for k in range(nf):
+    for _k in range(nf):
         if p + 4 > end:
             return -1
         ie = be16(buf, p)
