@@ -27,7 +27,8 @@ MAX_TEXT = 4096
 
 ARCHIVE_ENDPOINTS = {
     "/api/v1/archive/flows": "archived flows, newest first: filter=EXPR&since=T&until=T&limit=N (docs/archive.md)",
-    "/api/v1/archive/top": "archived bytes/packets/flows per key: top=FIELDS&by=bytes|packets|flows&filter&since&until&limit",
+    "/api/v1/archive/top": "archived bytes/packets/flows per key: "
+                           "top=FIELDS&by=bytes|packets|flows&filter&since&until&limit",
 }
 
 
@@ -65,7 +66,8 @@ class ArchiveApi:
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name not in ("flows", "top") or path.rstrip("/") not in ARCHIVE_ENDPOINTS:
             raise ArchiveApiError(404, f"no endpoint {path!r}: see / for the list")
-        allowed = {"filter", "since", "until", "limit", "appliance", "pretty"} | ({"top", "by"} if name == "top" else set())
+        allowed = ({"filter", "since", "until", "limit", "appliance", "pretty"}
+                   | ({"top", "by"} if name == "top" else set()))
         unknown = set(query) - allowed
         if unknown:
             raise ArchiveApiError(400, f"unknown parameter(s) {', '.join(sorted(unknown))}: use "

@@ -19,7 +19,8 @@ LOSS_PERIOD_S = 3600.0
 #: kind → (what was lost, what to do)
 LOSS_KINDS = {
     "spool_refused_windows": ("windows refused because the spool was full (lost)",
-                              "free space in spool-dir or raise spool-max-mb / spool-max-files, and check the database"),
+                              "free space in spool-dir or raise spool-max-mb / spool-max-files, "
+                              "and check the database"),
     "sequence_gaps": ("packets/flows lost to exporter sequence gaps (a collector restart included)",
                       "see /api/v1/exporters"),
 }
