@@ -10,5 +10,5 @@ from appliance.collector.config.runtime import Runtime, load_runtime
 from appliance.collector.config.settings import CollectorConfig, load_config
 
 __all__ = ["Device", "load_devices", "parse_devices", "ConfigError", "load", "loads", "ConfigErrors",
-           "MonitoringObject", "WindowSpec", "load_object", "load_objects", "Runtime", "load_runtime", "CollectorConfig",
-           "load_config"]
+           "MonitoringObject", "WindowSpec", "load_object", "load_objects", "Runtime", "load_runtime",
+           "CollectorConfig", "load_config"]

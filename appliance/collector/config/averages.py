@@ -142,7 +142,8 @@ def format_key(specs: tuple[FieldSpec, ...], words: tuple[int, ...] | np.ndarray
     return out
 
 
-def load_limits(path: Path, fields: tuple[FieldSpec, ...]) -> tuple[tuple[tuple[int, ...], tuple[float | None, ...]], ...]:
+def load_limits(path: Path,
+                fields: tuple[FieldSpec, ...]) -> tuple[tuple[tuple[int, ...], tuple[float | None, ...]], ...]:
     """A limits file: one line per key, the fields in ``fields`` order with each counter's
     threshold (per second) in its position, ``#`` comments (``1.2.3.4,6,300000``).
 

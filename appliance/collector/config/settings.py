@@ -107,7 +107,8 @@ def _port(value: object, path: str) -> int:
             try:
                 port = socket.getservbyname(value, "udp")
             except OSError:
-                raise ConfigError(path, 0, 0, f"capture: port {value!r} is neither a number nor a known UDP service") from None
+                raise ConfigError(path, 0, 0,
+                                  f"capture: port {value!r} is neither a number nor a known UDP service") from None
     else:
         raise ConfigError(path, 0, 0, "capture: \"port\" must be a number or a service name")
     if not 0 < port < 65536:
@@ -134,7 +135,8 @@ def load_config(path: Path | str) -> CollectorConfig:
         sock = entry.get("socket") if isinstance(entry, dict) else None
         if not isinstance(sock, dict):
             if isinstance(entry, dict) and "pcap" in entry:
-                raise ConfigError(p, 0, 0, f"capture[{i}]: live pcap capture is the probe's job: run `mirrorflow probe -i IFACE`")
+                raise ConfigError(p, 0, 0, f"capture[{i}]: live pcap capture is the probe's job: "
+                                           "run `mirrorflow probe -i IFACE`")
             raise ConfigError(p, 0, 0, f"capture[{i}]: expected {{\"socket\": {{\"listen-on\": ..., \"port\": ...}}}}")
         for k, message in key_warnings(entry, {"socket"}, f"capture[{i}]: key"):
             warn(("capture", i, k), message)
@@ -157,7 +159,8 @@ def load_config(path: Path | str) -> CollectorConfig:
             setattr(cfg, attr, Path(doc[key]))
     if "db" in doc:
         if not isinstance(doc["db"], str):
-            raise ConfigError(p, 0, 0, 'db must be a PostgreSQL connection string like "host=/run/postgresql dbname=mirrorflow"')
+            raise ConfigError(p, 0, 0,
+                              'db must be a PostgreSQL connection string like "host=/run/postgresql dbname=mirrorflow"')
         cfg.db = doc["db"] or None
     for key in ("geoip", "geodb"):
         value = doc.get(key)
@@ -189,7 +192,8 @@ def load_config(path: Path | str) -> CollectorConfig:
         nets = doc["allowed-exporters"]
         if not isinstance(nets, list) or not all(isinstance(n, str) for n in nets):
             line, col = loc.where(("allowed-exporters",))
-            raise ConfigError(p, line, col, 'allowed-exporters must be a list of networks like ["192.0.2.0/24", "2001:db8::/32"]')
+            raise ConfigError(p, line, col,
+                              'allowed-exporters must be a list of networks like ["192.0.2.0/24", "2001:db8::/32"]')
         for i, n in enumerate(nets):
             try:
                 ipaddress.ip_network(n, strict=False)
