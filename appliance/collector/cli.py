@@ -67,11 +67,13 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iplists-dir", type=Path, help="IP lists the filters refer to")
     p.add_argument("--export-dir", type=Path, help="write each closed window as a xenoeye-style .sql file here")
     p.add_argument("--db", metavar="DSN", help="load windows into PostgreSQL (COPY through the spool)")
-    p.add_argument("--spool-dir", type=Path, help="windows waiting for the database (default /var/lib/mirrorflow/spool)")
+    p.add_argument("--spool-dir", type=Path,
+                   help="windows waiting for the database (default /var/lib/mirrorflow/spool)")
     p.add_argument("--notifications-dir", type=Path, metavar="DIR",
                    help="moving-average alert files (default /var/lib/mirrorflow/notifications)")
     p.add_argument("--archive", type=Path, metavar="DIR",
-                   help="keep every flow as Parquet under DIR (see docs/archive.md; the config's \"archive\" section sets rotation and retention)")
+                   help="keep every flow as Parquet under DIR (see docs/archive.md; "
+                        "the config's \"archive\" section sets rotation and retention)")
     p.add_argument("--api", metavar="ADDR:PORT",
                    help="live API + Prometheus /metrics (default 127.0.0.1:8787 live, off with --pcap; 'off')")
     p.add_argument("--probe-stats", type=Path, metavar="FILE",

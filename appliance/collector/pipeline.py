@@ -133,7 +133,8 @@ class Pipeline:
             log.warning("%s", w)
         self.collector = Collector(cfg, clock=clock)
         #: GeoIP/ASN enrichment (cfg.geoip): columns added to every batch before the sinks
-        devices = runtime.devices if runtime is not None else (load_devices(cfg.devices_file) if cfg.devices_file else [])
+        devices = (runtime.devices if runtime is not None
+                   else (load_devices(cfg.devices_file) if cfg.devices_file else []))
         self.enricher: Enricher | None = None
         if cfg.geoip or cfg.networks or any(d.interfaces for d in devices):
             self.enricher = Enricher(cfg.geoip, cfg.networks, devices)

@@ -539,7 +539,8 @@ def render(s: dict) -> str:
         lines.append(f"exporter {role:7} {e['address']:>15}: {e['flows']:>7} flows, {e['packets']:>9} packets, "
                      f"{_si(e['bytes'])}B, {e['datagrams']} datagrams, {e['lost_packets']} lost")
     for name, o in sorted(s.get("objects", {}).items()):
-        lines.append(f"object {name:10}: {o['flows']:>7} flows, {_si(o['bps_1m'])}bit/s, {_si(o['pps_1m'])}pkt/s (1 min)")
+        lines.append(f"object {name:10}: {o['flows']:>7} flows, {_si(o['bps_1m'])}bit/s, "
+                     f"{_si(o['pps_1m'])}pkt/s (1 min)")
     a = s.get("alerts", {})
     lines.append(f"alerts: {a.get('raised', 0)} raised, {a.get('back_to_normal', 0)} back to normal; "
                  f"scripts ran {a.get('scripts_raised', 0)} raised / {a.get('scripts_back2norm', 0)} back2norm")

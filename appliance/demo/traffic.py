@@ -132,7 +132,8 @@ class Mix:
         f = Frames.build
         if proto == 6:
             up = [f(client, server, 6, sport, dport, 60, 0x02)] + [f(client, server, 6, sport, dport, up_b, 0x18)] * 3
-            down = [f(server, client, 6, dport, sport, 60, 0x12)] + [f(server, client, 6, dport, sport, down_b, 0x10)] * 3
+            down = ([f(server, client, 6, dport, sport, 60, 0x12)]
+                    + [f(server, client, 6, dport, sport, down_b, 0x10)] * 3)
         else:
             up = [f(client, server, proto, sport, dport, up_b)]
             down = [f(server, client, proto, dport, sport, down_b)] if proto == 17 else \

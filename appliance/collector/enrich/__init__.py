@@ -11,8 +11,8 @@ from appliance.collector.enrich.enricher import ENRICHED_COLUMNS, Enricher, decl
 from appliance.collector.enrich.mmdb import GeoDatabase, GeoError, database_files, load_database
 from appliance.collector.enrich.networks import load_networks
 
-__all__ = ["ENRICHED_COLUMNS", "Enricher", "GeoDatabase", "GeoError", "bundled_geoip", "database_files", "declared_provides",
-           "load_csv", "load_database", "load_networks", "texts", "unprovided"]
+__all__ = ["ENRICHED_COLUMNS", "Enricher", "GeoDatabase", "GeoError", "bundled_geoip", "database_files",
+           "declared_provides", "load_csv", "load_database", "load_networks", "texts", "unprovided"]
 
 #: where the free data of scripts/fetch-geoip is looked for: the appliance's folder, then the
 #: source tree's .cache/geoip (scripts/setup fills it)

@@ -65,7 +65,8 @@ def load_csv(path: Path | str) -> GeoDatabase:
                     lo, v1 = _address(row[0])
                     hi, v2 = _address(row[1])
                 except (ValueError, IndexError):
-                    raise GeoError(f"{path}:{n}: expected FIRST,LAST,VALUES… with two addresses, got {row[:2]}") from None
+                    raise GeoError(f"{path}:{n}: expected FIRST,LAST,VALUES… with two addresses, "
+                                   f"got {row[:2]}") from None
                 if not version:
                     version = v1
                     kind = "asn" if len(row) >= 4 else "country"

@@ -92,8 +92,10 @@ class Enricher:
             self._interfaces = None
             return
         keys = sorted(named)
-        self._interfaces = (np.array([k[0] for k in keys], dtype=np.uint64), np.array([k[1] for k in keys], dtype=np.uint64),
-                            np.array([k[2] for k in keys], dtype=np.uint64), np.array([named[k] for k in keys], dtype=np.uint64))
+        self._interfaces = (np.array([k[0] for k in keys], dtype=np.uint64),
+                            np.array([k[1] for k in keys], dtype=np.uint64),
+                            np.array([k[2] for k in keys], dtype=np.uint64),
+                            np.array([named[k] for k in keys], dtype=np.uint64))
 
     @property
     def databases(self) -> list[GeoDatabase]:
@@ -214,7 +216,8 @@ def unprovided(objects: Iterable[Any], provides: frozenset[str]) -> list[ConfigE
         if geos:
             errors.append(ConfigError(str(obj.conf), 0, 0, f"{', '.join(geos)} need a GeoIP/ASN database that "
                                       f"provides them (now: {have}); add one with --geoip FILE or the collector "
-                                      'config\'s "geoip": ["/var/lib/mirrorflow/geoip/…mmdb"] (see docs/enrichment.md)'))
+                                      'config\'s "geoip": ["/var/lib/mirrorflow/geoip/…mmdb"] '
+                                      "(see docs/enrichment.md)"))
         if nets:
             errors.append(ConfigError(str(obj.conf), 0, 0, f"{', '.join(nets)} need a networks file (prefixes with "
                                       'name, role, site): --networks FILE or "networks" in the collector config '

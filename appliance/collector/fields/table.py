@@ -105,8 +105,10 @@ _FORWARDING = {"unknown": 0, "forwarded": 64, "dropped": 128, "consumed": 192}
 
 #: xenoeye filter names we do not provide, with the reason and what to do instead.
 UNSUPPORTED: dict[str, str] = {
-    **dict.fromkeys(("dns-name", "dns-ips", "sni"), "comes from xenoeye's sFlow payload parsing, which Mirrorflow does not do"),
-    **dict.fromkeys(("class", "class0", "class1", "class2", "class3", "class4"), "is xenoeye's automatic classification, which Mirrorflow does not have yet"),
+    **dict.fromkeys(("dns-name", "dns-ips", "sni"),
+                    "comes from xenoeye's sFlow payload parsing, which Mirrorflow does not do"),
+    **dict.fromkeys(("class", "class0", "class1", "class2", "class3", "class4"),
+                    "is xenoeye's automatic classification, which Mirrorflow does not have yet"),
     "dev-mark": "(devices.conf marks) is not supported yet; filter on dev-ip or dev-id",
     "vashost": "(vendor field 2001) is not in the field registry",
 }

@@ -67,4 +67,5 @@ from appliance.collector.filter._parser import MAX_DEPTH as MAX_FILTER_DEPTH
 from appliance.collector.filter._parser import MAX_FILTER_CHARS
 from appliance.collector.filter._sql import filter_to_sql  # the same language as DuckDB SQL (archive)
 
-__all__ = ["compile_filter", "filter_to_sql", "Filter", "FilterError", "IPLists", "IPList", "MAX_FILTER_DEPTH", "MAX_FILTER_CHARS"]
+__all__ = ["compile_filter", "filter_to_sql", "Filter", "FilterError", "IPLists", "IPList", "MAX_FILTER_DEPTH",
+           "MAX_FILTER_CHARS"]

@@ -306,7 +306,7 @@ def _pp_codes(text: str) -> list[int]:
     if m is None:
         return []
     ports = []
-    for name_g, num_g, bare_g in (m.group(1, 2, 3), m.group(4, 5, 6)):
+    for _name_g, num_g, bare_g in (m.group(1, 2, 3), m.group(4, 5, 6)):
         ports.append(int(num_g) if num_g else int(bare_g) if bare_g else fn.PP_NONE)
     k1, k2 = ports
     if k1 > 0xFFFF and k1 != fn.PP_NONE or k2 > 0xFFFF and k2 != fn.PP_NONE or k1 == k2 == fn.PP_NONE:

@@ -121,7 +121,7 @@ class ArchiveQuery:
             exprs: list[str] = []
             aliases: list[str] = []
             for s in specs:
-                for i, e in enumerate(self._key_sql(s, columns)):
+                for e in self._key_sql(s, columns):
                     exprs.append(f"{e} AS k{len(aliases)}")
                     aliases.append(f"k{len(aliases)}")
             bytes_, packets = (f"COALESCE({_ident(c)}, 0)" if c in columns else "0" for c in ("bytes", "packets"))

@@ -22,7 +22,8 @@ import pyarrow.csv as pa_csv
 from appliance.collector.fields import FieldSpec, KeyKind
 from appliance.netflow.registry import REGISTRY, FieldType
 
-__all__ = ["flow_records", "flows_csv", "top_records", "human", "flows_text", "top_text", "to_csv", "to_jsonl", "KIND_NAMES"]
+__all__ = ["flow_records", "flows_csv", "top_records", "human", "flows_text", "top_text", "to_csv", "to_jsonl",
+           "KIND_NAMES"]
 
 KIND_NAMES = {0: "v5", 1: "data", 2: "options"}  # as `decode --format jsonl` names them
 _HEAD = ("exporter", "source_id", "template_id", "record_kind", "version")
@@ -181,7 +182,8 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     return [line(header)] + [line(r) for r in rows]
 

@@ -249,7 +249,8 @@ def _ip_start(data, o, end, link):
         if family == 24 or family == 28 or family == 30 or family == 10:
             return o
         return -1
-    elif link == _LINK_RAW or link == _LINK_IPV4 or link == _LINK_IPV6 or link == _LINK_RAW_OPENBSD or link == _LINK_RAW_BSDOS:
+    elif (link == _LINK_RAW or link == _LINK_IPV4 or link == _LINK_IPV6 or link == _LINK_RAW_OPENBSD
+          or link == _LINK_RAW_BSDOS):
         return o
     else:
         return -1
