@@ -403,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             per_round.append(b.achieved if b else 0.0)
         best[kind.name] = per_round
         bound = all(r.loss == 0 for r in results if r.receiver == kind.name)
-        print(f"  {kind.name:<10} best {_fmt_rate(max(per_round))}/s, median {_fmt_rate(statistics.median(per_round))}/s"
+        print(f"  {kind.name:<10} best {_fmt_rate(max(per_round))}/s, "
+              f"median {_fmt_rate(statistics.median(per_round))}/s"
               f"  rounds: {', '.join(_fmt_rate(x) for x in per_round)}"
               + ("  (never lost: a lower bound, the sender limits)" if bound else ""))
     if len(best) == 2 and min(best["nfcapd"]) > 0:

@@ -53,7 +53,8 @@ def lookups(mmdb: Path, n: int) -> None:
         "IPv4 65 k sources, Zipf": (pool[rng.zipf(1.3, n) % len(pool)], None),
     }
     v6 = np.zeros((n, 2), dtype=np.uint64)
-    v6[:, 0] = (rng.integers(0x2000, 0x2C00, n, dtype=np.uint64) << np.uint64(48)) | rng.integers(0, 2**48, n, dtype=np.uint64)
+    v6[:, 0] = ((rng.integers(0x2000, 0x2C00, n, dtype=np.uint64) << np.uint64(48))
+                | rng.integers(0, 2**48, n, dtype=np.uint64))
     v6[:, 1] = rng.integers(0, 2**63, n, dtype=np.uint64)
     cases["IPv6 uniform in 2000::/4"] = (np.zeros(n, dtype=np.uint64), v6)
     db.lookup(np.zeros(4, dtype=np.uint64), None)  # compiled before timing
@@ -85,7 +86,8 @@ def profile_batches(total: int, size: int = 16384, seed: int = 1, public: bool =
         cols: dict[int, np.ndarray] = {}
         cols6: dict[int, np.ndarray] = {}
 
-        def put(name: str, arr: np.ndarray) -> None:
+        def put(name: str, arr: np.ndarray, cols: dict[int, np.ndarray] = cols,
+                cols6: dict[int, np.ndarray] = cols6) -> None:
             f = REGISTRY[name]
             (cols6 if f.column6 >= 0 else cols)[f.column6 if f.column6 >= 0 else f.column] = arr.astype(np.uint64)
 

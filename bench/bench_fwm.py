@@ -27,7 +27,8 @@ OBJECTS = {
     "ingress": '{"filter": "dst net 10.0.0.0/8", "fwm": ['
                '{"name": "total", "time": 1, "fields": ["packets", "octets", "flows"]},'
                '{"name": "saddr", "time": 1, "fields": ["octets desc", "packets", "src host"], "limit": 20},'
-               '{"name": "pairs", "time": 1, "fields": ["octets desc", "src host", "dst host", "dst port"], "limit": 50}]}',
+               '{"name": "pairs", "time": 1, "fields": ["octets desc", "src host", "dst host", "dst port"], '
+               '"limit": 50}]}',
     "ingress/tcp": '{"filter": "proto tcp", "fwm": ['
                    '{"name": "ports", "time": 1, "fields": ["flows desc", "dst port"], "limit": 20}]}',
     "egress": '{"filter": "src net 10.0.0.0/8", "fwm": ['
@@ -46,7 +47,8 @@ def batches(total: int, size: int = 16384, seed: int = 1) -> list[FlowBatch]:
         cols: dict[int, np.ndarray] = {}
         cols6: dict[int, np.ndarray] = {}
 
-        def put(name: str, arr: np.ndarray) -> None:
+        def put(name: str, arr: np.ndarray, cols: dict[int, np.ndarray] = cols,
+                cols6: dict[int, np.ndarray] = cols6) -> None:
             f = REGISTRY[name]
             (cols6 if f.column6 >= 0 else cols)[f.column6 if f.column6 >= 0 else f.column] = arr.astype(np.uint64)
 
@@ -96,7 +98,8 @@ def main() -> None:
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     rows = sum(len(x.rows) for x in tables)
     print(f"{total} flows, 3 objects (1 nested), 6 windows, {len(tables)} windows exported ({rows} rows)")
-    print(f"{total / wall / 1e6:.2f} M flows/s, {cpu / total * 1e9:.0f} ns CPU per flow (filters + aggregation + export)")
+    print(f"{total / wall / 1e6:.2f} M flows/s, {cpu / total * 1e9:.0f} ns CPU per flow "
+          "(filters + aggregation + export)")
 
 
 if __name__ == "__main__":

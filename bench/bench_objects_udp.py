@@ -47,7 +47,8 @@ def objects(window_s: int) -> dict[str, str]:
         "ingress": '{"filter": "dst net 10.0.0.0/8", "fwm": ['
                    f'{{"name": "total", {t}, "fields": ["packets", "octets", "flows"]}},'
                    f'{{"name": "saddr", {t}, "fields": ["octets desc", "packets", "src host"], "limit": 20}},'
-                   f'{{"name": "pairs", {t}, "fields": ["octets desc", "src host", "dst host", "dst port"], "limit": 50}}]}}',
+                   f'{{"name": "pairs", {t}, "fields": ["octets desc", "src host", "dst host", "dst port"], '
+                   '"limit": 50}]}',
         "ingress/tcp": '{"filter": "proto tcp", "fwm": ['
                        f'{{"name": "ports", {t}, "fields": ["flows desc", "dst port"], "limit": 20}}]}}',
         "egress": '{"filter": "src net 10.0.0.0/8", "fwm": ['

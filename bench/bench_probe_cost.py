@@ -26,10 +26,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from appliance.probe.config import ProbeSettings
-from appliance.probe.kernel import MemoryFlowCache
-from appliance.probe.records import KEY_DTYPE, VAL_DTYPE
-from appliance.probe.runner import Probe, build_exporter
+from appliance.probe.config import ProbeSettings  # noqa: E402 (needs the sys.path insert above)
+from appliance.probe.kernel import MemoryFlowCache  # noqa: E402 (needs the sys.path insert above)
+from appliance.probe.records import KEY_DTYPE, VAL_DTYPE  # noqa: E402 (needs the sys.path insert above)
+from appliance.probe.runner import Probe, build_exporter  # noqa: E402 (needs the sys.path insert above)
 
 _S = 1_000_000_000
 
