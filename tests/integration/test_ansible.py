@@ -155,7 +155,8 @@ def test_converge_chroot_idempotent_and_check_mode(chroot_root: Path, ansible_en
     for unit in ("mirrorflow-probe.service", "mirrorflow-collector.service", "mirrorflow-db-setup.service",
                  "postgresql.service", "systemd-networkd.service"):
         assert (wants / unit).is_symlink(), f"{unit} not enabled"
-    assert (r / "etc/systemd/system/sys-subsystem-net-devices-ens4.device.wants/mirrorflow-offload@ens4.service").is_symlink()
+    assert (r / "etc/systemd/system/sys-subsystem-net-devices-ens4.device.wants"
+            / "mirrorflow-offload@ens4.service").is_symlink()
     # The installed application works in the root: config checks, bcc and numba import.
     proc = subprocess.run(["chroot", str(r), "/usr/local/bin/mirrorflow", "check-config", "-c",
                            "/etc/mirrorflow/collector.conf"], capture_output=True, text=True)

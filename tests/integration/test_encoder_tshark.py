@@ -321,7 +321,7 @@ def test_v5(tmp_path: Path) -> None:
         clock.ns += 1_500_000_000
     assert max(map(len, payloads)) <= 1400
     packets = tshark(tmp_path, payloads)
-    v5_names = [n for n in V5_FIELDS]
+    v5_names = list(V5_FIELDS)
     got = records(packets, 0)
     start = 0
     for cols in calls:

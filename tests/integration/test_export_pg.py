@@ -189,4 +189,5 @@ def test_db_load_command(postgres_db: str, tmp_path: Path) -> None:
     assert main(["db", "load", "--spool", str(tmp_path / "spool"), "--db", postgres_db]) == 0
     assert list((tmp_path / "spool").glob("*.win")) == []
     check_exactly_once(postgres_db, 4)
-    assert main(["db", "load", "--spool", str(tmp_path / "spool"), "--db", "host=127.0.0.1 port=1 connect_timeout=1"]) == 0
+    assert main(["db", "load", "--spool", str(tmp_path / "spool"),
+                 "--db", "host=127.0.0.1 port=1 connect_timeout=1"]) == 0

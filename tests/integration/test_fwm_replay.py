@@ -41,7 +41,8 @@ OBJECTS = {
         "fwm": [{"name": "src", "fields": ["src host", "flows desc", "octets"]}]}""",
     "top": """{"filter": "",
         "fwm": [{"name": "pairs", "fields": ["octets desc", "src host", "dst host"], "limit": 10},
-                {"name": "routers", "fields": ["packets desc", "octets", "dev-ip", "src ifidx", "dst ifidx"], "limit": 3}]}""",
+                {"name": "routers", "fields": ["packets desc", "octets", "dev-ip", "src ifidx", "dst ifidx"],
+                 "limit": 3}]}""",
 }
 
 CAPTURES = [

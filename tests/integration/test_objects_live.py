@@ -37,7 +37,8 @@ def _flows_in(exp: Path, table: str) -> int:
 def test_live_windows_and_sighup(tmp_path: Path) -> None:
     mo, exp = tmp_path / "mo", tmp_path / "exp"
     (mo / "ssh").mkdir(parents=True)
-    (mo / "ssh" / "mo.conf").write_text('{"filter": "dst port 22", "fwm": [{"name": "n", "time": 1, "fields": ["flows"]}]}')
+    (mo / "ssh" / "mo.conf").write_text('{"filter": "dst port 22", '
+                                        '"fwm": [{"name": "n", "time": 1, "fields": ["flows"]}]}')
     port = free_port()
     env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/mirrorflow-numba")}
     proc = subprocess.Popen(
@@ -61,7 +62,8 @@ def test_live_windows_and_sighup(tmp_path: Path) -> None:
         assert poll(lambda: _flows_in(exp, "ssh_n") == 80)
         assert not list(exp.glob("all_n_*.sql"))
         # a valid one: applied as a whole
-        (mo / "ssh" / "mo.conf").write_text('{"filter": "dst port 23", "fwm": [{"name": "n", "time": 1, "fields": ["flows"]}]}')
+        (mo / "ssh" / "mo.conf").write_text('{"filter": "dst port 23", '
+                                            '"fwm": [{"name": "n", "time": 1, "fields": ["flows"]}]}')
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         _send(port, 20)

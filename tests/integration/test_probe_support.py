@@ -70,7 +70,7 @@ def tshark_flows(payloads: list[bytes], workdir: Path, sports: list[int] | None 
         cols = {k: layers.get(f, []) for k, f in _FIELDS.items()}
         n = max(len(cols[k]) for k in ("packets", "bytes"))
         for i in range(n):
-            def get(k: str) -> str | None:
+            def get(k: str, cols: dict[str, list[str]] = cols, i: int = i) -> str | None:
                 v = cols[k]
                 return v[i] if i < len(v) else None
 

@@ -54,7 +54,8 @@ def test_deep_filter_on_sighup_and_in_the_api(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: get(base + "/api/v1/status")["status"]["config"]["generation"] == 2)
         assert [o["name"] for o in get(base + "/api/v1/objects")["objects"]] == ["all"]
-        status, ctype, doc = _error(base + "/api/v1/flows?filter=" + urllib.parse.quote("(" * 1000 + "tcp" + ")" * 1000))
+        status, ctype, doc = _error(base + "/api/v1/flows?filter="
+                                    + urllib.parse.quote("(" * 1000 + "tcp" + ")" * 1000))
         assert (status, ctype) == (400, "application/json")
         assert doc["error"]["status"] == 400
         assert doc["error"]["message"].startswith("bad filter: filter:1:65: '(' and 'not' nest more than 64 deep")

@@ -1,5 +1,6 @@
-"""Soak: ``mirrorflow collect`` into PostgreSQL for a long while (MIRRORFLOW_SOAK_S: 120 s in the suite, 600 s for the full soak)
-with PostgreSQL restarts, a collector restart, SIGHUPs, junk and template floods interleaved.
+"""Soak: ``mirrorflow collect`` into PostgreSQL for a long while (MIRRORFLOW_SOAK_S: 120 s in the
+suite, 600 s for the full soak) with PostgreSQL restarts, a collector restart, SIGHUPs, junk and
+template floods interleaved.
 Afterwards the database holds exactly what the generator sent minus what the collector counted
 as lost, and that loss is exactly the flows sent while the collector was down.
 

@@ -242,7 +242,7 @@ async def test_keys_sort_filter_drill_pause_units(api: str, tmp_path: Path) -> N
         assert isinstance(app.screen, DetailScreen) and "(other)" in screen_text(app)
         await pilot.press("escape", "5", "enter")
         assert isinstance(app.screen, DetailScreen)
-        rows = dict((r[0], r[1]) for r in shown(app.screen.table))
+        rows = {r[0]: r[1] for r in shown(app.screen.table)}
         assert rows["records"] == str(RECORDS) and rows["counters.records"] == str(RECORDS)
         await pilot.press("escape", "4", "enter")
         assert isinstance(app.screen, DetailScreen) and "threshold" in dict(shown(app.screen.table))

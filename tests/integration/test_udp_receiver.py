@@ -22,7 +22,8 @@ def rows(batch: PacketBatch) -> list[Row]:
     out = []
     for i in range(len(batch)):
         o = int(batch.offset[i])
-        out.append((words_to_address(batch.addr_hi[i], batch.addr_lo[i]), int(batch.port[i]), bytes(batch.buf[o : o + int(batch.length[i])])))
+        out.append((words_to_address(batch.addr_hi[i], batch.addr_lo[i]), int(batch.port[i]),
+                    bytes(batch.buf[o : o + int(batch.length[i])])))
     return out
 
 
@@ -118,11 +119,13 @@ def test_v4_and_v6_wildcards_share_a_port(closing: list[UdpReceiver]) -> None:
     port = free_port()
     rx = open_rx(closing, f"0.0.0.0:{port}", f"[::]:{port}")
     assert [str(a) for a in rx.listeners] == [f"0.0.0.0:{port}", f"[::]:{port}"]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6:
+    with (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4,
+          socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6):
         s4.sendto(b"over v4", ("127.0.0.1", port))
         s6.sendto(b"over v6", ("::1", port))
         got = collect(rx, 2)
-        assert sorted(got) == sorted([("127.0.0.1", s4.getsockname()[1], b"over v4"), ("::1", s6.getsockname()[1], b"over v6")])
+        assert sorted(got) == sorted([("127.0.0.1", s4.getsockname()[1], b"over v4"),
+                                      ("::1", s6.getsockname()[1], b"over v6")])
 
 
 def test_bound_address_is_honoured(closing: list[UdpReceiver]) -> None:
@@ -138,7 +141,8 @@ def test_bound_address_is_honoured(closing: list[UdpReceiver]) -> None:
 def test_two_listeners_one_receiver(closing: list[UdpReceiver]) -> None:
     rx = open_rx(closing, "127.0.0.1:0", "[::1]:0", batch=16)
     (a, b) = rx.listeners
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6:
+    with (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4,
+          socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6):
         for i in range(100):
             s4.sendto(b"4-%d" % i, ("127.0.0.1", a.port))
             s6.sendto(b"6-%d" % i, ("::1", b.port))

@@ -212,7 +212,8 @@ def guest(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     ]
     cmd = [
         # numpy's wheels need x86-64-v2 (SSE4.2, POPCNT): QEMU's default qemu64 CPU lacks it.
-        "qemu-system-x86_64", "-accel", _accel(), "-cpu", "max" if _accel() == "tcg" else "host", "-machine", "pc", "-m", "2048", "-smp", "2",
+        "qemu-system-x86_64", "-accel", _accel(), "-cpu", "max" if _accel() == "tcg" else "host",
+        "-machine", "pc", "-m", "2048", "-smp", "2",
         "-display", "none", "-serial", f"file:{console}", "-monitor", "none",
         "-drive", f"file={overlay},if=virtio,format=qcow2",
         "-drive", f"file={seed},if=virtio,format=raw,readonly=on",
@@ -328,7 +329,8 @@ def test_boot_mirror_probe_collector_postgresql_and_reboot(guest: Guest) -> None
     timings["reboot_to_ssh"] = guest.wait_ssh()
     _wait("units active after reboot", units_active, 300, guest)
     assert guest.ssh("hostname").strip() == "mirror-test"
-    _wait("probe stats after reboot", lambda: guest.ssh("mirrorflow probe --stats --json", check=False).strip(), 300, guest)
+    _wait("probe stats after reboot", lambda: guest.ssh("mirrorflow probe --stats --json", check=False).strip(),
+          300, guest)
     _wait("collector listening after reboot", lambda: guest.ssh(COLLECTOR_UP, check=False).strip(), 300, guest)
     again = ("198.51.100.77",)
     guest.replay(again, PACKETS, sport=41000)
