@@ -71,7 +71,9 @@ def _error_doc(status: int, headers: dict[str, str], body: bytes) -> str:
 
 def test_every_error_is_a_json_document(server: api.LiveApi, monkeypatch: pytest.MonkeyPatch,
                                         caplog: pytest.LogCaptureFixture) -> None:
-    get = lambda target: _raw(server, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    def get(target: str) -> tuple[int, dict[str, str], bytes]:
+        return _raw(server, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+
     status, headers, body = get("/api/v1/nothing")
     assert status == 404 and _error_doc(404, headers, body).startswith("no endpoint '/api/v1/nothing'")
     status, headers, body = get("/api/v1/flows?filter=" + "(" * 2000 + "tcp" + ")" * 2000)
@@ -82,8 +84,10 @@ def test_every_error_is_a_json_document(server: api.LiveApi, monkeypatch: pytest
     assert _error_doc(414, headers, body) == f"the request line is longer than {api.MAX_URL} characters"
     # past the stdlib's own 64 KiB limit: still JSON
     status, headers, body = get("/" + "a" * 70_000)
-    assert status == 414 and _error_doc(414, headers, body) == f"the request line is longer than {api.MAX_URL} characters"
-    status, headers, body = _raw(server, b"POST /api/v1/status HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert status == 414
+    assert _error_doc(414, headers, body) == f"the request line is longer than {api.MAX_URL} characters"
+    status, headers, body = _raw(server,
+                                 b"POST /api/v1/status HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     assert status == 405 and _error_doc(405, headers, body) == "POST is not supported: the API is read-only (GET)"
     status, headers, body = _raw(server, b"OPTIONS /api/v1/status HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert status == 405
@@ -110,8 +114,8 @@ def test_every_error_is_a_json_document(server: api.LiveApi, monkeypatch: pytest
 
 def test_a_bad_filter_logs_no_traceback(server: api.LiveApi, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, "mirrorflow.api"):
-        status, _, _ = _raw(server, ("GET /api/v1/flows?filter=" + "(" * 4000 + " HTTP/1.1\r\nConnection: close\r\n\r\n")
-                            .encode())
+        status, _, _ = _raw(server, ("GET /api/v1/flows?filter=" + "(" * 4000
+                                     + " HTTP/1.1\r\nConnection: close\r\n\r\n").encode())
     assert status == 400
     assert all(r.exc_info is None and r.levelno == logging.DEBUG for r in caplog.records)
     assert all(len(r.getMessage()) < 2 * api.MAX_LOG_TEXT for r in caplog.records)

@@ -118,7 +118,8 @@ def test_files_follow_the_flows_time_across_intervals_and_hours(tmp_path: Path) 
         return time.strftime("date=%Y-%m-%d/hour=%H", time.gmtime(t))
 
     root = tmp_path / "appliance=a"
-    got = sorted((str(f.parent.relative_to(root)), pq.read_table(f)["bytes"].to_pylist()) for f in root.rglob("*.parquet"))
+    got = sorted((str(f.parent.relative_to(root)), pq.read_table(f)["bytes"].to_pylist())
+                 for f in root.rglob("*.parquet"))
     assert got == sorted([(part(base), [1, 2]), (part(base), [3, 4]), (part(base + 70), [5, 6])])
     assert part(base) != part(base + 70)
     assert a.counters == a.counters | {"flows": 6, "files": 3}
@@ -246,6 +247,7 @@ def test_archive_section_of_the_config() -> None:
     cli = archive_settings({}, "c.conf", Path("/y"))
     assert cli is not None and cli.directory == Path("/y") and cli.rotate_s == 60 and cli.appliance
     for bad, words in (({"dir": "/x", "rotate": 7}, "divide an hour"), ({"dir": "/x", "appliance": "a/b"}, "appliance"),
-                       ({"dir": "/x", "rotat": 60}, "unknown key"), ({}, '"dir"'), ({"dir": "/x", "max-size-mb": -1}, "max-size-mb")):
+                       ({"dir": "/x", "rotat": 60}, "unknown key"), ({}, '"dir"'),
+                       ({"dir": "/x", "max-size-mb": -1}, "max-size-mb")):
         with pytest.raises(ConfigError, match=words):
             archive_settings({"archive": bad}, "c.conf")

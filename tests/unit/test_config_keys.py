@@ -105,7 +105,8 @@ def test_check_config_prints_the_warnings(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 5 + 6
-    assert lines[3] == f"{conf}:6:3: warning: key 'stats-intervall' is unknown and ignored; did you mean 'stats-interval'?"
+    assert lines[3] == (f"{conf}:6:3: warning: key 'stats-intervall' is unknown and ignored; "
+                        "did you mean 'stats-interval'?")
     assert lines[5] == f"{mo / 'web' / 'mo.conf'}:3:3: warning: key 'fwmm' is unknown and ignored; did you mean 'fwm'?"
     assert r.stdout.startswith("configuration OK: 1 monitoring objects")
 

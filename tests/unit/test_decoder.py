@@ -245,7 +245,8 @@ def test_sampling_rates_learned_from_real_captures(corpus_dir: Path) -> None:
     """Rates and sampler ids come from the captures' own options records (tshark's decoding)."""
     name = "netflow/akvorado/merged/multiplesamplingrates.pcap"
     expected = [json.loads(x) for x in (corpus_dir / "expected" / f"{name}.jsonl").read_text().splitlines()]
-    rates = {r["fields"]["sampler_id"]: r["fields"]["sampling_interval"] for r in expected if r["record_kind"] == "options"}
+    rates = {r["fields"]["sampler_id"]: r["fields"]["sampling_interval"]
+             for r in expected if r["record_kind"] == "options"}
     want = [(r["fields"]["bytes"] * rates[r["fields"]["sampler_id"]]) for r in expected if r["record_kind"] == "data"]
     dec = Decoder()
     got = []

@@ -407,7 +407,8 @@ def test_range_csv_matches_a_linear_scan(tmp_path: Path) -> None:
             lines.append(f'{w(lo)},{w(hi)},{asn},"{org.replace(chr(34), chr(34) * 2)}"')
         ranges.append((2**bits - 1, 2**bits - 1, 7, "Last"))  # the very last address
         lines.append(f"{ipaddress.ip_address(2**bits - 1) if version == 4 else ipaddress.IPv6Address(2**bits - 1)},"
-                     f"{ipaddress.ip_address(2**bits - 1) if version == 4 else ipaddress.IPv6Address(2**bits - 1)},7,Last")
+                     f"{ipaddress.ip_address(2**bits - 1) if version == 4 else ipaddress.IPv6Address(2**bits - 1)},"
+                     "7,Last")
         rng.shuffle(lines)
         path = tmp_path / f"asn-ipv{version}.csv"
         path.write_text("\n".join(lines) + "\n")

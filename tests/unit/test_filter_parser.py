@@ -91,7 +91,8 @@ def canon(text: str) -> str:
         # xenoeye names, every one
         ("tos 0x10 and ifidx 3 and as 64500 and vlan 10", "(tos 16) and (ifidx 3) and (as 64500) and (vlan 10)"),
         ("min-ttl 1 and max-ttl 64 and frag-id 7", "(min-ttl 1) and (max-ttl 64) and (frag-id 7)"),
-        ("d1qvlan 5 and d1qcvlan 6 and fwdst 64 and smplr 1", "(d1qvlan 5) and (d1qcvlan 6) and (fwdst 64) and (smplr 1)"),
+        ("d1qvlan 5 and d1qcvlan 6 and fwdst 64 and smplr 1",
+         "(d1qvlan 5) and (d1qcvlan 6) and (fwdst 64) and (smplr 1)"),
         ("src vrf 1 and dev-id 7 and dev-ip6 ::1", "(src vrf 1) and (dev-id 7) and (dev-ip6 ::1/128)"),
         # a direction on a single-column xenoeye name is accepted and ignored, as in xenoeye
         ("src proto tcp", "proto 6"),
@@ -107,7 +108,8 @@ def test_parses_to(text: str, tree: str) -> None:
 @pytest.mark.parametrize(
     ("text", "at", "message"),
     [
-        ("port", "", "expected a port number, a range like 1024-65535 or a service name like https after 'port', got end of filter"),
+        ("port", "", "expected a port number, a range like 1024-65535 or a service name like https after 'port', "
+                     "got end of filter"),
         ("port 80 or", "", "expected a port number"),
         ("port foo", "foo", "'foo' is not a valid value for 'port'"),
         ("port 70000", "70000", "70000 is out of range for 'port' (0-65535)"),

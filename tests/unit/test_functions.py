@@ -249,7 +249,8 @@ FILTERS = [
     ("portstr(dst port) 'HTTPS (443)' or 40000",
      lambda t, b, i: t.value("portstr(dst port)", b, i) in ("https (443)", "40000")),
     ("ppstr(src port, dst port) '1000 ->' or '-> https(443)' or 'http(80) -> domain(53)'",
-     lambda t, b, i: t.value("ppstr(src port, dst port)", b, i) in ("1000 ->", "-> https(443)", "http(80) -> domain(53)")),
+     lambda t, b, i: t.value("ppstr(src port, dst port)", b, i)
+     in ("1000 ->", "-> https(443)", "http(80) -> domain(53)")),
     ("udp and not mfreq(src port, dst port) 53 or 80",
      lambda t, b, i: int(b["proto"][i]) == 17 and t.value("mfreq(src port, dst port)", b, i) not in (53, 80)),
 ]

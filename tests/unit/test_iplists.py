@@ -123,7 +123,8 @@ prefixes = st.one_of(
 
 @settings(max_examples=100, deadline=None)
 @given(nets=st.lists(prefixes, max_size=40), probes=st.lists(prefixes, max_size=40))
-def test_random_lists_match_like_ipaddress(nets: list[tuple[int, int, int]], probes: list[tuple[int, int, int]]) -> None:
+def test_random_lists_match_like_ipaddress(nets: list[tuple[int, int, int]],
+                                           probes: list[tuple[int, int, int]]) -> None:
     networks = [(ipaddress.IPv4Network if v == 4 else ipaddress.IPv6Network)((a, m), strict=False)
                 for v, a, m in nets]
     text = "\n".join(str(n) for n in networks)

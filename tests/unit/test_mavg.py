@@ -266,19 +266,20 @@ def test_per_key_limits_file(tmp_path: Path) -> None:
     (tmp_path / "mo" / "lab").mkdir(parents=True)
     (tmp_path / "mo" / "lab" / "limits.csv").write_text("# key,threshold\n'10.0.0.1', 500000\n10.0.0.3,-\n")
     mo = tmp_path / "mo" / "lab"
-    (mo / "mo.conf").write_text('{"fwm": [{"name": "ext1", "fields": ["octets"], "extended": true}], "mavg": [{"name": "pps", '
+    (mo / "mo.conf").write_text('{"fwm": [{"name": "ext1", "fields": ["octets"], "extended": true}], '
+                                '"mavg": [{"name": "pps", '
                                 '"time": 2, "fields": ["src host", "packets"], '
                                 + level(tmp_path, "lvl1", "[50000]", limits="limits.csv") + "}]}")
     runner = FakeRunner()
     avgs = MovingAverages(load_objects(tmp_path / "mo"), None, None, runner)
-    C = A + 2
+    c = A + 2
     t = T0
     for _ in range(1000):
         t += 10_000_000
-        avgs.add("lab", flows(np.full(3, t, np.uint64), np.array([A, B, C]), 1000), np.arange(3))  # 100 kpps each
+        avgs.add("lab", flows(np.full(3, t, np.uint64), np.array([A, B, c]), 1000), np.arange(3))  # 100 kpps each
         avgs.tick(t)
     raised = [argv[5] for argv, _ in runner.calls]
-    assert raised == ["10.0.0.2"]  # A's own limit is 500 k; C is not checked; B has the default
+    assert raised == ["10.0.0.2"]  # A's own limit is 500 k; c is not checked; B has the default
     st = avgs.state()[0]
     limits = {tuple(k["key"]): k["levels"][0]["thresholds"][0] for k in st["top"]}
     assert limits == {("10.0.0.1",): 500000.0, ("10.0.0.2",): 50000.0, ("10.0.0.3",): None}
@@ -318,7 +319,8 @@ def test_several_counters_each_with_its_threshold(tmp_path: Path) -> None:
     env = rig.runner.calls[0][1]
     assert env["MIRRORFLOW_COUNTER"] == "bits" and env["MIRRORFLOW_LIMIT"] == "80000000"
     rates = dict(x.split("=") for x in env["MIRRORFLOW_RATES"].split())
-    assert int(rates["bits"]) == int(rates["packets"]) * 800 or abs(int(rates["bits"]) - int(rates["packets"]) * 800) < 800
+    assert (int(rates["bits"]) == int(rates["packets"]) * 800
+            or abs(int(rates["bits"]) - int(rates["packets"]) * 800) < 800)
 
 
 def test_underlimit(tmp_path: Path) -> None:
@@ -384,9 +386,9 @@ def underlimit_rig(tmp: Path, listed: str = "10.0.0.1,10000\n10.0.0.3,10000\n") 
 
 def test_underlimit_key_that_never_shows_up_alerts_one_t_after_start(tmp_path: Path) -> None:
     rig = underlimit_rig(tmp_path)
-    C = A + 2  # 10.0.0.3: listed, never sends anything
+    c = A + 2  # 10.0.0.3: listed, never sends anything
     avg = rig.avgs.average("lab", "pps")
-    assert avg.count == 2 and avg.rate(key4(C), T0).tolist() == [0.0]
+    assert avg.count == 2 and avg.rate(key4(c), T0).tolist() == [0.0]
     rig.run(1.9, {A: 50_000, B: 1000})  # B is not listed and the default is null: never checked
     assert not rig.scripts("act.sh")
     rig.run(0.3, {A: 50_000, B: 1000})  # T = 2 s after the first tick (0.1 s)
@@ -395,7 +397,7 @@ def test_underlimit_key_that_never_shows_up_alerts_one_t_after_start(tmp_path: P
     assert rig.runner.calls[0][1]["MIRRORFLOW_DIRECTION"] == "under"
     assert (rig.notif / "lab-pps-gone-10.0.0.3").read_text() == " '10.0.0.3'  0 10000\n"
     # it shows up: back to normal after back2norm-time; the listed key that sends never alerted
-    rig.run(6, {A: 50_000, C: 50_000})
+    rig.run(6, {A: 50_000, c: 50_000})
     assert [a[4] for a in rig.scripts("b2n.sh")] == ["10.0.0.3"]
     assert [a[4] for a in rig.scripts("act.sh")] == ["10.0.0.3"]
 
@@ -432,7 +434,8 @@ def test_refused_keys_are_logged_at_most_once_a_minute(tmp_path: Path, caplog: p
         avgs.tick(t)
     lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(lines) == 3, lines  # at the first refusal, then after 60 s and 120 s
-    assert lines[0].startswith("lab pps: the key table is full (mem-m 0.16") and "3072 keys): 100 new keys refused;" in lines[0]
+    assert lines[0].startswith("lab pps: the key table is full (mem-m 0.16")
+    assert "3072 keys): 100 new keys refused;" in lines[0]
     assert "6000 new keys refused in the last 60 s" in lines[1]
     assert avgs.stats()["mavg_refused_keys"] == 13000
 

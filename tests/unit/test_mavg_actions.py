@@ -149,7 +149,10 @@ def test_an_idle_objects_worker_ends(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ok = script(tmp_path, "ok.sh", "exit 0\n")
     r = ScriptRunner(timeout_s=10)
     assert r.run([ok], {"PATH": SCRIPT_PATH, "MIRRORFLOW_MO": "gone"}).result(timeout=30) == 0
-    workers = lambda: [t for t in threading.enumerate() if t.name == "mf-script-gone"]
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "mf-script-gone"]
+
     while workers():  # objects removed by a reload must not keep a thread each
         time.sleep(0.05)
     assert r.run([ok], {"PATH": SCRIPT_PATH, "MIRRORFLOW_MO": "gone"}).result(timeout=30) == 0  # a new worker

@@ -18,8 +18,10 @@ from tests.unit.test_windows import NS, make_batch
 def test_monitoring_counters_in_collector_stats(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     mo = tmp_path / "mo"
     (mo / "all" / "tcp").mkdir(parents=True)
-    (mo / "all" / "mo.conf").write_text('{"fwm": [{"name": "src", "time": 1, "fields": ["octets desc", "src host"], "limit": 3}]}')
-    (mo / "all" / "tcp" / "mo.conf").write_text('{"filter": "proto tcp", "fwm": [{"name": "p", "fields": ["flows", "dst port"]}]}')
+    (mo / "all" / "mo.conf").write_text('{"fwm": [{"name": "src", "time": 1, "fields": ["octets desc", "src host"], '
+                                        '"limit": 3}]}')
+    (mo / "all" / "tcp" / "mo.conf").write_text('{"filter": "proto tcp", '
+                                                '"fwm": [{"name": "p", "fields": ["flows", "dst port"]}]}')
     cfg = CollectorConfig(mo_dir=mo, export_dir=tmp_path / "exp", stats_file=tmp_path / "stats.json")
     pipeline = Pipeline(cfg, load_runtime(cfg), live=False)
     collector, monitoring = pipeline.collector, pipeline.monitoring

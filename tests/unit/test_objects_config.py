@@ -138,7 +138,8 @@ def test_spool_bound_refuses_and_counts(tmp_path: Path, caplog: pytest.LogCaptur
     # order survives a restart; the body is COPY text with \N for NULL
     again = Spool(tmp_path)
     assert [read_spooled(p).time for p in again.pending()] == [1_700_000_001, 1_700_000_002, 1_700_000_005]
-    assert read_spooled(again.pending()[0]).body == b"2023-11-14 22:13:21+00\t10.0.0.1\t1\n2023-11-14 22:13:21+00\t\\N\t5\n"
+    assert read_spooled(again.pending()[0]).body == (b"2023-11-14 22:13:21+00\t10.0.0.1\t1\n"
+                                                     b"2023-11-14 22:13:21+00\t\\N\t5\n")
 
 
 def test_sql_file_text_is_xenoeyes() -> None:

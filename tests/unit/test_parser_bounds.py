@@ -46,7 +46,8 @@ def test_parentheses_beyond_the_limit() -> None:
     with pytest.raises(FilterError) as info:
         compile_filter(text, source="mo/x/mo.conf")
     err = info.value
-    assert (err.source, err.line, err.column, err.position) == ("mo/x/mo.conf", 1, MAX_FILTER_DEPTH + 1, MAX_FILTER_DEPTH)
+    assert (err.source, err.line, err.column, err.position) == ("mo/x/mo.conf", 1, MAX_FILTER_DEPTH + 1,
+                                                               MAX_FILTER_DEPTH)
     assert err.reason == ("'(' and 'not' nest more than 64 deep here; simplify the filter "
                           "(or put the addresses in an IP list)")
     head, shown, caret = str(err).split("\n")

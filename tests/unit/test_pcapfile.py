@@ -148,7 +148,8 @@ def test_link_types(tmp_path: Path, case: str) -> None:
     path = tmp_path / f"{case}.pcap"
     path.write_bytes(pcap(frames, link=link))
     got, _ = read_all(path)
-    assert got == [(T0 // 1000 * 1000, "192.0.2.7", 5001, b"four"), (T0 // 1000 * 1000 + 1000, "2001:db8::7", 5002, b"six")]
+    assert got == [(T0 // 1000 * 1000, "192.0.2.7", 5001, b"four"),
+                   (T0 // 1000 * 1000 + 1000, "2001:db8::7", 5002, b"six")]
 
 
 def test_ip_options_extension_headers_fragments_and_other_protocols(tmp_path: Path) -> None:
@@ -270,12 +271,15 @@ def test_corrupt_files(tmp_path: Path, name: str, data: bytes, offset: int) -> N
 
 
 _GOOD = pcap([(T0 + i, eth(ipv4("10.6.0.1", udp(b"p" * i)))) for i in range(6)])
-_GOOD_NG = section_header() + interface_description(1) + b"".join(enhanced_packet(0, T0 + i, eth(ipv6("2001:db8::6", udp(b"q" * i)))) for i in range(6))
+_GOOD_NG = section_header() + interface_description(1) + b"".join(
+    enhanced_packet(0, T0 + i, eth(ipv6("2001:db8::6", udp(b"q" * i)))) for i in range(6))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(base=st.sampled_from([_GOOD, _GOOD_NG]), cut=st.integers(0, 600), flips=st.lists(st.tuples(st.integers(0, 599), st.integers(0, 255)), max_size=4))
-def test_mangled_files_end_or_raise_cleanly(tmp_path: Path, base: bytes, cut: int, flips: list[tuple[int, int]]) -> None:
+@given(base=st.sampled_from([_GOOD, _GOOD_NG]), cut=st.integers(0, 600),
+       flips=st.lists(st.tuples(st.integers(0, 599), st.integers(0, 255)), max_size=4))
+def test_mangled_files_end_or_raise_cleanly(tmp_path: Path, base: bytes, cut: int,
+                                            flips: list[tuple[int, int]]) -> None:
     data = bytearray(base[:cut])
     for at, value in flips:
         if at < len(data):

@@ -30,13 +30,15 @@ def test_protocol_names_are_names_of_that_number_in_etc_protocols() -> None:
             assert protocol_name(num) in names[num], num
             checked += 1
     assert checked > 20
-    assert (protocol_name(6), protocol_name(17), protocol_name(58), protocol_name(253)) == ("tcp", "udp", "icmp6", "253")
+    assert ((protocol_name(6), protocol_name(17), protocol_name(58), protocol_name(253))
+            == ("tcp", "udp", "icmp6", "253"))
 
 
 @pytest.mark.parametrize(("proto", "tc", "name"), [
     (1, 8 << 8, "echo-request"), (1, 0, "echo-reply"), (1, 3 << 8 | 3, "dest-unreach port"),
     (1, 3 << 8 | 4, "dest-unreach frag-needed"), (1, 11 << 8, "time-exceeded ttl"),
-    (1, 3 << 8 | 99, "dest-unreach code 99"), (1, 42 << 8 | 1, "type 42 code 1"), (1, 8 << 8 | 5, "echo-request code 5"),
+    (1, 3 << 8 | 99, "dest-unreach code 99"), (1, 42 << 8 | 1, "type 42 code 1"),
+    (1, 8 << 8 | 5, "echo-request code 5"),
     (58, 128 << 8, "echo-request"), (58, 129 << 8, "echo-reply"), (58, 135 << 8, "neighbor-solicit"),
     (58, 1 << 8 | 4, "dest-unreach port"), (58, 2 << 8, "packet-too-big"),
 ])

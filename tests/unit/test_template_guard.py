@@ -142,7 +142,8 @@ def test_allowed_exporters_config(tmp_path: Path) -> None:
     conf = tmp_path / "c.conf"
     conf.write_text('{"allowed-exporters": ["10.0.0.0/8"], "templates-per-exporter": 64, "template-max-age": 600}')
     cfg = load_config(conf)
-    assert (cfg.allowed_exporters, cfg.template_quota, cfg.template_max_age_s, cfg.warnings) == (["10.0.0.0/8"], 64, 600, [])
+    assert ((cfg.allowed_exporters, cfg.template_quota, cfg.template_max_age_s, cfg.warnings)
+            == (["10.0.0.0/8"], 64, 600, []))
     conf.write_text('{\n "allowed-exporters": ["10.0.0.0/8",\n   "ten"]}')
     with pytest.raises(ConfigError, match=r"c.conf:3:4: allowed-exporters: 'ten' is not an IPv4 or IPv6 network"):
         load_config(conf)
@@ -170,7 +171,8 @@ def test_the_templates_file_is_bounded(tmp_path: Path, monkeypatch: pytest.Monke
     assert sum(len(b["bytes"]) for b in got) == 2
 
 
-@pytest.mark.parametrize("text", ["", "[]", '{"streams": 5}', '{"streams": [{"exporter": 1}], "templates": [{"stream": 0}]}',
+@pytest.mark.parametrize("text", ["", "[]", '{"streams": 5}',
+                                  '{"streams": [{"exporter": 1}], "templates": [{"stream": 0}]}',
                                   '{"streams": [], "templates": [{"stream": 3}]}'])
 def test_a_broken_templates_file_is_skipped(tmp_path: Path, text: str) -> None:
     f = tmp_path / "templates.json"

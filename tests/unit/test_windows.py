@@ -57,7 +57,7 @@ def oracle(batches: list[FlowBatch], spec: WindowSpec) -> dict[int, list[tuple]]
     for b in batches:
         for i in range(b.n):
             wid = int(b["recv_time_ns"][i]) // (spec.time * NS)
-            key, sort_key, aggs = [], [], []
+            key, aggs = [], []
             for f in spec.fields:
                 if f.aggregate:
                     v = 1 if f.source is None else int(b[f.source][i]) * f.multiplier
@@ -89,7 +89,7 @@ def oracle(batches: list[FlowBatch], spec: WindowSpec) -> dict[int, list[tuple]]
                     k += 1
             rows.append(row)
 
-        def sort_key(row: list) -> tuple:
+        def row_order(row: list) -> tuple:
             out = []
             for f, v in zip(spec.fields, row, strict=True):
                 if isinstance(v, ipaddress.IPv4Address):
@@ -99,7 +99,7 @@ def oracle(batches: list[FlowBatch], spec: WindowSpec) -> dict[int, list[tuple]]
                 out.append(-v if f.desc else v)
             return tuple(out)
 
-        rows.sort(key=sort_key)
+        rows.sort(key=row_order)
         shown = rows[: spec.limit] if spec.limit else rows
         text = [tuple(_text(f, v) for f, v in zip(spec.fields, r, strict=True)) for r in shown]
         if spec.limit and len(rows) >= spec.limit:
