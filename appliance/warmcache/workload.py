@@ -17,6 +17,9 @@ __all__ = ["run_workload"]
 
 log = logging.getLogger("mirrorflow.warm")
 
+#: tiny GeoIP/ASN databases (made-up values for private and documentation prefixes)
+_GEO_DATA = Path(__file__).with_name("data")
+
 
 def run_workload(component: str, tmp: Path) -> None:
     """Run what `component` ("probe", "collector" or "all") compiles, with files in `tmp`."""
@@ -32,6 +35,7 @@ def run_workload(component: str, tmp: Path) -> None:
     cfg = _collector_config(tmp)
     _replay(cfg, [pcap, pcapng], probe_stats if probe_stats.exists() else None)
     _live_restart(cfg, [pcap, pcapng])
+    _bounded_decoder([pcap, pcapng])
 
 
 # ---- collector side -------------------------------------------------------------------------
@@ -76,6 +80,12 @@ _OBJECTS = {
         "filter": "if_name 'eth0' or 'xe-1/2/3.100'",
         "fwm": [{"name": "total", "time": 10, "fields": ["packets", "octets", "flows"]}]
         }""",
+    "geo": """{
+        "filter": "country DE or dst asn 64501 or net-name office or if-name 'ge-0/0/1' or continent EU",
+        "fwm": [{"name": "countries", "time": 10, "limit": 20,
+                 "fields": ["octets desc", "src country", "dst asn", "country(src host)", "city(dst host)",
+                            "asd(src host)", "lat(src host)", "src net-name", "src if-name"]}]
+        }""",
     "functions": """{
         "filter": "div(octets, packets) 100-1500 or divl(octets, packets, 10) 100 or min(src port, dst port) 0-1023",
         "fwm": [{"name": "exporters", "time": 10, "fields": ["packets desc", "octets", "dev-ip", "dir", "smplr"]}]
@@ -117,9 +127,14 @@ def _collector_config(tmp: Path) -> Any:
     (tmp / "mo" / "lan" / "expected.csv").write_text("10.20.200.200,100,-\n")
     devices = tmp / "devices.conf"
     devices.write_text(
-        '[{"ip": "192.0.2.5", "sampling-rate": 10},\n {"ip": "2001:db8::1", "id": 1, "sampling-rate": 2}]\n'
+        '[{"ip": "192.0.2.5", "sampling-rate": 10, "interfaces": {"1": "ge-0/0/1", "2": {"name": "xe-1/0/0"}}},\n'
+        ' {"ip": "2001:db8::1", "id": 1, "sampling-rate": 2}]\n'
     )
+    networks = tmp / "networks"
+    networks.write_text("10.20.0.0/17 office lan hq\n10.20.1.0/24 servers dc hq\n2001:db8::/32 partner wan\n")
     return CollectorConfig(
+        geoip=sorted(_GEO_DATA.glob("*.mmdb")),
+        networks=networks,
         templates_file=tmp / "templates.json",
         devices_file=devices,
         stats_interval_s=0,
@@ -135,11 +150,13 @@ def _replay(cfg: Any, captures: list[Path], probe_stats: Path | None) -> None:
     """``mirrorflow collect --pcap A --pcap B --mo-dir ... --export-dir ...``, in-process."""
     from appliance.collector.api import ApiSettings
     from appliance.collector.config import load_runtime
+    from appliance.collector.export.archive import ArchiveSettings
     from appliance.collector.pipeline import Pipeline
 
     cfg.export_dir.mkdir()
     pipeline = Pipeline(cfg, load_runtime(cfg), live=False,
-                        api=ApiSettings(address=None, probe_stats=probe_stats, flows_interval_s=0))
+                        api=ApiSettings(address=None, probe_stats=probe_stats, flows_interval_s=0),
+                        archive=ArchiveSettings(directory=cfg.export_dir.with_name("archive")))
     pipeline.start_api()
     try:
         pipeline.collector.run_pcap(captures)
@@ -173,6 +190,25 @@ def _live_restart(cfg: Any, captures: list[Path]) -> None:
         _ask_api(pipeline.api)
     finally:
         pipeline.close()
+
+
+def _bounded_decoder(captures: list[Path]) -> None:
+    """A decoder with a quota of one template per exporter (it drops templates and compacts
+    its table), and single-address lookups in each GeoIP database."""
+    from appliance.collector.decode import Decoder
+    from appliance.collector.enrich import load_database
+    from appliance.collector.receive import PcapReader
+
+    dec = Decoder(template_quota=1)
+    for path in captures:
+        with PcapReader(path) as reader:
+            for packets in reader.batches(chunk=64):
+                for _batch in dec.decode(packets):
+                    pass
+    for db in sorted(_GEO_DATA.glob("*.mmdb")):
+        geo = load_database(db)
+        geo.get("10.20.0.1")
+        geo.get("2001:db8::1")
 
 
 def _ask_api(api: Any) -> None:
