@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numba import njit
 
+from appliance.collector.fields import geo
 from appliance.collector.flowbatch import FlowBatch
 from appliance.errors import ConfigError
 from appliance.netflow.registry import REGISTRY, FieldType
@@ -152,6 +153,8 @@ def archive_settings(raw: dict, source: str, directory: Path | None = None) -> A
 
 def arrow_type(name: str) -> pa.DataType:
     """The Parquet/Arrow type of a registry field in the archive."""
+    if name in geo.NAMED_COLUMNS:  # enrichment's text codes are stored as their text
+        return pa.string()
     f = REGISTRY[name]
     t = f.ftype
     if t == FieldType.IPV4:
@@ -251,6 +254,10 @@ def batch_columns(batch: FlowBatch, rows: np.ndarray | slice | None = None) -> t
         a = a.copy() if sel is None else a[sel]
         if REGISTRY[name].ftype in (FieldType.STRING, FieldType.BYTES):
             out[name] = _texts(a, batch.raw, REGISTRY[name].ftype == FieldType.BYTES)
+        elif name in geo.NAMED_COLUMNS:  # per distinct code, then one vectorised take
+            uniq, inv = np.unique(np.asarray(a, dtype=np.uint64), return_inverse=True)
+            texts = pa.array([geo.code_text(name, int(c)) for c in uniq.tolist()], pa.string())
+            out[name] = texts.take(pa.array(inv.reshape(-1).astype(np.int32)))
         else:
             out[name] = a
     return out, n
@@ -258,7 +265,7 @@ def batch_columns(batch: FlowBatch, rows: np.ndarray | slice | None = None) -> t
 
 def _zeros(name: str, n: int) -> np.ndarray | pa.Array:
     ft = REGISTRY[name].ftype
-    if ft == FieldType.STRING:
+    if ft == FieldType.STRING or name in geo.NAMED_COLUMNS:
         return pa.repeat(pa.scalar("", pa.string()), n)
     if ft == FieldType.BYTES:
         return pa.repeat(pa.scalar(b"", pa.binary()), n)

@@ -20,8 +20,8 @@ import threading
 
 import numpy as np
 
-__all__ = ["ENRICHED", "GEO_FUNCTIONS", "TEXTS", "TextTable", "COUNTRY_NAMES", "letters_code",
-           "code_letters", "render", "function_column", "function_render", "function_codes", "side_of"]
+__all__ = ["ENRICHED", "GEO_FUNCTIONS", "NAMED_COLUMNS", "TEXTS", "code_text", "TextTable", "COUNTRY_NAMES",
+           "letters_code", "code_letters", "render", "function_column", "function_render", "function_codes", "side_of"]
 
 #: enriched column (without src_/dst_) → how its codes read: letters, number or text
 ENRICHED: dict[str, str] = {
@@ -29,6 +29,14 @@ ENRICHED: dict[str, str] = {
     "state": "text", "city": "text", "zip": "text", "lat": "text", "long": "text",
     "net_name": "text", "net_role": "text", "net_site": "text",
 }
+
+#: enriched columns whose codes stand for text (countries, AS names, cities, interface names):
+#: a code means something only inside the process that made it, so whatever leaves the
+#: process (the flow archive) carries the text
+NAMED_COLUMNS = frozenset(
+    {f"{side}_{name}" for side in ("src", "dst") for name, how in ENRICHED.items() if how != "number"}
+    | {"in_if_name", "out_if_name"}
+)
 
 #: xenoeye's GeoIP/AS functions → the enriched column they read (without src_/dst_)
 GEO_FUNCTIONS: dict[str, str] = {
@@ -111,6 +119,13 @@ def side_of(column: str) -> tuple[str, str]:
     """``"src_as_org"`` → ``("src", "as_org")``."""
     side, _, name = column.partition("_")
     return side, name
+
+
+def code_text(column: str, code: int) -> str:
+    """The text one code of a `NAMED_COLUMNS` column stands for ('' for 0, unknown)."""
+    if not code:
+        return ""
+    return code_letters(code) if ENRICHED.get(side_of(column)[1], "text") == "letters" else TEXTS.text(code)
 
 
 def render(column: str, codes: np.ndarray, unknown: str = "") -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Container
 
 from appliance.collector.fields import functions as fn
+from appliance.collector.fields import geo
 from appliance.collector.filter._ast import (
     And,
     Flags,
@@ -84,8 +85,8 @@ class _Sql:
     def col(self, name: str) -> str:
         """The column as a value that is never NULL (its absent-field value instead)."""
         ftype = REGISTRY[name].ftype
-        zero = _ZERO6 if ftype == FieldType.IPV6 else "''" if ftype == FieldType.STRING else \
-            "''::BLOB" if ftype == FieldType.BYTES else "0"
+        text = ftype == FieldType.STRING or name in geo.NAMED_COLUMNS
+        zero = _ZERO6 if ftype == FieldType.IPV6 else "''" if text else "''::BLOB" if ftype == FieldType.BYTES else "0"
         if self.columns is not None and name not in self.columns:
             return zero
         if name in self.not_null:
@@ -134,6 +135,10 @@ class _Sql:
         m4 = merge_ranges(ints)
         for name in f.columns(rule.direction):
             c = self.col(name)
+            if name in geo.NAMED_COLUMNS:  # stored as text: the codes' texts ('' = unknown, '?')
+                texts_of = {geo.code_text(name, code) for lo, hi in ints for code in range(lo, min(hi, lo + 256) + 1)}
+                parts.extend(f"(encode({c}) = {_text(x.encode())})" for x in sorted(texts_of))
+                continue
             parts.extend(_ranges(c, m4))
             parts.extend(f"(({c} & {m}) = {m})" for m in masks)
             for t in texts:
