@@ -87,7 +87,7 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_collect)
 
 
-def _config(args: argparse.Namespace) -> CollectorConfig:
+def config_from_args(args: argparse.Namespace) -> CollectorConfig:
     cfg = load_config(args.config) if args.config else CollectorConfig()
     if args.listen:
         cfg.listen = list(args.listen)
@@ -121,7 +121,7 @@ def run_collect(args: argparse.Namespace) -> int:
     from appliance.collector.pipeline import Pipeline
 
     try:
-        cfg = _config(args)
+        cfg = config_from_args(args)
         runtime = load_runtime(cfg) if cfg.mo_dir is not None else None
         api = settings_from_config(cfg.raw, args.api, args.probe_stats,
                                    default_api="off" if args.pcap else "127.0.0.1:8787")

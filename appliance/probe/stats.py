@@ -50,7 +50,7 @@ def _when(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _links(links: list[dict[str, Any]]) -> list[str]:
+def link_lines(links: list[dict[str, Any]]) -> list[str]:
     """One line per interface that is not simply attached (or was re-attached)."""
     out = []
     for ln in links:
@@ -76,7 +76,7 @@ def render(s: dict[str, Any]) -> str:
         f"Interfaces: {', '.join(s['interfaces'])} ({s.get('attach', 'tc')}); timeouts active "
         f"{s['active_timeout_s']} s, "
         f"inactive {s['inactive_timeout_s']} s; maxflows {s['maxflows']}",
-        *_links(s.get("links") or []),
+        *link_lines(s.get("links") or []),
         f"Sampler: {s['sampler']}  selected {k['sampler_selected']}, "
         f"discarded {k['sampler_discarded']}",
         "",

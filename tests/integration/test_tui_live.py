@@ -19,10 +19,10 @@ import pytest
 
 from appliance.collector.receive.pcapfile import PcapReader
 from appliance.tui import units
-from appliance.tui._screentext import screen_text
 from appliance.tui.app import MirrorflowApp
 from appliance.tui.keys import KEYS, key_label
 from appliance.tui.screens import DetailScreen, HelpScreen
+from appliance.tui.screentext import screen_text
 from appliance.tui.table import LiveTable
 from tests.integration._live import free_port, get, wait_for
 

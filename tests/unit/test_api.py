@@ -92,14 +92,14 @@ def empty_snapshot() -> Snapshot:
 
 
 @pytest.mark.parametrize(("path", "query", "exc", "words"), [
-    ("/api/v2/status", {}, api._NotFound, "no endpoint"),
-    ("/api/v1/nothing", {}, api._NotFound, "no endpoint"),
-    ("/api/v1/windows/nope/w", {}, api._NotFound, "no monitoring object 'nope'"),
-    ("/api/v1/windows/mo1/w", {}, api._NotFound, "has no window 'w'"),
-    ("/api/v1/flows", {"object": ["nope"]}, api._NotFound, "no monitoring object"),
-    ("/api/v1/flows", {"limit": ["x"]}, api._BadRequest, "integer"),
-    ("/api/v1/flows", {"limit": ["0"]}, api._BadRequest, "between 1 and"),
-    ("/api/v1/flows", {"obj": ["mo1"]}, api._BadRequest, "unknown parameter"),
+    ("/api/v2/status", {}, api.NotFound, "no endpoint"),
+    ("/api/v1/nothing", {}, api.NotFound, "no endpoint"),
+    ("/api/v1/windows/nope/w", {}, api.NotFound, "no monitoring object 'nope'"),
+    ("/api/v1/windows/mo1/w", {}, api.NotFound, "has no window 'w'"),
+    ("/api/v1/flows", {"object": ["nope"]}, api.NotFound, "no monitoring object"),
+    ("/api/v1/flows", {"limit": ["x"]}, api.BadRequest, "integer"),
+    ("/api/v1/flows", {"limit": ["0"]}, api.BadRequest, "between 1 and"),
+    ("/api/v1/flows", {"obj": ["mo1"]}, api.BadRequest, "unknown parameter"),
 ])
 def test_route_errors(path: str, query: dict, exc: type, words: str) -> None:
     with pytest.raises(exc, match=words):

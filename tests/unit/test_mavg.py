@@ -445,7 +445,7 @@ def test_check_config_counts_moving_averages_and_collect_takes_notifications_dir
     import argparse
 
     from appliance.cli import main
-    from appliance.collector.cli import _config, add_collect_parser
+    from appliance.collector.cli import add_collect_parser, config_from_args
 
     mo = tmp_path / "mo" / "lab"
     mo.mkdir(parents=True)
@@ -456,5 +456,5 @@ def test_check_config_counts_moving_averages_and_collect_takes_notifications_dir
     ap = argparse.ArgumentParser()
     add_collect_parser(ap.add_subparsers())
     args = ap.parse_args(["collect", "--notifications-dir", str(tmp_path / "n")])
-    assert _config(args).notifications_dir == tmp_path / "n"
-    assert _config(ap.parse_args(["collect"])).notifications_dir == Path("/var/lib/mirrorflow/notifications")
+    assert config_from_args(args).notifications_dir == tmp_path / "n"
+    assert config_from_args(ap.parse_args(["collect"])).notifications_dir == Path("/var/lib/mirrorflow/notifications")

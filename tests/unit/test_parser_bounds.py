@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.collector.config import ConfigErrors, load_objects
-from appliance.collector.config._jsonpos import load_located
 from appliance.collector.config.devices import parse_devices
 from appliance.collector.config.jsonc import MAX_CONFIG_CHARS, MAX_CONFIG_DEPTH, loads
+from appliance.collector.config.jsonpos import load_located
 from appliance.collector.config.objects import load_object
 from appliance.collector.filter import (
     MAX_FILTER_CHARS,

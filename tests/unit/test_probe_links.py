@@ -20,7 +20,7 @@ from appliance.probe.links import (
     LinkFollower,
     parse_link_messages,
 )
-from appliance.probe.stats import _links
+from appliance.probe.stats import link_lines
 
 UP = 0x1 | 0x10000  # IFF_UP | IFF_LOWER_UP
 
@@ -113,7 +113,7 @@ def test_deleted_then_back_with_a_new_ifindex(caplog):
         ATTACHED, 12, 1020.0, 1, None)
     assert atts[0].ifindex == 12 and len(atts) == 1  # the caller detaches the new one at stop
     assert "ens4 re-attached (ifindex 12, was 7; re-attach 1)" in caplog.text
-    assert _links(f.snapshot()) == [
+    assert link_lines(f.snapshot()) == [
         f"  ens4 re-attached 1 times, last at {_when(1020.0)} (ifindex 12)"]
 
 
@@ -175,5 +175,5 @@ def test_lost_notifications_resync_from_the_kernel():
     ({"state": "attached", "reattaches": 0}, None),
 ])
 def test_stats_text(state, text):
-    lines = _links([{"name": "ens4", **state}])
+    lines = link_lines([{"name": "ens4", **state}])
     assert (lines[0].strip().startswith(text) if text else lines == [])

@@ -146,11 +146,11 @@ def settings_from_config(raw: dict[str, Any], api: str | None = None, probe_stat
     return st
 
 
-class _NotFound(Exception):
+class NotFound(Exception):
     pass
 
 
-class _BadRequest(Exception):
+class BadRequest(Exception):
     pass
 
 
@@ -162,13 +162,13 @@ def route(snap: Snapshot, path: str, query: dict[str, list[str]]) -> dict[str, A
     """The JSON document for a GET of ``path`` (no I/O: tests call it directly).
 
     Raises:
-        _NotFound, _BadRequest: with the message for the client.
+        NotFound, BadRequest: with the message for the client.
     """
     parts = [unquote(p) for p in path.strip("/").split("/") if p]
     if parts in ([], ["api"], ["api", "v1"]):
         return {"api_version": API_VERSION, "endpoints": ENDPOINTS}
     if parts[:2] != ["api", "v1"] or len(parts) < 3:
-        raise _NotFound(f"no endpoint {path!r}: see / for the list")
+        raise NotFound(f"no endpoint {path!r}: see / for the list")
     name, rest = parts[2], parts[3:]
     if name == "status" and not rest:
         return _envelope(snap, status=snap.status)
@@ -183,8 +183,8 @@ def route(snap: Snapshot, path: str, query: dict[str, list[str]]) -> dict[str, A
             if w["object"] == rest[0] and w["window"] == rest[1]:
                 return _envelope(snap, window=w)
         if not any(o["name"] == rest[0] for o in snap.objects):
-            raise _NotFound(f"no monitoring object {rest[0]!r}: see /api/v1/objects")
-        raise _NotFound(f"monitoring object {rest[0]!r} has no window {rest[1]!r}: see /api/v1/windows")
+            raise NotFound(f"no monitoring object {rest[0]!r}: see /api/v1/objects")
+        raise NotFound(f"monitoring object {rest[0]!r} has no window {rest[1]!r}: see /api/v1/windows")
     if name == "flows" and not rest:
         return _flows(snap, query)
     if name == "mavg" and not rest:
@@ -195,7 +195,7 @@ def route(snap: Snapshot, path: str, query: dict[str, list[str]]) -> dict[str, A
         return _envelope(snap, probe=snap.probe)
     if name == "schema" and not rest:
         return {"api_version": API_VERSION, "schemas": SCHEMAS}
-    raise _NotFound(f"no endpoint {path!r}: see / for the list")
+    raise NotFound(f"no endpoint {path!r}: see / for the list")
 
 
 class _FilterCache:
@@ -233,22 +233,22 @@ _filters = _FilterCache()
 def _flows(snap: Snapshot, query: dict[str, list[str]]) -> dict[str, Any]:
     unknown = set(query) - {"object", "limit", "filter", "pretty"}
     if unknown:
-        raise _BadRequest(f"unknown parameter(s) {', '.join(sorted(unknown))}: use object=NAME&filter=EXPR&limit=N")
+        raise BadRequest(f"unknown parameter(s) {', '.join(sorted(unknown))}: use object=NAME&filter=EXPR&limit=N")
     obj = query.get("object", [None])[-1]
     text = query.get("filter", [None])[-1]
     try:
         limit = int(query.get("limit", ["100"])[-1])
     except ValueError:
-        raise _BadRequest("limit must be an integer") from None
+        raise BadRequest("limit must be an integer") from None
     if not 1 <= limit <= MAX_FLOWS_LIMIT:
-        raise _BadRequest(f"limit must be between 1 and {MAX_FLOWS_LIMIT}")
+        raise BadRequest(f"limit must be between 1 and {MAX_FLOWS_LIMIT}")
     if text is not None and len(text) > MAX_FILTER_TEXT:
-        raise _BadRequest(f"filter is longer than {MAX_FILTER_TEXT} characters")
+        raise BadRequest(f"filter is longer than {MAX_FILTER_TEXT} characters")
     if obj is None:
         chunks = snap.all_flows
     else:
         if not any(o["name"] == obj for o in snap.objects):
-            raise _NotFound(f"no monitoring object {obj!r}: see /api/v1/objects")
+            raise NotFound(f"no monitoring object {obj!r}: see /api/v1/objects")
         chunks = snap.flows.get(obj, ())
     offered = next((o["flows"] for o in snap.objects if o["name"] == obj), None) if obj else \
         snap.status.get("totals", {}).get("records", 0)
@@ -259,7 +259,7 @@ def _flows(snap: Snapshot, query: dict[str, list[str]]) -> dict[str, Any]:
             try:
                 flt = _filters.get(text, snap.iplists)
             except FilterError as exc:
-                raise _BadRequest(f"bad filter: {exc}") from None
+                raise BadRequest(f"bad filter: {exc}") from None
             recs = matching_records(chunks, limit, flt.evaluate, snap.flows_kept)
     return _envelope(snap, object=obj, filter=text, limit=limit, count=len(recs), offered=offered or 0, flows=recs)
 
@@ -315,17 +315,17 @@ class _Handler(BaseHTTPRequestHandler):
             query = parse_qs(url.query, keep_blank_values=True)
             if url.path.startswith("/api/v1/archive/"):
                 if self.server.archive is None:
-                    raise _NotFound("no flow archive: start the collector with --archive DIR (docs/archive.md)")
+                    raise NotFound("no flow archive: start the collector with --archive DIR (docs/archive.md)")
                 doc = self.server.archive.handle(url.path, query, snap.iplists)
             else:
                 doc = route(snap, url.path, query)
-        except _NotFound as exc:
+        except NotFound as exc:
             self._error(404, str(exc), head)
             return
         except ArchiveApiError as exc:
             self._error(exc.status, str(exc), head)
             return
-        except _BadRequest as exc:
+        except BadRequest as exc:
             self._error(400, str(exc), head)
             return
         except Exception as exc:  # a bug here must answer, not hang the client

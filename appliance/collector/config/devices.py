@@ -22,9 +22,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.collector.config._jsonpos import Located, load_located
 from appliance.collector.config._keys import key_warnings
 from appliance.collector.config.jsonc import ConfigError, read_text
+from appliance.collector.config.jsonpos import Located, load_located
 from appliance.collector.receive.packets import address_to_words
 
 __all__ = ["Device", "load_devices", "parse_devices", "DEVICE_KEYS"]

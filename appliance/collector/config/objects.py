@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.collector.config._jsonpos import Located, load_located
 from appliance.collector.config._keys import XENOEYE_MO_KEYS, key_warnings
 from appliance.collector.config.jsonc import read_text
+from appliance.collector.config.jsonpos import Located, load_located
 from appliance.collector.fields.spec import FieldError, FieldSpec, parse_field
 from appliance.collector.filter import Filter, FilterError, IPLists, compile_filter
 from appliance.errors import ConfigError, MirrorflowError

@@ -46,9 +46,9 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.collector.config._jsonpos import load_located
 from appliance.collector.config._keys import XENOEYE_CONFIG_KEYS, key_warnings
 from appliance.collector.config.jsonc import ConfigError, read_text
+from appliance.collector.config.jsonpos import load_located
 
 __all__ = ["CollectorConfig", "load_config", "CONFIG_KEYS"]
 
