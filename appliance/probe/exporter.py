@@ -17,13 +17,9 @@ from __future__ import annotations
 import bisect
 import enum
 import errno
-import ipaddress
-import socket
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,9 +36,22 @@ from appliance.netflow.encoder import (
     template_for,
 )
 
+from .columns import SAMPLER_ID, flow_columns, flow_directions
 from .errors import ProbeConfigError
 from .flowtable import FLOW_DTYPE
 from .records import SamplerMode
+from .transport import (
+    MATCH_BYTES as _MATCH_BYTES,
+)
+from .transport import (
+    Destination,
+    DestinationStats,
+    MemoryTransport,
+    Transport,
+    UdpTransport,
+    _Link,
+    parse_destination,
+)
 from .wire import FlowPlan, encode_datagrams, plan_for, raw_flows
 
 __all__ = [
@@ -88,9 +97,6 @@ RESEND_AFTER_ERROR_S = 1.0
 HOLD_BYTES = 64 << 20
 #: datagrams sent recently, per destination, that an ICMP error can still be matched to
 RECENT_DATAGRAMS = 8192
-#: bytes of a datagram that identify it in an ICMP error (headers with sequence numbers)
-_MATCH_BYTES = 48
-SAMPLER_ID = 1
 # Byte offsets in a FLOW_DTYPE record, for the fast path's template choice.
 _IPVER_AT = FLOW_DTYPE.fields["key"][1] + FLOW_DTYPE["key"].fields["ipver"][1]
 _VAL_AT = FLOW_DTYPE.fields["val"][1]
@@ -100,9 +106,6 @@ _MPLS_DEPTH_AT = _VAL_AT + FLOW_DTYPE["val"].fields["mpls_depth"][1]
 #: observationDomainName in the system options (ipt_netflow sends its version there too).
 VERSION_STRING = f"mirrorflow probe {__version__}"
 _V9_NAME_LENGTH = 32  # v9 has no variable length: names are NUL-padded to this
-_IP_RECVERR = 11
-_IPV6_RECVERR = 25
-_MSG_ERRQUEUE = 0x2000
 
 
 def data_template_id(ipv6: bool, mpls: bool, direction: bool) -> int:
@@ -129,45 +132,6 @@ _V6_EXTRA = ("flow_label6",)
 _IPFIX_SELECTOR = {SamplerMode.DETERMINISTIC: 1, SamplerMode.RANDOM: 3, SamplerMode.HASH: 6}
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    host: str
-    port: int
-    family: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if self.family == socket.AF_INET6 else (
-            f"{self.host}:{self.port}"
-        )
-
-
-def parse_destination(text: str) -> Destination:
-    """``HOST:PORT``, ``[IPV6]:PORT`` or ``HOST`` (port 2055). Host names are resolved once."""
-    host, port = text, "2055"
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = rest[1:]
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    try:
-        portn = int(port)
-        if not 0 < portn < 65536:
-            raise ValueError
-    except ValueError:
-        raise ProbeConfigError(f"destination {text!r}: port must be 1..65535") from None
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            info = socket.getaddrinfo(host, portn, type=socket.SOCK_DGRAM)[0]
-        except OSError as exc:
-            raise ProbeConfigError(f"destination {text!r}: cannot resolve {host!r}: {exc}") from None
-        addr = ipaddress.ip_address(info[4][0])
-    family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
-    return Destination(str(addr), portn, family)
-
-
 class Stage(enum.IntEnum):
     """Where packets can be refused (the scope value of the TEMPLATE_REFUSALS records)."""
 
@@ -183,205 +147,6 @@ class Refusal:
     packets: int
     bytes: int
     records: int  # kernel map: refused inserts (one per packet); table: refused flows
-
-
-class Transport(Protocol):
-    def send(self, payload: bytes) -> None: ...
-
-    def refused(self) -> list[bytes]:
-        """The first bytes of datagrams an ICMP error reported refused since the last call."""
-        ...
-
-    def local_port(self) -> int: ...
-
-    def close(self) -> None: ...
-
-
-class UdpTransport:
-    """A connected, non-blocking UDP socket towards one destination."""
-
-    def __init__(self, dest: Destination, sndbuf: int = 0, bind: str | None = None) -> None:
-        self.sock = socket.socket(dest.family, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        if sndbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        if bind:
-            self.sock.bind((bind, 0))
-        # ICMP errors also go to the error queue, with the start of the datagram they refer to
-        if dest.family == socket.AF_INET6:
-            self.sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
-        else:
-            self.sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
-        self.sock.connect((dest.host, dest.port))
-
-    def send(self, payload: bytes) -> None:
-        self.sock.send(payload)
-
-    def refused(self) -> list[bytes]:
-        out = []
-        while True:
-            try:
-                data, _, _, _ = self.sock.recvmsg(65535, 512, _MSG_ERRQUEUE)
-            except (BlockingIOError, InterruptedError):
-                return out
-            except OSError:
-                return out
-            out.append(data)
-
-    def local_port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class MemoryTransport:
-    """Keeps what is sent; `fail_with` makes the next sends raise that errno.
-
-    `listening = False` acts like a connected UDP socket towards a closed port: the datagram
-    leaves, its ICMP error puts it on the error queue (`refused`) and makes the next send
-    fail with ECONNREFUSED (that one is not sent).
-    """
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.fail_with: int | None = None
-        self.listening = True
-        self.attempts = 0
-        self._errqueue: list[bytes] = []
-        self._pending_error = False
-
-    def send(self, payload: bytes) -> None:
-        self.attempts += 1
-        if self.fail_with is not None:
-            raise OSError(self.fail_with, errno.errorcode.get(self.fail_with, "error"))
-        if self._pending_error:
-            self._pending_error = False
-            raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
-        if not self.listening:
-            self._errqueue.append(payload[:_MATCH_BYTES])
-            self._pending_error = True
-            return
-        self.sent.append(payload)
-
-    def refused(self) -> list[bytes]:
-        out, self._errqueue = self._errqueue, []
-        return out
-
-    def local_port(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass(slots=True)
-class DestinationStats:
-    packets: int = 0
-    bytes: int = 0
-    flows: int = 0
-    errors: int = 0
-    #: errno name → count (ENOBUFS/EAGAIN: buffer full; ECONNREFUSED: ICMP unreachable)
-    errors_by_cause: dict[str, int] = field(default_factory=dict)
-    flows_lost: int = 0
-    last_error: str = ""
-    #: datagrams an ICMP error reported refused (each is held and sent again)
-    refused: int = 0
-    #: datagrams held now because the destination refuses; resent ones so far
-    held: int = 0
-    resent: int = 0
-
-
-@dataclass(slots=True)
-class _Link:
-    """One destination's delivery state: what was sent recently, what is held back."""
-
-    recent: dict[bytes, tuple[int, bytes, int]] = field(default_factory=dict)
-    recent_order: deque[tuple[bytes, int]] = field(default_factory=deque)  # (key, index), oldest first
-    hold: list[tuple[int, bytes, int]] = field(default_factory=list)  # (index, payload, flows)
-    held_bytes: int = 0
-    refusing: bool = False
-    probe: bytes | None = None  # the match key of the probe sent at the last retry
-
-
-def _ipv4_int(addr16: np.ndarray) -> np.ndarray:
-    a = addr16[:, :4].astype(np.uint64)
-    return (a[:, 0] << np.uint64(24)) | (a[:, 1] << np.uint64(16)) | (a[:, 2] << np.uint64(8)) | a[:, 3]
-
-
-def _mac_int(mac: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(mac), np.uint64)
-    for i in range(6):
-        out = (out << np.uint64(8)) | mac[:, i].astype(np.uint64)
-    return out
-
-
-def flow_directions(flows: np.ndarray, direction_mac: bytes | None) -> np.ndarray:
-    """flowDirection per flow from the MACs of its first packet: 1 (egress) when the source is
-    `direction_mac` (the router or host whose port is mirrored), 0 (ingress) when the
-    destination is, -1 when neither (or no MAC is configured): then it is not exported."""
-    out = np.full(len(flows), -1, np.int8)
-    if direction_mac is None or len(flows) == 0:
-        return out
-    mac = np.frombuffer(direction_mac, np.uint8)
-    v = flows["val"]
-    out[(v["dst_mac"] == mac).all(axis=1)] = 0
-    out[(v["src_mac"] == mac).all(axis=1)] = 1
-    return out
-
-
-def flow_columns(flows: np.ndarray, epoch_offset_ns: int, ipv6: bool,
-                 directions: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Registry columns for the encoders from FLOW_DTYPE records of one address family.
-
-    Args:
-        flows: ended flows (all IPv4 or all IPv6).
-        epoch_offset_ns: added to the kernel's CLOCK_MONOTONIC times to get epoch times.
-        ipv6: the family of `flows`.
-        directions: `flow_directions` of `flows` (default: unknown).
-    """
-    k, v = flows["key"], flows["val"]
-    proto = k["proto"].astype(np.uint64)
-    icmp = (proto == 1) | (proto == 58)
-    cols: dict[str, np.ndarray] = {
-        "src_port": k["sport"].astype(np.uint64),
-        "dst_port": k["dport"].astype(np.uint64),
-        "proto": proto,
-        "tos": k["tos"].astype(np.uint64),
-        "tcp_flags": (v["tcp_flags"] & np.uint64(0xFF)).astype(np.uint64),
-        "in_if": k["ifindex"].astype(np.uint64),
-        "packets": v["packets"].astype(np.uint64),
-        "bytes": v["bytes"].astype(np.uint64),
-        "flow_start_ms": ((v["first_ns"].astype(np.int64) + epoch_offset_ns) // 1_000_000),
-        "flow_end_ms": ((v["last_ns"].astype(np.int64) + epoch_offset_ns) // 1_000_000),
-        "min_ttl": v["min_ttl"].astype(np.uint64),
-        "max_ttl": v["max_ttl"].astype(np.uint64),
-        "ip_version": k["ipver"].astype(np.uint64),
-        "direction": np.zeros(len(flows), np.uint64) if directions is None
-        else np.maximum(directions, 0).astype(np.uint64),
-        # the top label stack entry: label << 12 | exp << 9 | bottom << 8 | ttl
-        "mpls_label_1": (v["mpls_top"] >> np.uint32(8)).astype(np.uint64),
-        "mpls_top_label_ttl": (v["mpls_top"] & np.uint32(0xFF)).astype(np.uint64),
-        "src_vlan": k["vlan"].astype(np.uint64),
-        "dot1q_vlan": k["vlan"].astype(np.uint64),
-        "dot1q_customer_vlan": v["inner_vlan"].astype(np.uint64),
-        "src_mac": _mac_int(v["src_mac"]),
-        "dst_mac": _mac_int(v["dst_mac"]),
-        "flow_end_reason": flows["end_reason"].astype(np.uint64),
-        "sampler_id": np.full(len(flows), SAMPLER_ID, np.uint64),
-        "selector_id": np.full(len(flows), SAMPLER_ID, np.uint64),
-    }
-    icmp_code = np.where(icmp, k["dport"], 0).astype(np.uint64)
-    if ipv6:
-        cols["src_addr6"] = np.ascontiguousarray(k["src"])
-        cols["dst_addr6"] = np.ascontiguousarray(k["dst"])
-        cols["icmp_type6"] = icmp_code
-        cols["flow_label6"] = v["flow_label"].astype(np.uint64)
-    else:
-        cols["src_addr"] = _ipv4_int(k["src"])
-        cols["dst_addr"] = _ipv4_int(k["dst"])
-        cols["icmp_type"] = icmp_code
-    return cols
 
 
 class Exporter:
