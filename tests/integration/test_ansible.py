@@ -89,7 +89,10 @@ def _recap(output: str) -> tuple[int, int, int, int]:
 
 
 def _changed_tasks(output: str) -> list[str]:
-    return re.findall(r"TASK \[([^\]]+)\][^\n]*\n(?:[^\n]*\n)*?changed:", output)
+    """The tasks (and handlers) whose block reports a change."""
+    blocks = re.split(r"\n(?=(?:TASK|RUNNING HANDLER) \[)", output)
+    return [re.match(r"(?:TASK|RUNNING HANDLER) \[([^\]]+)\]", b).group(1)  # type: ignore[union-attr]
+            for b in blocks if re.match(r"(?:TASK|RUNNING HANDLER) \[", b) and re.search(r"^changed:", b, re.M)]
 
 
 @pytest.fixture(scope="module")
