@@ -95,6 +95,20 @@ def test_a_detached_probe_interface_is_shown() -> None:
     assert line.startswith("probe pid 4242  stats 0.8s old  DETACHED ens4  ")
 
 
+def test_loss_is_in_the_header_until_the_period_ends() -> None:
+    d = docs()
+    last = 1_765_159_800.0  # 2025-12-08 02:10:00 UTC
+    d["status"]["status"].update(health="degraded", problems=["2140 packets/flows lost to exporter sequence gaps"])
+    d["status"]["status"]["loss"] = {"period_s": 3600.0,
+                                     "sequence_gaps": {"total": 2140, "recent": 2140, "last_at": last},
+                                     "spool_refused_windows": {"total": 3, "recent": 0, "last_at": last - 7200}}
+    validate(d["status"], SCHEMAS["/api/v1/status"])
+    snap = ApiClient("http://x", transport=Recorded([d])).fetch()
+    text = header.render_status(header.fetch(snap, "http://x"), T + 1)
+    assert "collector degraded(1)  lost 2140 @02:10  probe ok" in text.plain
+    assert [str(s.style) for s in text.spans if "lost" in text.plain[s.start : s.end]] == ["bold red"]
+
+
 def test_key_table_generates_bindings_and_help() -> None:
     assert [(b.key, b.action) for b in bindings()] == [(k.key, k.action) for k in KEYS]
     assert len(help_rows()) == len(KEYS)

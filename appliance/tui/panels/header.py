@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,21 @@ def render_rates(data: HeaderData, view: View) -> Text:
     return out
 
 
+_LOSS_WORDS = {"sequence_gaps": "lost", "spool_refused_windows": "windows refused"}
+
+
+def _recent_loss(loss: dict) -> str:
+    """``lost 2140 @02:10`` for each kind of loss the collector counted recently (UTC time)."""
+    parts = []
+    for kind, word in _LOSS_WORDS.items():
+        entry = loss.get(kind) or {}
+        if entry.get("recent"):
+            at = entry.get("last_at")
+            when = time.strftime(" @%H:%M", time.gmtime(at)) if at else ""
+            parts.append(f"{word} {entry['recent']}{when}")
+    return " ".join(parts)
+
+
 def render_status(data: HeaderData, now: float, paused: str = "") -> Text:
     """``collector ok · probe ok · URL · 0.4s ago`` (STALE in red when late)."""
     out = Text()
@@ -76,6 +92,9 @@ def render_status(data: HeaderData, now: float, paused: str = "") -> Text:
         out.append("collector ", "dim")
         style = {"ok": "green", "degraded": "bold red"}.get(health, "bold yellow")
         out.append(health + (f"({len(problems)})" if problems else ""), style)
+        lost = _recent_loss(data.status.get("loss") or {})
+        if lost:
+            out.append("  " + lost, "bold red")
     out.append("  probe ", "dim")
     detached = data.probe.get("detached") or []
     if not data.probe.get("available"):
