@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .run import Demo, DemoOptions
+from appliance.demo.run import Demo, DemoOptions
 
 __all__ = ["add_parser", "run"]
 

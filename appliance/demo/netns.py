@@ -15,8 +15,8 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from . import DemoError
-from ._proc import process_alive
+from appliance.demo import DemoError
+from appliance.demo._proc import process_alive
 
 __all__ = ["Topology", "build_topology", "remove_leftovers", "list_namespaces", "list_links",
            "process_alive", "owned_names", "PREFIX", "ip", "command", "add_namespace", "add_veth",

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from . import DemoError
-from ._proc import group_alive, process_alive
+from appliance.demo import DemoError
+from appliance.demo._proc import group_alive, process_alive
 
 __all__ = ["PostgresCluster", "postgres_bin_dir", "free_tcp_port", "stop_cluster", "kill_cluster"]
 

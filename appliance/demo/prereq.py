@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pg import postgres_bin_dir
+from appliance.demo.pg import postgres_bin_dir
 
 __all__ = ["Missing", "check", "SETUP_HINT"]
 

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.collector.enrich import bundled_geoip
-
-from . import DemoError, PrerequisiteError
-from .netns import Topology, build_topology, owned_names, process_alive, remove_leftovers
-from .pg import PostgresCluster, free_tcp_port, postgres_bin_dir, stop_cluster
-from .prereq import check
-from .traffic import ATTACKER, VICTIM
+from appliance.demo import DemoError, PrerequisiteError
+from appliance.demo.netns import Topology, build_topology, owned_names, process_alive, remove_leftovers
+from appliance.demo.pg import PostgresCluster, free_tcp_port, postgres_bin_dir, stop_cluster
+from appliance.demo.prereq import check
+from appliance.demo.traffic import ATTACKER, VICTIM
 
 __all__ = ["DemoOptions", "Demo", "remove_stale_runs", "corpus_traces", "tui_available"]
 

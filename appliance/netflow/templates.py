@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from appliance.errors import MirrorflowError
 from appliance.netflow.header import MIN_DATA_SET_ID, V9, VARIABLE_LENGTH, V9Scope
 from appliance.netflow.registry import REGISTRY, VIRTUAL, FieldType
 
@@ -29,8 +30,9 @@ __all__ = [
 ]
 
 
-class EncodeError(ValueError):
-    """Columns or templates that cannot be encoded (missing column, bad shape, bad template)."""
+class EncodeError(MirrorflowError, ValueError):
+    """Columns or templates that cannot be encoded (missing column, bad shape, bad template);
+    a `ValueError` too, as callers that validate values expect."""
 
 
 class ValueOverflowError(EncodeError):

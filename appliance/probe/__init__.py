@@ -7,6 +7,6 @@ Kernel side: ``flowcache.bpf.c`` (TC clsact ingress). Userspace: ``kernel`` (loa
 
 from __future__ import annotations
 
-from .errors import AttachError, KernelError, ProbeConfigError, ProbeError
+from appliance.probe.errors import AttachError, KernelError, ProbeConfigError, ProbeError
 
 __all__ = ["ProbeError", "ProbeConfigError", "AttachError", "KernelError"]

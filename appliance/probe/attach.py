@@ -22,7 +22,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .errors import AttachError
+from appliance.probe.errors import AttachError
 
 __all__ = ["Attachment", "attach", "cleanup_leftovers", "DEFAULT_STATE_DIR", "FILTER_NAME",
            "HOOKS", "XDP_MODES"]

@@ -14,11 +14,11 @@ import sys
 import threading
 from pathlib import Path
 
-from .attach import DEFAULT_STATE_DIR, Attachment, attach
-from .config import ProbeSettings, load_config_file
-from .errors import ProbeError
-from .links import LinkFollower, LinkWatcher
-from .stats import read_snapshot, render, write_snapshot
+from appliance.probe.attach import DEFAULT_STATE_DIR, Attachment, attach
+from appliance.probe.config import ProbeSettings, load_config_file
+from appliance.probe.errors import ProbeError
+from appliance.probe.links import LinkFollower, LinkWatcher
+from appliance.probe.stats import read_snapshot, render, write_snapshot
 
 __all__ = ["add_parser", "run", "main"]
 
@@ -142,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(s: ProbeSettings) -> int:
-    from .kernel import KernelFlowCache
-    from .runner import Probe, SystemClock, build_exporter
+    from appliance.probe.kernel import KernelFlowCache
+    from appliance.probe.runner import Probe, SystemClock, build_exporter
 
     stop = threading.Event()
     flush_now = threading.Event()

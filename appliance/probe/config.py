@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .attach import DEFAULT_STATE_DIR, HOOKS, XDP_MODES
-from .errors import ProbeConfigError
-from .records import KeyField, SamplerMode
+from appliance.probe.attach import DEFAULT_STATE_DIR, HOOKS, XDP_MODES
+from appliance.probe.errors import ProbeConfigError
+from appliance.probe.records import KeyField, SamplerMode
 
 __all__ = ["ProbeSettings", "parse_sampler", "parse_key_fields", "parse_mac", "load_config_file"]
 

@@ -35,15 +35,14 @@ from appliance.netflow.encoder import (
     statistics_template,
     template_for,
 )
-
-from .columns import SAMPLER_ID, flow_columns, flow_directions
-from .errors import ProbeConfigError
-from .flowtable import FLOW_DTYPE
-from .records import SamplerMode
-from .transport import (
+from appliance.probe.columns import SAMPLER_ID, flow_columns, flow_directions
+from appliance.probe.errors import ProbeConfigError
+from appliance.probe.flowtable import FLOW_DTYPE
+from appliance.probe.records import SamplerMode
+from appliance.probe.transport import (
     MATCH_BYTES as _MATCH_BYTES,
 )
-from .transport import (
+from appliance.probe.transport import (
     Destination,
     DestinationStats,
     MemoryTransport,
@@ -52,7 +51,7 @@ from .transport import (
     _Link,
     parse_destination,
 )
-from .wire import FlowPlan, encode_datagrams, plan_for, raw_flows
+from appliance.probe.wire import FlowPlan, encode_datagrams, plan_for, raw_flows
 
 __all__ = [
     "Destination",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numba as nb
 import numpy as np
 
-from .records import KEY_DTYPE, KEY_WORDS, VAL_DTYPE, FlowEndReason
+from appliance.probe.records import KEY_DTYPE, KEY_WORDS, VAL_DTYPE, FlowEndReason
 
 __all__ = ["FlowTable", "TableStats", "FLOW_DTYPE"]
 

@@ -17,8 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import KernelError
-from .records import KEY_DTYPE, N_COUNTERS, VAL_DTYPE, Counter, Feature, KeyField, SamplerMode
+from appliance.probe.errors import KernelError
+from appliance.probe.records import KEY_DTYPE, N_COUNTERS, VAL_DTYPE, Counter, Feature, KeyField, SamplerMode
 
 __all__ = ["FlowCache", "KernelFlowCache", "MemoryFlowCache", "KernelSettings", "SelfExport"]
 

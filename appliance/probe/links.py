@@ -39,8 +39,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from .attach import Attachment
-from .errors import ProbeError
+from appliance.probe.attach import Attachment
+from appliance.probe.errors import ProbeError
 
 __all__ = [
     "ATTACHED",

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import ProbeSettings, parse_key_fields, parse_mac, parse_sampler
-from .exporter import Exporter, Refusal, Stage, parse_destination
-from .flowtable import FlowTable
-from .kernel import FlowCache, KernelSettings, SelfExport
-from .records import Counter, Feature, FlowEndReason, SamplerMode
-from .stats import RateMeter, counters_dict, write_snapshot
+from appliance.probe.config import ProbeSettings, parse_key_fields, parse_mac, parse_sampler
+from appliance.probe.exporter import Exporter, Refusal, Stage, parse_destination
+from appliance.probe.flowtable import FlowTable
+from appliance.probe.kernel import FlowCache, KernelSettings, SelfExport
+from appliance.probe.records import Counter, Feature, FlowEndReason, SamplerMode
+from appliance.probe.stats import RateMeter, counters_dict, write_snapshot
 
 __all__ = ["Probe", "Clock", "SystemClock", "build_exporter"]
 

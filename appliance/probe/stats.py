@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from appliance.probe.records import Counter
 from appliance.rates import RateMeter
-
-from .records import Counter
 
 __all__ = ["RateMeter", "counters_dict", "read_snapshot", "render", "write_snapshot"]
 

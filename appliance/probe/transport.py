@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import ProbeConfigError
+from appliance.probe.errors import ProbeConfigError
 
 __all__ = ["MATCH_BYTES", "Destination", "DestinationStats", "MemoryTransport", "Transport", "UdpTransport",
            "parse_destination"]

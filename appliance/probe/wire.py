@@ -19,8 +19,7 @@ import numba as nb
 import numpy as np
 
 from appliance.netflow.encoder import IPFIXEncoder, Template, V9Encoder
-
-from .flowtable import FLOW_DTYPE
+from appliance.probe.flowtable import FLOW_DTYPE
 
 __all__ = ["FlowPlan", "encode_datagrams", "plan_for", "raw_flows"]
 

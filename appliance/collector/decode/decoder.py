@@ -14,11 +14,8 @@ persisted file holds at most `MAX_SAVED_TEMPLATES` templates (used ones first).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import struct
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,28 +45,18 @@ from appliance.collector.decode._tables import (
     Stat,
     TableArrays,
 )
+from appliance.collector.decode._templatefile import read_document, write_document
 from appliance.collector.decode._templates import field_action, finish_template
 from appliance.collector.flowbatch import FlowBatch
 from appliance.collector.receive.packets import (
     PacketBatch,
-    address_to_words,
     words_to_address,
 )
 from appliance.netflow.header import (
-    ENTERPRISE_BIT,
     IPFIX,
     IPFIX_AT_LENGTH,
     IPFIX_HEADER_SIZE,
-    IPFIX_HEADER_STRUCT,
-    IPFIX_OPTIONS_TEMPLATE_SET_ID,
-    IPFIX_TEMPLATE_SET_ID,
-    SET_HEADER_SIZE,
-    SET_HEADER_STRUCT,
-    V9,
     V9_HEADER_SIZE,
-    V9_HEADER_STRUCT,
-    V9_OPTIONS_TEMPLATE_SET_ID,
-    V9_TEMPLATE_SET_ID,
 )
 from appliance.netflow.registry import REGISTRY, Registry
 
@@ -568,14 +555,7 @@ class Decoder:
             })
         rates = [[index[int(k >> 32)], int(k & 0xFFFFFFFF), int(v)] for k, v in self._samp.items()
                  if int(k >> 32) in index]
-        doc = {"format": 1, "streams": streams, "templates": templates, "sampling": rates}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_document(path, {"format": 1, "streams": streams, "templates": templates, "sampling": rates})
         self._saved_changes = int(self._meta[K.M_TMPL_CHANGES] + self._meta[K.M_RATE_CHANGES])
         done = time.monotonic()
         self._next_save = done + 9 * (done - started)
@@ -588,22 +568,8 @@ class Decoder:
         streams the rest is ignored (a file written by an older version may hold more).
         """
         try:
-            with path.open("rb") as fh:
-                data = fh.read(MAX_TEMPLATE_FILE_BYTES + 1)
-            if len(data) > MAX_TEMPLATE_FILE_BYTES:
-                raise ValueError(f"larger than {MAX_TEMPLATE_FILE_BYTES >> 20} MiB")
-            doc = json.loads(data)
-            streams = doc["streams"][:MAX_SAVED_STREAMS]
-            payloads, exporters = [], []
-            for t in doc.get("templates", [])[:MAX_SAVED_TEMPLATES]:
-                st_doc = streams[t["stream"]]
-                payloads.append(_template_packet(st_doc["version"], st_doc["source_id"], t))
-                exporters.append(st_doc["exporter"])
-            facts = [(address_to_words(x["exporter"]), int(x["version"]), int(x["source_id"]) & 0xFFFFFFFF,
-                      int(x["init_ms"]), int(x["rate"]),
-                      None if x.get("next_seq") is None else int(x["next_seq"]) & 0xFFFFFFFF)
-                     for x in streams]
-            sampling = [(int(a), int(b) & 0xFFFFFFFF, int(c)) for a, b, c in doc.get("sampling", [])]
+            payloads, exporters, facts, sampling = read_document(path, MAX_TEMPLATE_FILE_BYTES,
+                                                                 MAX_SAVED_TEMPLATES, MAX_SAVED_STREAMS)
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error) as exc:
             log.warning("template file %s unreadable (%s): starting without templates", path, exc)
             return
@@ -638,34 +604,3 @@ def _grown(arr: np.ndarray, rows: int) -> np.ndarray:
     new = np.zeros((rows,) + arr.shape[1:], dtype=arr.dtype)
     new[: arr.shape[0]] = arr
     return new
-
-
-def _template_packet(version: int, source_id: int, t: dict) -> bytes:
-    """A v9 or IPFIX packet holding one template definition (for restoring templates)."""
-    fields = t["fields"]
-    nscope = t["scope_fields"]
-    options = t["kind"] == 2
-    body = bytearray()
-    if version == IPFIX:
-        body += struct.pack("!HH", t["template_id"], len(fields))
-        if options:
-            body += struct.pack("!H", nscope)
-        for pen, ie, ln in fields:
-            if pen:
-                body += struct.pack("!HHI", ie | ENTERPRISE_BIT, ln, pen)
-            else:
-                body += struct.pack("!HH", ie, ln)
-        set_id = IPFIX_OPTIONS_TEMPLATE_SET_ID if options else IPFIX_TEMPLATE_SET_ID
-    else:
-        if options:
-            body += struct.pack("!HHH", t["template_id"], nscope * 4, (len(fields) - nscope) * 4)
-        else:
-            body += struct.pack("!HH", t["template_id"], len(fields))
-        for _pen, ie, ln in fields:
-            body += struct.pack("!HH", ie, ln)
-        set_id = V9_OPTIONS_TEMPLATE_SET_ID if options else V9_TEMPLATE_SET_ID
-    body += b"\x00" * (-len(body) % 4)
-    sets = SET_HEADER_STRUCT.pack(set_id, SET_HEADER_SIZE + len(body)) + bytes(body)
-    if version == IPFIX:
-        return IPFIX_HEADER_STRUCT.pack(IPFIX, IPFIX_HEADER_SIZE + len(sets), 0, 0, source_id) + sets
-    return V9_HEADER_STRUCT.pack(V9, 1, 0, 0, 0, source_id) + sets

@@ -29,6 +29,7 @@ from appliance.collector.fields import functions as fn
 from appliance.collector.fields import geo
 from appliance.collector.fields.table import FILTER_FIELDS, ValueKind
 from appliance.collector.flowbatch import FlowBatch
+from appliance.errors import MirrorflowError
 from appliance.netflow.registry import REGISTRY, FieldType
 
 __all__ = ["Column", "FieldError", "FieldSpec", "KeyKind", "TEXT_FUNCTIONS", "parse_call", "parse_field"]
@@ -54,7 +55,7 @@ _GEO_FUNCTIONS = tuple(geo.GEO_FUNCTIONS)
 TEXT_FUNCTIONS = frozenset({"tfstr", "portstr", "ppstr", *(f for f in _GEO_FUNCTIONS if f != "asn")})
 
 
-class FieldError(ValueError):
+class FieldError(MirrorflowError, ValueError):
     """A ``fields`` entry that cannot be used; the message says what to write instead."""
 
 
