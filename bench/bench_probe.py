@@ -50,6 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from appliance import synth  # noqa: E402
 from appliance.probe.attach import attach  # noqa: E402
 from appliance.probe.config import ProbeSettings  # noqa: E402
 from appliance.probe.kernel import KernelFlowCache  # noqa: E402
@@ -94,7 +95,7 @@ def flows_pcap(path: Path, n: int) -> Path:
                                bytes([192, 0, 2, 1]))
     frame[34:42] = struct.pack("!HHHH", 1024, 53, 26, 0)
     rec = np.zeros((n, 16 + 60), np.uint8)
-    rec[:, :16] = np.frombuffer(struct.pack("<IIII", 1, 0, 60, 60), np.uint8)
+    rec[:, :16] = np.frombuffer(synth.pcap_record(1_000_000_000, bytes(frame))[:16], np.uint8)
     rec[:, 16:] = np.frombuffer(bytes(frame), np.uint8)
     i = np.arange(n, dtype=np.uint32)
     rec[:, 16 + 26] = 10
@@ -103,7 +104,7 @@ def flows_pcap(path: Path, n: int) -> Path:
     rec[:, 16 + 29] = i & 0xFF
     rec[:, 16 + 36] = 1 + (i >> 24)  # source port high byte: more than 2**24 flows
     with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        f.write(synth.pcap_header())
         f.write(rec.tobytes())
     return path
 
@@ -111,11 +112,7 @@ def flows_pcap(path: Path, n: int) -> Path:
 def filler_pcap(path: Path) -> Path:
     macs = b"\x02\0\0\0\0\x09\x02\0\0\0\0\x08"
     frames = [macs + b"\x88\xb5" + bytes(1486)] * 200 + [macs + b"\x08\x00\x45" + bytes(9)]
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
-        for i, fr in enumerate(frames):
-            f.write(struct.pack("<IIII", 1, i, len(fr), len(fr)) + fr)
-    return path
+    return synth.write_pcap(path, ((1_000_000_000 + 1000 * i, fr) for i, fr in enumerate(frames)))
 
 
 def warm_up_numba() -> None:
