@@ -25,8 +25,8 @@ import numpy as np
 from numba import types
 from numba.typed import Dict
 
+import appliance.collector.decode._tables as K
 from appliance.collector.config.devices import Device
-from appliance.collector.decode import _tables as K
 from appliance.collector.decode._exporters import exporter_index, stream_index
 from appliance.collector.decode._guard import (
     DEFAULT_TEMPLATE_MAX_AGE_S,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.collector.enrich import _kernels as K
+import appliance.collector.enrich._kernels as K
 from appliance.collector.enrich.mmdb import GeoDatabase, GeoError, _Table
 from appliance.collector.fields import geo
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.collector.enrich import _kernels as K
+import appliance.collector.enrich._kernels as K
 from appliance.collector.enrich.csvranges import load_csv
 from appliance.collector.enrich.merged import merge
 from appliance.collector.enrich.mmdb import GeoDatabase, GeoError, database_files, load_database

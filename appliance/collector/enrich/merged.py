@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from appliance.collector.enrich import _kernels as K
+import appliance.collector.enrich._kernels as K
 from appliance.collector.enrich.mmdb import GeoDatabase, _Table
 from appliance.collector.fields import geo
 

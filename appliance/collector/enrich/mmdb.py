@@ -24,7 +24,7 @@ import maxminddb
 import maxminddb.decoder
 import numpy as np
 
-from appliance.collector.enrich import _kernels as K
+import appliance.collector.enrich._kernels as K
 from appliance.collector.fields import geo
 from appliance.errors import MirrorflowError
 

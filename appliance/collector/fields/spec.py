@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.collector.fields import functions as fn
-from appliance.collector.fields import geo
+import appliance.collector.fields.functions as fn
+import appliance.collector.fields.geo as geo
 from appliance.collector.fields.table import FILTER_FIELDS, ValueKind
 from appliance.collector.flowbatch import FlowBatch
 from appliance.errors import MirrorflowError

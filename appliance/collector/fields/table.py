@@ -28,7 +28,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from appliance.collector.fields import geo
+import appliance.collector.fields.geo as geo
 from appliance.netflow.registry import REGISTRY, FieldType, Registry
 
 __all__ = ["ValueKind", "FilterField", "lookup_field", "PROTOCOLS", "SERVICES", "TCP_FLAGS",

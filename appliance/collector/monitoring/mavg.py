@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import appliance.collector.monitoring._mavg as _mavg
 from appliance.collector.config.averages import MavgSpec
 from appliance.collector.flowbatch import FlowBatch
-from appliance.collector.monitoring import _mavg
 
 __all__ = ["MovingAverage", "Raised"]
 

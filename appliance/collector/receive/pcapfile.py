@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import appliance.collector.receive._pcapscan as scan
 from appliance import MirrorflowError
-from appliance.collector.receive import _pcapscan as scan
 from appliance.collector.receive.packets import PacketBatch
 
 __all__ = ["PcapFormatError", "PcapReader", "PcapStats", "read_pcap"]
