@@ -1,24 +1,7 @@
 """Moving averages (xenoeye's ``mavg``): per-key rates with thresholds, the running state.
 
-The definitions (`MavgSpec`, from a mo.conf) are `appliance.collector.config.averages`:
-
-```
-"mavg": [{
-  "name": "pps", "time": 5,                         // T: time constant, seconds (5)
-  "fields": ["dst host", "packets", "octets"],      // keys + one or more summed counters
-  "dump": 0, "mem-m": 256,                          // .d/.a dump period s (0 off); table MiB
-  "overlimit": [{
-    "name": "lvl1",                                 // default "0", "1", ...
-    "default": [100000, 1e9],                       // per second, one per counter (null: not checked)
-    "limits": "limits.csv",                         // per-key thresholds (relative: to mo.conf)
-    "back2norm-time": 30,                           // s below every threshold before normal
-    "action-script": "/usr/local/bin/alert.sh",
-    "back2norm-script": "/usr/local/bin/normal.sh",
-    "ext": ["by_port", "other_mo/by_src"]           // extended windows switched on meanwhile
-  }],
-  "underlimit": [ ... same keys ... ]
-}]
-```
+The definitions (`MavgSpec`, the ``mavg`` entries of a mo.conf with their keys) are
+`appliance.collector.config.averages`.
 
 The rate of a key is ``N/T`` where ``N ← N·exp(−Δt/T) + V`` for every flow (see
 `_mavg`): a step to R units/s reads ``R·(1 − exp(−t/T))`` after t seconds. A level is
